@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs, with apt-get, the Debian 12 packages raftkv needs to build, test and run.
+# Idempotent: packages already installed are left alone, and apt-get runs only when
+# something is missing. No third-party source is downloaded or vendored.
+set -euo pipefail
+
+# Build and test dependencies (make test, make run).
+packages=(
+  build-essential
+  cmake
+  ninja-build
+  ccache
+  pkg-config
+  googletest
+  libgtest-dev
+  libgmock-dev
+  libbenchmark-dev
+  libboost1.81-dev
+  libboost-json1.81-dev
+  libboost-program-options1.81-dev
+  libxxhash-dev
+  libspdlog-dev
+  curl
+)
+
+# Extra tools for `make bench` only (pass --bench).
+if [[ "${1:-}" == "--bench" ]]; then
+  packages+=(wrk etcd-server etcd-client gnuplot-nox)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+if [[ $(id -u) -ne 0 ]]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,98 @@
+#include "raft/progress.h"
+
+#include <algorithm>
+
+namespace raftkv::raft {
+
+const char* ProgressStateName(ProgressState s) {
+  switch (s) {
+    case ProgressState::kProbe: return "probe";
+    case ProgressState::kReplicate: return "replicate";
+    case ProgressState::kSnapshot: return "snapshot";
+  }
+  return "?";
+}
+
+void Progress::BecomeProbe() {
+  // After a snapshot, resume right after it; otherwise just after match.
+  if (state == ProgressState::kSnapshot) {
+    next = std::max(match + 1, pending_snapshot + 1);
+  } else {
+    next = match + 1;
+  }
+  state = ProgressState::kProbe;
+  probe_sent = false;
+  pending_snapshot = 0;
+  snap_offset = 0;
+  inflights.Reset();
+}
+
+void Progress::BecomeReplicate() {
+  state = ProgressState::kReplicate;
+  next = match + 1;
+  probe_sent = false;
+  pending_snapshot = 0;
+  snap_offset = 0;
+  inflights.Reset();
+}
+
+void Progress::BecomeSnapshot(Index snapshot_index) {
+  state = ProgressState::kSnapshot;
+  probe_sent = false;
+  pending_snapshot = snapshot_index;
+  snap_offset = 0;
+  snap_idle_ticks = 0;
+  inflights.Reset();
+}
+
+bool Progress::MaybeUpdate(Index n) {
+  bool updated = false;
+  if (match < n) {
+    match = n;
+    updated = true;
+    probe_sent = false;
+  }
+  next = std::max(next, n + 1);
+  return updated;
+}
+
+bool Progress::MaybeDecrTo(Index rejected, Index hint) {
+  if (state == ProgressState::kReplicate) {
+    // A rejection at or below match is stale: that prefix is known to match.
+    if (rejected <= match) return false;
+    next = match + 1;
+    return true;
+  }
+  // Probe: only the answer to the probe we sent (at next-1) counts.
+  if (next == 0 || next - 1 != rejected) return false;
+  next = std::max(std::min(rejected, hint + 1), match + 1);
+  probe_sent = false;
+  return true;
+}
+
+bool Progress::IsPaused() const {
+  switch (state) {
+    case ProgressState::kProbe: return probe_sent;
+    case ProgressState::kReplicate: return inflights.Full();
+    case ProgressState::kSnapshot: return true;
+  }
+  return true;
+}
+
+void Progress::SentEntries(Index last, uint64_t count) {
+  switch (state) {
+    case ProgressState::kReplicate:
+      if (count > 0) {
+        next = last + 1;
+        inflights.Add(last);
+      }
+      break;
+    case ProgressState::kProbe:
+      probe_sent = true;
+      break;
+    case ProgressState::kSnapshot:
+      break;
+  }
+}
+
+}  // namespace raftkv::raft

@@ -1,0 +1,72 @@
+// Progress: the leader's view of one follower's log (Raft paper 5.3:
+// nextIndex and matchIndex), with the flow control of etcd-io/raft.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+
+#include "raft/types.h"
+
+namespace raftkv::raft {
+
+enum class ProgressState : uint8_t {
+  // Not known where the follower's log matches: one AppendEntries at a
+  // time, each waiting for its answer (or the next heartbeat).
+  kProbe = 0,
+  // Matching: AppendEntries are pipelined, up to max_inflight_msgs.
+  kReplicate,
+  // The follower needs entries we compacted: a snapshot is being sent.
+  kSnapshot,
+};
+
+const char* ProgressStateName(ProgressState s);
+
+// Bounded window of in-flight AppendEntries (each remembered by its last index).
+class Inflights {
+ public:
+  explicit Inflights(uint64_t capacity) : capacity_(capacity) {}
+  bool Full() const { return last_.size() >= capacity_; }
+  uint64_t Count() const { return last_.size(); }
+  void Add(Index last) { last_.push_back(last); }
+  // Frees every message whose last index is <= index.
+  void FreeLE(Index index) {
+    while (!last_.empty() && last_.front() <= index) last_.pop_front();
+  }
+  void Reset() { last_.clear(); }
+
+ private:
+  uint64_t capacity_;
+  std::deque<Index> last_;
+};
+
+struct Progress {
+  explicit Progress(uint64_t max_inflight) : inflights(max_inflight) {}
+
+  MemberRole role = MemberRole::kVoter;
+  Index match = 0;
+  Index next = 1;
+  ProgressState state = ProgressState::kProbe;
+  // Probe: an AppendEntries is outstanding; wait for a reply or heartbeat.
+  bool probe_sent = false;
+  // Heard from this peer since the last check-quorum round.
+  bool recent_active = false;
+  Inflights inflights;
+
+  // Snapshot state: the snapshot being sent and how far.
+  Index pending_snapshot = 0;
+  uint64_t snap_offset = 0;
+  int snap_idle_ticks = 0;
+
+  void BecomeProbe();
+  void BecomeReplicate();
+  void BecomeSnapshot(Index snapshot_index);
+  // Records that entries up to n are on the follower. False if stale.
+  bool MaybeUpdate(Index n);
+  // Handles a rejection of the AppendEntries at `rejected`; hint is the
+  // follower's suggested next probe point. False if the rejection is stale.
+  bool MaybeDecrTo(Index rejected, Index hint);
+  bool IsPaused() const;
+  void SentEntries(Index last, uint64_t count);
+};
+
+}  // namespace raftkv::raft
