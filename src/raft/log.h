@@ -34,8 +34,8 @@ class RaftLog {
   // what is new, truncating a conflicting suffix, sets *last_new to the index
   // of the last entry the leader sent, and commits up to min(commit, *last_new).
   // *conflict is the first index that was replaced or added (0 if none).
-  bool MaybeAppend(Index prev_index, Term prev_term, Index commit, const std::vector<Entry>& entries,
-                   Index* last_new, Index* conflict);
+  bool MaybeAppend(Index prev_index, Term prev_term, Index commit,
+                   const std::vector<Entry>& entries, Index* last_new, Index* conflict);
   // Leader side: appends new entries after the last one. Returns LastIndex().
   Index Append(const std::vector<Entry>& entries);
   // For a rejected AppendEntries at (index, term): the largest index <= index

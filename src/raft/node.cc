@@ -164,8 +164,7 @@ void Node::RebuildProgress() {
 bool Node::Promotable() const { return conf_.IsVoter(id_); }
 
 bool Node::InLease() const {
-  return cfg_.check_quorum && leader_ != kNoNode &&
-         election_elapsed_ < cfg_.election_timeout_ticks;
+  return cfg_.check_quorum && leader_ != kNoNode && election_elapsed_ < cfg_.election_timeout_ticks;
 }
 
 // ---------------------------------------------------------------------------
@@ -213,7 +212,8 @@ void Node::TickHeartbeat() {
     heartbeat_elapsed_ = 0;
     BroadcastHeartbeat();
     for (auto& [id, pr] : progress_) {
-      if (pr.state == ProgressState::kSnapshot && ++pr.snap_idle_ticks >= cfg_.election_timeout_ticks) {
+      if (pr.state == ProgressState::kSnapshot &&
+          ++pr.snap_idle_ticks >= cfg_.election_timeout_ticks) {
         // The last chunk or its answer was lost: send it again.
         SendSnapshotChunk(id, &pr);
       }
@@ -353,10 +353,16 @@ void Node::Step(const Message& m) {
   }
 
   switch (role_) {
-    case Role::kLeader: StepLeader(m); break;
+    case Role::kLeader:
+      StepLeader(m);
+      break;
     case Role::kCandidate:
-    case Role::kPreCandidate: StepCandidate(m); break;
-    case Role::kFollower: StepFollower(m); break;
+    case Role::kPreCandidate:
+      StepCandidate(m);
+      break;
+    case Role::kFollower:
+      StepFollower(m);
+      break;
   }
 }
 
@@ -485,9 +491,9 @@ Status Node::Propose(std::string data, Index* index, Term* term) {
                                             std::to_string(cfg_.max_entry_bytes));
   }
   if (uncommitted_bytes_ > 0 && uncommitted_bytes_ + data.size() > cfg_.max_uncommitted_bytes) {
-    return Status(Code::kTooManyUncommitted,
-                  std::to_string(uncommitted_bytes_) + " bytes uncommitted, limit " +
-                      std::to_string(cfg_.max_uncommitted_bytes));
+    return Status(Code::kTooManyUncommitted, std::to_string(uncommitted_bytes_) +
+                                                 " bytes uncommitted, limit " +
+                                                 std::to_string(cfg_.max_uncommitted_bytes));
   }
   AppendEntry(EntryType::kNormal, std::move(data), index, term);
   return Status::Ok();
@@ -867,7 +873,8 @@ void Node::ApplyCommittedConfChanges() {
     conf_indexes_.erase(conf_indexes_.begin());
     std::vector<Entry> e;
     Status s = log_.Slice(i, i + 1, UINT64_MAX, &e);
-    RAFT_ASSERT(s.ok() && e.size() == 1, "committed conf change " + std::to_string(i) + " unreadable");
+    RAFT_ASSERT(s.ok() && e.size() == 1,
+                "committed conf change " + std::to_string(i) + " unreadable");
     ConfChange cc;
     RAFT_ASSERT(DecodeConfChange(e[0].data, &cc), "malformed conf change at " + std::to_string(i));
     // A change that does not apply (e.g. adding a member twice) is a no-op

@@ -46,12 +46,12 @@ struct Config {
   bool check_quorum = true;
 
   // Limits (TigerBeetle: put a limit on everything).
-  uint64_t max_entry_bytes = 1 << 20;          // One proposed command.
-  uint64_t max_msg_bytes = 1 << 20;            // Entries per AppendEntries.
-  uint64_t max_inflight_msgs = 256;            // AppendEntries in flight per follower.
-  uint64_t max_uncommitted_bytes = 64 << 20;   // Proposed but not yet committed.
-  uint64_t max_snapshot_chunk_bytes = 1 << 20; // One InstallSnapshot chunk.
-  uint64_t max_pending_reads = 65536;          // ReadIndex requests waiting on the leader.
+  uint64_t max_entry_bytes = 1 << 20;                // One proposed command.
+  uint64_t max_msg_bytes = 1 << 20;                  // Entries per AppendEntries.
+  uint64_t max_inflight_msgs = 256;                  // AppendEntries in flight per follower.
+  uint64_t max_uncommitted_bytes = 64 << 20;         // Proposed but not yet committed.
+  uint64_t max_snapshot_chunk_bytes = 1 << 20;       // One InstallSnapshot chunk.
+  uint64_t max_pending_reads = 65536;                // ReadIndex requests waiting on the leader.
   uint64_t max_committed_bytes_per_ready = 8 << 20;  // Committed entries per Ready.
 
   // Seed of the node's private random generator (election timeouts).
@@ -244,13 +244,13 @@ class Node {
   // started after it arrived to be acknowledged by a quorum.
   struct PendingRead {
     std::string context;
-    NodeId from;   // id_ for local requests.
-    Index index;   // Commit index when the request arrived.
+    NodeId from;  // id_ for local requests.
+    Index index;  // Commit index when the request arrived.
     uint64_t round;
   };
   std::deque<PendingRead> pending_reads_;
-  uint64_t read_round_ = 0;                   // Last round started.
-  std::map<NodeId, uint64_t> acked_round_;    // Highest round each peer acknowledged.
+  uint64_t read_round_ = 0;                 // Last round started.
+  std::map<NodeId, uint64_t> acked_round_;  // Highest round each peer acknowledged.
   std::vector<ReadState> read_states_;
 
   // Follower: snapshot being received in chunks.

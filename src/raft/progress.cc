@@ -6,9 +6,12 @@ namespace raftkv::raft {
 
 const char* ProgressStateName(ProgressState s) {
   switch (s) {
-    case ProgressState::kProbe: return "probe";
-    case ProgressState::kReplicate: return "replicate";
-    case ProgressState::kSnapshot: return "snapshot";
+    case ProgressState::kProbe:
+      return "probe";
+    case ProgressState::kReplicate:
+      return "replicate";
+    case ProgressState::kSnapshot:
+      return "snapshot";
   }
   return "?";
 }
@@ -72,9 +75,12 @@ bool Progress::MaybeDecrTo(Index rejected, Index hint) {
 
 bool Progress::IsPaused() const {
   switch (state) {
-    case ProgressState::kProbe: return probe_sent;
-    case ProgressState::kReplicate: return inflights.Full();
-    case ProgressState::kSnapshot: return true;
+    case ProgressState::kProbe:
+      return probe_sent;
+    case ProgressState::kReplicate:
+      return inflights.Full();
+    case ProgressState::kSnapshot:
+      return true;
   }
   return true;
 }

@@ -4,17 +4,28 @@ namespace raftkv::raft {
 
 const char* CodeName(Code code) {
   switch (code) {
-    case Code::kOk: return "ok";
-    case Code::kNotLeader: return "not leader";
-    case Code::kTransferInProgress: return "leadership transfer in progress";
-    case Code::kEntryTooLarge: return "entry too large";
-    case Code::kTooManyUncommitted: return "too many uncommitted bytes";
-    case Code::kConfChangePending: return "membership change pending";
-    case Code::kInvalidArgument: return "invalid argument";
-    case Code::kTooManyReads: return "too many pending reads";
-    case Code::kUnavailable: return "unavailable";
-    case Code::kCorruption: return "corruption";
-    case Code::kIoError: return "io error";
+    case Code::kOk:
+      return "ok";
+    case Code::kNotLeader:
+      return "not leader";
+    case Code::kTransferInProgress:
+      return "leadership transfer in progress";
+    case Code::kEntryTooLarge:
+      return "entry too large";
+    case Code::kTooManyUncommitted:
+      return "too many uncommitted bytes";
+    case Code::kConfChangePending:
+      return "membership change pending";
+    case Code::kInvalidArgument:
+      return "invalid argument";
+    case Code::kTooManyReads:
+      return "too many pending reads";
+    case Code::kUnavailable:
+      return "unavailable";
+    case Code::kCorruption:
+      return "corruption";
+    case Code::kIoError:
+      return "io error";
   }
   return "unknown";
 }

@@ -14,16 +14,16 @@ namespace raftkv::raft {
 
 enum class Code {
   kOk = 0,
-  kNotLeader,            // This node is not the leader; leader_hint says who is.
-  kTransferInProgress,   // A leadership transfer is running; proposals wait.
-  kEntryTooLarge,        // A proposed entry is over Config::max_entry_bytes.
-  kTooManyUncommitted,   // Uncommitted bytes would pass Config::max_uncommitted_bytes.
-  kConfChangePending,    // A membership change is not yet committed.
-  kInvalidArgument,      // The request itself is wrong (unknown node, bad change).
-  kTooManyReads,         // Pending read requests reached Config::max_pending_reads.
-  kUnavailable,          // Index compacted away or not yet known.
-  kCorruption,           // Stored data failed a check.
-  kIoError,              // The operating system refused a read or write.
+  kNotLeader,           // This node is not the leader; leader_hint says who is.
+  kTransferInProgress,  // A leadership transfer is running; proposals wait.
+  kEntryTooLarge,       // A proposed entry is over Config::max_entry_bytes.
+  kTooManyUncommitted,  // Uncommitted bytes would pass Config::max_uncommitted_bytes.
+  kConfChangePending,   // A membership change is not yet committed.
+  kInvalidArgument,     // The request itself is wrong (unknown node, bad change).
+  kTooManyReads,        // Pending read requests reached Config::max_pending_reads.
+  kUnavailable,         // Index compacted away or not yet known.
+  kCorruption,          // Stored data failed a check.
+  kIoError,             // The operating system refused a read or write.
 };
 
 class Status {
@@ -45,13 +45,15 @@ class Status {
 
 const char* CodeName(Code code);
 
-[[noreturn]] void AssertFailed(const char* expr, const char* file, int line, const std::string& context);
+[[noreturn]] void AssertFailed(const char* expr, const char* file, int line,
+                               const std::string& context);
 
 }  // namespace raftkv::raft
 
 // Assertions stay on in every build type: a broken invariant must stop the
 // process loudly, with context, rather than corrupt replicated state.
-#define RAFT_ASSERT(cond, ...)                                                        \
-  do {                                                                                \
-    if (!(cond)) ::raftkv::raft::AssertFailed(#cond, __FILE__, __LINE__, std::string(__VA_ARGS__)); \
+#define RAFT_ASSERT(cond, ...)                                                           \
+  do {                                                                                   \
+    if (!(cond))                                                                         \
+      ::raftkv::raft::AssertFailed(#cond, __FILE__, __LINE__, std::string(__VA_ARGS__)); \
   } while (0)

@@ -15,9 +15,9 @@ Status MemoryStorage::Entries(Index lo, Index hi, uint64_t max_bytes,
                               std::vector<Entry>* out) const {
   Index offset = entries_.front().index;
   if (lo <= offset) return Status(Code::kUnavailable, "index " + std::to_string(lo) + " compacted");
-  RAFT_ASSERT(hi <= LastIndex() + 1 && lo < hi,
-              "Entries(" + std::to_string(lo) + "," + std::to_string(hi) + ") last " +
-                  std::to_string(LastIndex()));
+  RAFT_ASSERT(hi <= LastIndex() + 1 && lo < hi, "Entries(" + std::to_string(lo) + "," +
+                                                    std::to_string(hi) + ") last " +
+                                                    std::to_string(LastIndex()));
   uint64_t bytes = 0;
   for (Index i = lo; i < hi; i++) {
     const Entry& e = entries_[i - offset];

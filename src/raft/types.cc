@@ -104,29 +104,46 @@ bool ApplyConfChange(const ConfChange& cc, ConfState* conf) {
 
 const char* MessageTypeName(MessageType t) {
   switch (t) {
-    case MessageType::kVote: return "Vote";
-    case MessageType::kVoteResp: return "VoteResp";
-    case MessageType::kPreVote: return "PreVote";
-    case MessageType::kPreVoteResp: return "PreVoteResp";
-    case MessageType::kApp: return "App";
-    case MessageType::kAppResp: return "AppResp";
-    case MessageType::kHeartbeat: return "Heartbeat";
-    case MessageType::kHeartbeatResp: return "HeartbeatResp";
-    case MessageType::kSnap: return "Snap";
-    case MessageType::kSnapResp: return "SnapResp";
-    case MessageType::kTimeoutNow: return "TimeoutNow";
-    case MessageType::kReadIndex: return "ReadIndex";
-    case MessageType::kReadIndexResp: return "ReadIndexResp";
+    case MessageType::kVote:
+      return "Vote";
+    case MessageType::kVoteResp:
+      return "VoteResp";
+    case MessageType::kPreVote:
+      return "PreVote";
+    case MessageType::kPreVoteResp:
+      return "PreVoteResp";
+    case MessageType::kApp:
+      return "App";
+    case MessageType::kAppResp:
+      return "AppResp";
+    case MessageType::kHeartbeat:
+      return "Heartbeat";
+    case MessageType::kHeartbeatResp:
+      return "HeartbeatResp";
+    case MessageType::kSnap:
+      return "Snap";
+    case MessageType::kSnapResp:
+      return "SnapResp";
+    case MessageType::kTimeoutNow:
+      return "TimeoutNow";
+    case MessageType::kReadIndex:
+      return "ReadIndex";
+    case MessageType::kReadIndexResp:
+      return "ReadIndexResp";
   }
   return "?";
 }
 
 const char* RoleName(Role r) {
   switch (r) {
-    case Role::kFollower: return "Follower";
-    case Role::kPreCandidate: return "PreCandidate";
-    case Role::kCandidate: return "Candidate";
-    case Role::kLeader: return "Leader";
+    case Role::kFollower:
+      return "Follower";
+    case Role::kPreCandidate:
+      return "PreCandidate";
+    case Role::kCandidate:
+      return "Candidate";
+    case Role::kLeader:
+      return "Leader";
   }
   return "?";
 }
@@ -141,7 +158,9 @@ uint64_t Message::SizeBytes() const {
 std::string Message::DebugString() const {
   std::string s = std::to_string(from) + "->" + std::to_string(to) + " " + MessageTypeName(type) +
                   " term=" + std::to_string(term);
-  auto add = [&s](const char* k, uint64_t v) { s += std::string(" ") + k + "=" + std::to_string(v); };
+  auto add = [&s](const char* k, uint64_t v) {
+    s += std::string(" ") + k + "=" + std::to_string(v);
+  };
   switch (type) {
     case MessageType::kVote:
     case MessageType::kPreVote:

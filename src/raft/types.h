@@ -135,14 +135,14 @@ struct Message {
   Index commit = 0;
   std::vector<Entry> entries;
   bool reject = false;
-  Index reject_hint = 0;      // kAppResp with reject: follower's suggested probe index.
-  uint64_t read_round = 0;    // kHeartbeat(Resp): leadership-confirmation round.
-  bool force = false;         // kVote: campaign caused by TimeoutNow; ignore leader leases.
-  std::string context;        // kReadIndex(Resp): opaque request id.
-  SnapshotMeta snap_meta;     // kSnap/kSnapResp.
-  uint64_t snap_offset = 0;   // kSnap: offset of snap_data; kSnapResp: next offset wanted.
-  std::string snap_data;      // kSnap.
-  bool snap_done = false;     // kSnap: last chunk.
+  Index reject_hint = 0;     // kAppResp with reject: follower's suggested probe index.
+  uint64_t read_round = 0;   // kHeartbeat(Resp): leadership-confirmation round.
+  bool force = false;        // kVote: campaign caused by TimeoutNow; ignore leader leases.
+  std::string context;       // kReadIndex(Resp): opaque request id.
+  SnapshotMeta snap_meta;    // kSnap/kSnapResp.
+  uint64_t snap_offset = 0;  // kSnap: offset of snap_data; kSnapResp: next offset wanted.
+  std::string snap_data;     // kSnap.
+  bool snap_done = false;    // kSnap: last chunk.
 
   // Approximate encoded size, for Config::max_msg_bytes accounting.
   uint64_t SizeBytes() const;
