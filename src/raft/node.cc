@@ -884,7 +884,10 @@ void Node::ApplyCommittedConfChanges() {
   if (!changed || role_ != Role::kLeader) return;
   if (!Promotable()) {
     // Raft thesis 4.2.2: a leader removed from the cluster steps down once
-    // the change is committed.
+    // the change is committed. It first tells the others the new commit
+    // index, so that they switch to the new membership without waiting for
+    // the next leader to rediscover it.
+    BroadcastAppend();
     BecomeFollower(term_, kNoNode);
     return;
   }
