@@ -137,27 +137,27 @@ void Node::BecomeLeader() {
 }
 
 void Node::RebuildProgress() {
-  std::map<NodeId, Progress> next;
-  for (const Member& m : conf_.members) {
-    if (m.id == id_) continue;
-    auto it = progress_.find(m.id);
-    if (it != progress_.end()) {
-      it->second.role = m.role;
-      next.emplace(m.id, std::move(it->second));
+  // Updated in place: pointers to the Progress of peers that stay valid.
+  for (auto it = progress_.begin(); it != progress_.end();) {
+    const Member* m = conf_.Find(it->first);
+    if (m == nullptr || m->id == id_) {
+      acked_round_.erase(it->first);
+      it = progress_.erase(it);
     } else {
-      Progress pr(cfg_.max_inflight_msgs);
-      pr.role = m.role;
-      pr.next = log_.LastIndex() + 1;
-      pr.match = 0;
-      // A new peer gets the benefit of the doubt for the current
-      // check-quorum period.
-      pr.recent_active = true;
-      next.emplace(m.id, std::move(pr));
+      it->second.role = m->role;
+      ++it;
     }
   }
-  progress_ = std::move(next);
-  for (auto it = acked_round_.begin(); it != acked_round_.end();) {
-    it = progress_.count(it->first) ? std::next(it) : acked_round_.erase(it);
+  for (const Member& m : conf_.members) {
+    if (m.id == id_ || progress_.count(m.id)) continue;
+    Progress pr(cfg_.max_inflight_msgs);
+    pr.role = m.role;
+    pr.next = log_.LastIndex() + 1;
+    pr.match = 0;
+    // A new peer gets the benefit of the doubt for the current
+    // check-quorum period.
+    pr.recent_active = true;
+    progress_.emplace(m.id, std::move(pr));
   }
 }
 
@@ -679,10 +679,18 @@ void Node::HandleAppendResponse(const Message& m, Progress* pr) {
       break;
   }
   if (MaybeCommit()) {
+    // The commit may have applied a membership change that removed this
+    // peer, or this leader.
+    if (role_ != Role::kLeader) return;
+    auto it = progress_.find(m.from);
+    if (it == progress_.end()) return;
+    pr = &it->second;
     // Tell everyone the new commit index at once.
     BroadcastAppend();
   } else if (was_paused) {
-    MaybeSendAppend(m.from, false);
+    // The follower may not know the current commit index yet: it was not
+    // sent anything while paused.
+    MaybeSendAppend(m.from, true);
   }
   // Keep the pipeline full.
   while (pr->state == ProgressState::kReplicate && MaybeSendAppend(m.from, false)) {
@@ -698,7 +706,10 @@ void Node::HandleHeartbeatResponse(const Message& m, Progress* pr) {
     // it (etcd-io/raft frees one in-flight slot, or the probe, here).
     if (pr->state == ProgressState::kProbe) pr->probe_sent = false;
     if (pr->state == ProgressState::kReplicate && pr->inflights.Full()) pr->inflights.Reset();
-    MaybeSendAppend(m.from, false);
+    // Even with nothing new to send, an empty AppendEntries at next-1 makes
+    // the follower tell us how far it really is (its acknowledgement may
+    // have been lost).
+    MaybeSendAppend(m.from, true);
   }
   ReleaseReads();
 }
