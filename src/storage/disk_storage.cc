@@ -1,0 +1,359 @@
+#include "storage/disk_storage.h"
+
+#include <algorithm>
+#include <deque>
+#include <future>
+
+#include "storage/format.h"
+#include "storage/snapshot_file.h"
+
+namespace raftkv::storage {
+namespace {
+
+Status Corruption(const std::string& msg) { return Status(raft::Code::kCorruption, msg); }
+
+std::string Where(const RecordLocation& loc) {
+  return loc.file + " at offset " + std::to_string(loc.offset);
+}
+
+// Room left in a snapshot file for its header and trailer.
+constexpr uint64_t kSnapshotOverheadBytes = 1 << 20;
+
+Status CheckSnapshotSize(uint64_t data_bytes, uint64_t max_snapshot_bytes) {
+  if (data_bytes + kSnapshotOverheadBytes > max_snapshot_bytes) {
+    return Status(raft::Code::kInvalidArgument, "snapshot of " + std::to_string(data_bytes) +
+                                                    " bytes is too large for max_snapshot_bytes " +
+                                                    std::to_string(max_snapshot_bytes));
+  }
+  return Status::Ok();
+}
+
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Reads or creates META; checks that the directory is this node's.
+Status OpenMeta(Env* env, const std::string& dir, const StorageOptions& opts, bool* created) {
+  *created = false;
+  bool exists = false;
+  Status s = env->FileExists(dir, &exists);
+  if (!s.ok()) return s;
+  std::vector<std::string> names;
+  if (exists) {
+    s = env->ListDir(dir, &names);
+    if (!s.ok()) return s;
+  }
+  // *.tmp files are leftovers of a write interrupted by a crash (META or a
+  // snapshot); they are removed once the directory is known to be ours.
+  std::vector<std::string> live, tmps;
+  for (const std::string& n : names) (EndsWith(n, ".tmp") ? tmps : live).push_back(n);
+  auto remove_tmps = [&]() {
+    for (const std::string& n : tmps) {
+      Status r = env->RemoveFile(JoinPath(dir, n));
+      if (!r.ok()) return r;
+    }
+    return Status::Ok();
+  };
+  if (live.empty()) {
+    if (!opts.create_if_missing) {
+      return Status(raft::Code::kIoError, "data directory " + dir + " is missing or empty");
+    }
+    if (!exists) {
+      s = env->CreateDir(dir);
+      if (!s.ok()) return s;
+    }
+    s = remove_tmps();
+    if (!s.ok()) return s;
+    std::string meta;
+    AppendMetaRecord(MetaRecord{opts.cluster_id, opts.node_id}, &meta);
+    s = WriteFileAtomically(env, dir, kMetaFileName, {meta});
+    if (!s.ok()) return s;
+    *created = true;
+    return Status::Ok();
+  }
+  const std::string path = JoinPath(dir, kMetaFileName);
+  if (std::find(live.begin(), live.end(), kMetaFileName) == live.end()) {
+    return Corruption(path + " is missing: " + dir + " is not a raftkv data directory");
+  }
+  std::string data;
+  s = env->ReadFile(path, 1 << 16, &data);
+  if (!s.ok()) return s;
+  ParsedRecord rec;
+  std::string why;
+  MetaRecord m;
+  if (data.empty()) return Corruption(path + " at offset 0: empty file");
+  if (ParseRecord(data, 0, 1 << 16, &rec, &why) != ParseResult::kOk) {
+    return Corruption(path + " at offset 0: " + why);
+  }
+  if (rec.type != RecordType::kMeta || !DecodeMeta(rec.payload, &m) || rec.size != data.size()) {
+    return Corruption(path + " at offset 0: bad META record");
+  }
+  if (m.cluster_id != opts.cluster_id || m.node_id != opts.node_id) {
+    return Corruption(dir + " belongs to cluster " + std::to_string(m.cluster_id) + " node " +
+                      std::to_string(m.node_id) + ", not cluster " +
+                      std::to_string(opts.cluster_id) + " node " + std::to_string(opts.node_id) +
+                      " (" + path + ")");
+  }
+  return remove_tmps();
+}
+
+// The log as replayed from the WAL (docs/wal-format.md, "Replay").
+struct Replayer {
+  std::deque<raft::Entry> log;  // Contiguous indexes.
+  RecordLocation first_loc;     // Where log.front() was read.
+  bool base_known = false;      // The next entry must be at or below base+1.
+  raft::Index base = 0;
+  raft::HardState hs;
+  raft::Index marker_index = 0;
+  RecordLocation marker_loc;
+
+  Status Record(RecordType type, std::string_view payload, const RecordLocation& loc) {
+    switch (type) {
+      case RecordType::kEntry: {
+        raft::Entry e;
+        if (!DecodeEntry(payload, &e) || e.index == 0) {
+          return Corruption("WAL segment " + Where(loc) + ": bad entry record");
+        }
+        if (!log.empty()) {
+          raft::Index last = log.back().index;
+          if (e.index > last + 1) {
+            return Corruption("WAL segment " + Where(loc) + ": entry index " +
+                              std::to_string(e.index) + " after " + std::to_string(last) +
+                              " leaves a gap");
+          }
+          if (e.index < log.front().index) {
+            log.clear();
+          } else if (e.index <= last) {
+            // A new leader overwrote the entries from e.index on.
+            log.resize(e.index - log.front().index);
+          }
+        }
+        if (log.empty()) {
+          if (base_known && e.index > base + 1) {
+            return Corruption("WAL segment " + Where(loc) + ": entry index " +
+                              std::to_string(e.index) + " but the log starts after " +
+                              std::to_string(base) + ": gap");
+          }
+          if (base_known && e.index <= base) return Status::Ok();  // Covered by a snapshot.
+          first_loc = loc;
+        }
+        log.push_back(std::move(e));
+        return Status::Ok();
+      }
+      case RecordType::kHardState:
+        DecodeHardState(payload, &hs);  // Checked by the Wal.
+        return Status::Ok();
+      case RecordType::kSnapshotMarker: {
+        raft::Term term = 0;
+        DecodeSnapshotMarker(payload, &marker_index, &term);
+        marker_loc = loc;
+        log.clear();
+        base_known = true;
+        base = marker_index;
+        return Status::Ok();
+      }
+      default:
+        return Corruption("WAL segment " + Where(loc) + ": unexpected record");
+    }
+  }
+};
+
+}  // namespace
+
+std::string RecoveryInfo::ToString() const {
+  if (created) return "created a new data directory";
+  std::string s = "recovered " + std::to_string(wal.records) + " records from " +
+                  std::to_string(wal.segments) + " WAL segments; snapshot at " +
+                  std::to_string(snapshot_index) + "; log [" + std::to_string(first_index) + ", " +
+                  std::to_string(last_index) + "]";
+  if (wal.torn_tail_cut) {
+    s += "; cut a torn tail of " + std::to_string(wal.torn_bytes) + " bytes at " + wal.torn_file +
+         " offset " + std::to_string(wal.torn_offset) + " (" + wal.torn_reason + ")";
+  }
+  if (wal.removed_torn_segment) s += "; removed a last segment with a torn header";
+  if (wal.removed_unsealed_rotation) s += "; removed the empty segment of an interrupted rotation";
+  if (entries_dropped_by_snapshot > 0) {
+    s += "; dropped " + std::to_string(entries_dropped_by_snapshot) +
+         " entries replaced by the leader's snapshot";
+  }
+  return s;
+}
+
+Update Update::FromReady(const raft::Ready& rd) {
+  Update u;
+  u.hard_state = rd.hard_state;
+  if (rd.snapshot) u.snapshot = std::make_shared<raft::Snapshot>(*rd.snapshot);
+  u.entries = rd.entries;
+  return u;
+}
+
+DiskStorage::DiskStorage(std::string dir, const StorageOptions& options)
+    : dir_(std::move(dir)), opts_(options), env_(options.env ? options.env : DefaultEnv()) {}
+
+DiskStorage::~DiskStorage() = default;
+
+Status DiskStorage::Open(const std::string& dir, const StorageOptions& options,
+                         std::unique_ptr<DiskStorage>* out, RecoveryInfo* info) {
+  std::unique_ptr<DiskStorage> ds(new DiskStorage(dir, options));
+  Env* env = ds->env_;
+  RecoveryInfo local;
+  if (info == nullptr) info = &local;
+  *info = RecoveryInfo();
+
+  Status s = OpenMeta(env, dir, options, &info->created);
+  if (!s.ok()) return s;
+
+  // The latest snapshot file; older ones are superseded.
+  std::vector<std::string> names;
+  s = env->ListDir(dir, &names);
+  if (!s.ok()) return s;
+  raft::Index snap_index = 0;
+  bool have_snap = false;
+  for (const std::string& n : names) {
+    raft::Index index = 0;
+    if (ParseSnapshotFileName(n, &index) && (!have_snap || index > snap_index)) {
+      snap_index = index;
+      have_snap = true;
+    }
+  }
+  raft::Snapshot snap;
+  if (have_snap) {
+    std::string path = JoinPath(dir, SnapshotFileName(snap_index));
+    s = ReadSnapshotFile(env, path, options.cluster_id, options.node_id, options.max_snapshot_bytes,
+                         &snap);
+    if (!s.ok()) return s;
+    if (snap.meta.index != snap_index) {
+      return Corruption("snapshot " + path + " at offset 0: header says index " +
+                        std::to_string(snap.meta.index));
+    }
+    s = RemoveSnapshotsBefore(env, dir, snap_index);
+    if (!s.ok()) return s;
+  }
+
+  WalOptions wo;
+  wo.dir = dir;
+  wo.cluster_id = options.cluster_id;
+  wo.node_id = options.node_id;
+  wo.segment_bytes = options.segment_bytes;
+  wo.max_record_bytes = options.max_record_bytes;
+  wo.max_batch_bytes = options.max_batch_bytes;
+  wo.max_queued_bytes = options.max_queued_bytes;
+  wo.fsync = options.fsync;
+  wo.env = env;
+  Replayer rp;
+  s = Wal::Open(
+      wo,
+      [&rp](RecordType t, std::string_view p, const RecordLocation& loc) {
+        return rp.Record(t, p, loc);
+      },
+      &info->wal, &ds->wal_);
+  if (!s.ok()) return s;
+
+  const raft::Index I = snap.meta.index;
+  if (rp.marker_index > I) {
+    return Corruption("WAL segment " + Where(rp.marker_loc) + ": snapshot marker for index " +
+                      std::to_string(rp.marker_index) + " but the latest snapshot file is at " +
+                      std::to_string(I));
+  }
+  if (!rp.log.empty()) {
+    raft::Index first = rp.log.front().index;
+    raft::Index last = rp.log.back().index;
+    // A WAL that still has its first segment starts at index 1.
+    if (info->wal.first_seq == 1 && !rp.base_known && first != 1) {
+      return Corruption("WAL segment " + Where(rp.first_loc) + ": the log starts at index " +
+                        std::to_string(first) + ", not 1");
+    }
+    if (first > I + 1) {
+      return Corruption("WAL segment " + Where(rp.first_loc) + ": the oldest entry is " +
+                        std::to_string(first) + " but the snapshot ends at " + std::to_string(I) +
+                        ": entries " + std::to_string(I + 1) + ".." + std::to_string(first - 1) +
+                        " are missing");
+    }
+    if (I >= first && I <= last && rp.log[I - first].term != snap.meta.term) {
+      info->entries_dropped_by_snapshot = last - I;
+      rp.log.clear();
+    }
+    while (!rp.log.empty() && rp.log.front().index <= I) rp.log.pop_front();
+  }
+  raft::Index last = rp.log.empty() ? I : rp.log.back().index;
+  if (rp.hs.commit > last) {
+    return Corruption("WAL in " + dir + ": hard state commit " + std::to_string(rp.hs.commit) +
+                      " is past the last entry " + std::to_string(last) + ": entries are missing");
+  }
+
+  if (have_snap) ds->mem_.ApplySnapshot(snap);
+  ds->mem_.Append(std::vector<raft::Entry>(std::make_move_iterator(rp.log.begin()),
+                                           std::make_move_iterator(rp.log.end())));
+  ds->mem_.SetHardState(rp.hs);
+  info->snapshot_index = I;
+  info->first_index = ds->mem_.FirstIndex();
+  info->last_index = ds->mem_.LastIndex();
+  *out = std::move(ds);
+  return Status::Ok();
+}
+
+Status DiskStorage::Submit(const Update& update, WalCallback done) {
+  if (update.snapshot) {
+    Status s = CheckSnapshotSize(update.snapshot->data.size(), opts_.max_snapshot_bytes);
+    if (!s.ok()) return s;
+  }
+  WalBatch b;
+  if (update.snapshot) b.SetSnapshot(update.snapshot);
+  for (size_t i = 0; i < update.entries.size(); i++) {
+    if (i > 0) {
+      RAFT_ASSERT(update.entries[i].index == update.entries[i - 1].index + 1,
+                  "non-contiguous entries in Update at " + std::to_string(update.entries[i].index));
+    }
+    b.AddEntry(update.entries[i]);
+  }
+  if (update.hard_state) b.SetHardState(*update.hard_state);
+  return wal_->Submit(std::move(b), std::move(done));
+}
+
+void DiskStorage::Apply(const Update& update) {
+  if (update.snapshot) mem_.ApplySnapshot(*update.snapshot);
+  mem_.Append(update.entries);
+  if (update.hard_state) mem_.SetHardState(*update.hard_state);
+}
+
+Status DiskStorage::Save(const Update& update) {
+  std::promise<Status> p;
+  std::future<Status> f = p.get_future();
+  Status s = Submit(update, [&p](const Status& st) { p.set_value(st); });
+  if (!s.ok()) return s;
+  s = f.get();
+  if (!s.ok()) return s;
+  Apply(update);
+  return Status::Ok();
+}
+
+Status DiskStorage::CreateSnapshot(raft::Index index, const raft::ConfState& conf,
+                                   std::string data) {
+  Status s = wal_->health();
+  if (!s.ok()) return s;
+  if (index <= mem_.LatestSnapshot().meta.index) {
+    return Status(raft::Code::kInvalidArgument,
+                  "snapshot at " + std::to_string(index) + " is not newer");
+  }
+  s = CheckSnapshotSize(data.size(), opts_.max_snapshot_bytes);
+  if (!s.ok()) return s;
+  raft::Snapshot snap;
+  s = mem_.TermAt(index, &snap.meta.term);
+  if (!s.ok()) return s;
+  snap.meta.index = index;
+  snap.meta.conf = conf;
+  snap.data = std::move(data);
+  s = WriteSnapshotFile(env_, dir_, opts_.cluster_id, opts_.node_id, snap,
+                        opts_.fsync == FsyncMode::kAlways);
+  if (!s.ok()) return s;
+  return mem_.CreateSnapshot(index, conf, std::move(snap.data));
+}
+
+Status DiskStorage::Compact(raft::Index index) {
+  Status s = mem_.Compact(index);
+  if (!s.ok()) return s;
+  return wal_->RemoveSegmentsThrough(index);
+}
+
+}  // namespace raftkv::storage

@@ -1,0 +1,135 @@
+// DiskStorage: the durable raft::Storage (docs/wal-format.md).
+//
+// The whole log, hard state and latest snapshot are kept in memory (as in
+// raft::MemoryStorage; raftkv is an in-memory store) and made durable in a
+// data directory: a segmented WAL written by a writer thread with group
+// commit, snapshot files, and a META file naming the cluster and node.
+//
+// Threads. One thread, the Raft driver, owns a DiskStorage and calls every
+// method (the raft::Storage reads, Submit, Apply, Save, CreateSnapshot,
+// Compact). The in-memory view changes only in Apply, CreateSnapshot and
+// Compact, so the driver never races with the writer thread, which only
+// writes files. health(), wal_stats() and Describe() may be called from any
+// thread.
+//
+// Driving it (one Ready at a time):
+//   Update u = Update::FromReady(rd);
+//   storage->Submit(u, [](const Status& s) { post s to the driver thread });
+//   ... on the driver thread, when the completion is ok:
+//   storage->Apply(u); send rd.messages; apply committed entries; node.Advance(rd);
+// A completion with an error means the disk refused a write: stop accepting
+// writes and report health(); every later Submit fails with the same status.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "raft/status.h"
+#include "raft/storage.h"
+#include "raft/types.h"
+#include "storage/env.h"
+#include "storage/wal.h"
+
+namespace raftkv::storage {
+
+struct StorageOptions {
+  // Written to META when the directory is created and checked on every open.
+  uint64_t cluster_id = 0;
+  uint64_t node_id = 0;
+  // Open creates a missing or empty directory as a new node.
+  bool create_if_missing = true;
+  uint64_t segment_bytes = 64ull << 20;
+  uint64_t max_record_bytes = 8ull << 20;
+  uint64_t max_batch_bytes = 128ull << 20;
+  uint64_t max_queued_bytes = 512ull << 20;
+  // Largest snapshot file Open will read; Submit and CreateSnapshot refuse
+  // (kInvalidArgument) snapshot data within 1 MiB of it.
+  uint64_t max_snapshot_bytes = 4ull << 30;
+  FsyncMode fsync = FsyncMode::kAlways;
+  Env* env = nullptr;  // nullptr: DefaultEnv().
+};
+
+// What Open found, for the startup log line.
+struct RecoveryInfo {
+  bool created = false;  // A new, empty node.
+  WalRecovery wal;
+  raft::Index snapshot_index = 0;
+  raft::Index first_index = 0;
+  raft::Index last_index = 0;
+  // Entries after a snapshot received from the leader, dropped because the
+  // log they belonged to had been replaced (docs/wal-format.md, "Replay").
+  uint64_t entries_dropped_by_snapshot = 0;
+  std::string ToString() const;
+};
+
+// What one Ready asks to persist.
+struct Update {
+  std::optional<raft::HardState> hard_state;
+  std::shared_ptr<const raft::Snapshot> snapshot;  // A snapshot from the leader.
+  std::vector<raft::Entry> entries;
+
+  static Update FromReady(const raft::Ready& rd);
+  bool empty() const { return !hard_state && !snapshot && entries.empty(); }
+};
+
+class DiskStorage : public raft::Storage {
+ public:
+  // Opens (or creates) the data directory `dir` and recovers its state.
+  // kCorruption or kIoError, naming the file and offset, if it cannot be
+  // trusted; see docs/wal-format.md for exactly what is repaired and what is
+  // refused. `info` (optional) receives what recovery found.
+  static Status Open(const std::string& dir, const StorageOptions& options,
+                     std::unique_ptr<DiskStorage>* out, RecoveryInfo* info = nullptr);
+
+  // Waits for queued writes and stops the writer thread.
+  ~DiskStorage() override;
+
+  // raft::Storage, as of the last Apply/CreateSnapshot/Compact.
+  raft::HardState InitialHardState() const override { return mem_.InitialHardState(); }
+  raft::Index FirstIndex() const override { return mem_.FirstIndex(); }
+  raft::Index LastIndex() const override { return mem_.LastIndex(); }
+  Status TermAt(raft::Index i, raft::Term* term) const override { return mem_.TermAt(i, term); }
+  Status Entries(raft::Index lo, raft::Index hi, uint64_t max_bytes,
+                 std::vector<raft::Entry>* out) const override {
+    return mem_.Entries(lo, hi, max_bytes, out);
+  }
+  const raft::Snapshot& LatestSnapshot() const override { return mem_.LatestSnapshot(); }
+
+  // Queues `update` for the WAL. `done` runs on the writer thread when it is
+  // durable or failed; it must not touch this object. A non-ok return
+  // (failed state, over a limit) means `done` will not run.
+  Status Submit(const Update& update, WalCallback done);
+  // Makes a durable update visible through raft::Storage. Call for each
+  // update whose completion was ok, in submission order, before Node::Advance.
+  void Apply(const Update& update);
+  // Submit, wait for the completion, Apply. Blocks the caller for an fsync.
+  Status Save(const Update& update);
+
+  // Records a snapshot of the state machine at applied index `index` and
+  // writes it to disk before returning (blocks for its fsyncs). Does not drop
+  // entries. kInvalidArgument if not newer than the latest snapshot.
+  Status CreateSnapshot(raft::Index index, const raft::ConfState& conf, std::string data);
+  // Drops the entries up to `index` (at most the latest snapshot's) from
+  // memory and deletes the WAL segments that hold only such entries.
+  Status Compact(raft::Index index);
+
+  Status health() const { return wal_->health(); }
+  WalStats wal_stats() const { return wal_->stats(); }
+  std::string Describe() const { return wal_->Describe(); }
+  // For tests and benchmarks.
+  Wal* wal() { return wal_.get(); }
+
+ private:
+  DiskStorage(std::string dir, const StorageOptions& options);
+
+  const std::string dir_;
+  const StorageOptions opts_;
+  Env* const env_;
+  raft::MemoryStorage mem_;
+  std::unique_ptr<Wal> wal_;
+};
+
+}  // namespace raftkv::storage

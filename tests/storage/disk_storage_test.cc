@@ -1,0 +1,525 @@
+// DiskStorage: round trips through close and reopen, and every recovery case
+// of docs/wal-format.md.
+#include "storage/disk_storage.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "storage/format.h"
+#include "storage/snapshot_file.h"
+#include "test_util.h"
+
+namespace raftkv::storage {
+namespace {
+
+using testing::MakeEntry;
+using testing::TempDir;
+
+constexpr uint64_t kCluster = 7;
+constexpr uint64_t kNode = 2;
+
+StorageOptions Opts(uint64_t segment_bytes = 64 << 20) {
+  StorageOptions o;
+  o.cluster_id = kCluster;
+  o.node_id = kNode;
+  o.segment_bytes = segment_bytes;
+  return o;
+}
+
+std::unique_ptr<DiskStorage> MustOpen(const std::string& dir, const StorageOptions& o,
+                                      RecoveryInfo* info = nullptr) {
+  std::unique_ptr<DiskStorage> ds;
+  Status s = DiskStorage::Open(dir, o, &ds, info);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return ds;
+}
+
+Update Entries(raft::Term term, raft::Index lo, raft::Index hi, size_t bytes = 16) {
+  Update u;
+  for (raft::Index i = lo; i <= hi; i++) u.entries.push_back(MakeEntry(term, i, bytes));
+  return u;
+}
+
+void ExpectEntries(const DiskStorage& ds, raft::Term term, raft::Index lo, raft::Index hi,
+                   size_t bytes = 16) {
+  std::vector<raft::Entry> got;
+  ASSERT_TRUE(ds.Entries(lo, hi + 1, UINT64_MAX, &got).ok());
+  ASSERT_EQ(got.size(), hi - lo + 1);
+  for (raft::Index i = lo; i <= hi; i++) EXPECT_EQ(got[i - lo], MakeEntry(term, i, bytes));
+}
+
+std::string Segment(const TempDir& d, uint64_t seq) { return d.Sub(SegmentFileName(seq)); }
+
+Status OpenStatus(const std::string& dir, const StorageOptions& o) {
+  std::unique_ptr<DiskStorage> ds;
+  return DiskStorage::Open(dir, o, &ds);
+}
+
+TEST(DiskStorageTest, EmptyDirectoryStartsANewNode) {
+  TempDir d;
+  RecoveryInfo info;
+  auto ds = MustOpen(d.path(), Opts(), &info);
+  EXPECT_TRUE(info.created);
+  EXPECT_EQ(ds->FirstIndex(), 1u);
+  EXPECT_EQ(ds->LastIndex(), 0u);
+  EXPECT_TRUE(ds->InitialHardState().IsEmpty());
+  EXPECT_TRUE(ds->LatestSnapshot().IsEmpty());
+  EXPECT_TRUE(std::filesystem::exists(d.Sub("META")));
+}
+
+TEST(DiskStorageTest, MissingDirectoryIsCreated) {
+  TempDir d;
+  auto ds = MustOpen(d.Sub("node"), Opts());
+  EXPECT_TRUE(std::filesystem::exists(d.Sub("node/META")));
+}
+
+TEST(DiskStorageTest, EmptyDirectoryIsRefusedWithoutCreateIfMissing) {
+  TempDir d;
+  StorageOptions o = Opts();
+  o.create_if_missing = false;
+  EXPECT_EQ(OpenStatus(d.path(), o).code(), raft::Code::kIoError);
+}
+
+TEST(DiskStorageTest, EntriesHardStateAndSnapshotSurviveReopen) {
+  TempDir d;
+  {
+    auto ds = MustOpen(d.path(), Opts());
+    Update u = Entries(1, 1, 10);
+    u.hard_state = raft::HardState{1, 1, 5};
+    ASSERT_TRUE(ds->Save(u).ok());
+    Update u2 = Entries(2, 11, 20);
+    u2.hard_state = raft::HardState{2, 3, 15};
+    ASSERT_TRUE(ds->Save(u2).ok());
+    raft::ConfState conf;
+    conf.members = {{1, raft::MemberRole::kVoter, false, "h1"},
+                    {2, raft::MemberRole::kVoter, false, "h2"}};
+    ASSERT_TRUE(ds->CreateSnapshot(12, conf, "state-at-12").ok());
+  }
+  RecoveryInfo info;
+  auto ds = MustOpen(d.path(), Opts(), &info);
+  EXPECT_FALSE(info.created);
+  EXPECT_EQ(ds->InitialHardState(), (raft::HardState{2, 3, 15}));
+  EXPECT_EQ(ds->LatestSnapshot().meta.index, 12u);
+  EXPECT_EQ(ds->LatestSnapshot().meta.term, 2u);
+  EXPECT_EQ(ds->LatestSnapshot().meta.conf.members.size(), 2u);
+  EXPECT_EQ(ds->LatestSnapshot().meta.conf.members[1].context, "h2");
+  EXPECT_EQ(ds->LatestSnapshot().data, "state-at-12");
+  EXPECT_EQ(ds->FirstIndex(), 13u);
+  EXPECT_EQ(ds->LastIndex(), 20u);
+  ExpectEntries(*ds, 2, 13, 20);
+  raft::Term t = 0;
+  ASSERT_TRUE(ds->TermAt(12, &t).ok());
+  EXPECT_EQ(t, 2u);
+}
+
+TEST(DiskStorageTest, ReopenedLogContinuesAndReopensAgain) {
+  TempDir d;
+  for (int round = 0; round < 3; round++) {
+    auto ds = MustOpen(d.path(), Opts());
+    ASSERT_EQ(ds->LastIndex(), static_cast<raft::Index>(round * 5));
+    ASSERT_TRUE(ds->Save(Entries(1, round * 5 + 1, round * 5 + 5)).ok());
+  }
+  auto ds = MustOpen(d.path(), Opts());
+  ExpectEntries(*ds, 1, 1, 15);
+}
+
+// A new leader overwrote a suffix: the new entries are written after the old
+// ones, and replay truncates at the first overwritten index.
+TEST(DiskStorageTest, OverwrittenSuffixIsTruncatedOnReplay) {
+  TempDir d;
+  {
+    auto ds = MustOpen(d.path(), Opts());
+    ASSERT_TRUE(ds->Save(Entries(1, 1, 10)).ok());
+    ASSERT_TRUE(ds->Save(Entries(2, 6, 8)).ok());
+    EXPECT_EQ(ds->LastIndex(), 8u);
+  }
+  auto ds = MustOpen(d.path(), Opts());
+  EXPECT_EQ(ds->LastIndex(), 8u);
+  ExpectEntries(*ds, 1, 1, 5);
+  ExpectEntries(*ds, 2, 6, 8);
+}
+
+TEST(DiskStorageTest, SnapshotFromLeaderReplacesTheLog) {
+  TempDir d;
+  {
+    auto ds = MustOpen(d.path(), Opts());
+    ASSERT_TRUE(ds->Save(Entries(1, 1, 10)).ok());
+    Update u = Entries(3, 51, 52);
+    auto snap = std::make_shared<raft::Snapshot>();
+    snap->meta.index = 50;
+    snap->meta.term = 3;
+    snap->data = "leader-state";
+    u.snapshot = snap;
+    u.hard_state = raft::HardState{3, 0, 50};
+    ASSERT_TRUE(ds->Save(u).ok());
+    EXPECT_EQ(ds->FirstIndex(), 51u);
+  }
+  auto ds = MustOpen(d.path(), Opts());
+  EXPECT_EQ(ds->LatestSnapshot().meta.index, 50u);
+  EXPECT_EQ(ds->LatestSnapshot().data, "leader-state");
+  EXPECT_EQ(ds->FirstIndex(), 51u);
+  EXPECT_EQ(ds->LastIndex(), 52u);
+  ExpectEntries(*ds, 3, 51, 52);
+  EXPECT_EQ(ds->InitialHardState().commit, 50u);
+}
+
+TEST(DiskStorageTest, SnapshotMarkerWithoutItsSnapshotFileIsCorruption) {
+  TempDir d;
+  {
+    auto ds = MustOpen(d.path(), Opts());
+    Update u;
+    auto snap = std::make_shared<raft::Snapshot>();
+    snap->meta.index = 50;
+    snap->meta.term = 3;
+    u.snapshot = snap;
+    ASSERT_TRUE(ds->Save(u).ok());
+  }
+  std::filesystem::remove(d.Sub(SnapshotFileName(50)));
+  Status s = OpenStatus(d.path(), Opts());
+  EXPECT_EQ(s.code(), raft::Code::kCorruption) << s.ToString();
+  EXPECT_NE(s.message().find("snapshot marker for index 50"), std::string::npos) << s.ToString();
+}
+
+// A crash after a leader's snapshot file was renamed into place but before
+// its marker record was durable: the log the snapshot replaced is dropped if
+// it disagrees with the snapshot at the snapshot's index, kept if it agrees.
+TEST(DiskStorageTest, SnapshotFileWithoutItsMarkerDropsAConflictingLog) {
+  for (raft::Term snap_term : {raft::Term{1}, raft::Term{2}}) {
+    SCOPED_TRACE("snapshot term " + std::to_string(snap_term));
+    TempDir d;
+    {
+      auto ds = MustOpen(d.path(), Opts());
+      ASSERT_TRUE(ds->Save(Entries(1, 1, 10)).ok());
+    }
+    raft::Snapshot snap;
+    snap.meta.index = 8;
+    snap.meta.term = snap_term;
+    snap.data = "leader";
+    ASSERT_TRUE(WriteSnapshotFile(DefaultEnv(), d.path(), kCluster, kNode, snap, true).ok());
+    RecoveryInfo info;
+    auto ds = MustOpen(d.path(), Opts(), &info);
+    EXPECT_EQ(ds->FirstIndex(), 9u);
+    EXPECT_EQ(ds->LatestSnapshot().data, "leader");
+    if (snap_term == 1) {
+      EXPECT_EQ(ds->LastIndex(), 10u);
+      EXPECT_EQ(info.entries_dropped_by_snapshot, 0u);
+    } else {
+      EXPECT_EQ(ds->LastIndex(), 8u);
+      EXPECT_EQ(info.entries_dropped_by_snapshot, 2u);
+      EXPECT_NE(info.ToString().find("dropped 2 entries"), std::string::npos) << info.ToString();
+    }
+  }
+}
+
+TEST(DiskStorageTest, UpdateFromReadyTakesWhatMustBePersisted) {
+  raft::Ready rd;
+  rd.hard_state = raft::HardState{3, 1, 7};
+  rd.entries = {MakeEntry(3, 8), MakeEntry(3, 9)};
+  rd.snapshot = raft::Snapshot{};
+  rd.committed_entries = {MakeEntry(3, 7)};
+  Update u = Update::FromReady(rd);
+  EXPECT_EQ(u.hard_state, rd.hard_state);
+  EXPECT_EQ(u.entries, rd.entries);
+  ASSERT_TRUE(u.snapshot);
+}
+
+// The last record is cut at every byte offset: recovery keeps everything
+// before it, reports the cut, and the log continues from there.
+TEST(DiskStorageTest, TornTailIsCutAtEveryByteOffsetOfTheLastRecord) {
+  TempDir d;
+  const std::string pristine = d.Sub("pristine");
+  {
+    auto ds = MustOpen(pristine, Opts());
+    for (raft::Index i = 1; i <= 20; i++) ASSERT_TRUE(ds->Save(Entries(1, i, i, 50)).ok());
+  }
+  std::string seg = testing::ReadAll(pristine + "/" + SegmentFileName(1));
+  std::string last_record;
+  AppendEntryRecord(MakeEntry(1, 20, 50), &last_record);
+  ASSERT_GE(seg.size(), last_record.size());
+  const size_t start = seg.size() - last_record.size();
+  ASSERT_EQ(seg.substr(start), last_record);
+  const std::string work = d.Sub("work");
+  for (size_t cut = start; cut < seg.size(); cut++) {
+    SCOPED_TRACE("cut at " + std::to_string(cut));
+    testing::CopyDir(pristine, work);
+    std::filesystem::resize_file(work + "/" + SegmentFileName(1), cut);
+    RecoveryInfo info;
+    {
+      auto ds = MustOpen(work, Opts(), &info);
+      ASSERT_TRUE(ds);
+      EXPECT_EQ(ds->LastIndex(), 19u);
+      EXPECT_EQ(info.wal.torn_tail_cut, cut > start);
+      if (cut > start) {
+        EXPECT_EQ(info.wal.torn_offset, start);
+        EXPECT_EQ(info.wal.torn_bytes, cut - start);
+      }
+      EXPECT_EQ(std::filesystem::file_size(work + "/" + SegmentFileName(1)), start);
+      ASSERT_TRUE(ds->Save(Entries(2, 20, 20, 50)).ok());
+    }
+    auto ds = MustOpen(work, Opts());
+    ASSERT_TRUE(ds);
+    ExpectEntries(*ds, 1, 1, 19, 50);
+    ExpectEntries(*ds, 2, 20, 20, 50);
+  }
+}
+
+TEST(DiskStorageTest, ZeroFilledTailIsCut) {
+  TempDir d;
+  {
+    auto ds = MustOpen(d.path(), Opts());
+    ASSERT_TRUE(ds->Save(Entries(1, 1, 5)).ok());
+  }
+  std::string seg = testing::ReadAll(Segment(d, 1));
+  testing::WriteAll(Segment(d, 1), seg + std::string(4096, '\0'));
+  RecoveryInfo info;
+  auto ds = MustOpen(d.path(), Opts(), &info);
+  EXPECT_TRUE(info.wal.torn_tail_cut);
+  ExpectEntries(*ds, 1, 1, 5);
+}
+
+Status FlipBitAndOpen(const TempDir& d, const std::string& file, size_t offset) {
+  std::string data = testing::ReadAll(file);
+  data[offset] = static_cast<char>(data[offset] ^ 0x10);
+  testing::WriteAll(file, data);
+  return OpenStatus(d.path(), Opts());
+}
+
+TEST(DiskStorageTest, FlippedBitInTheMiddleIsCorruption) {
+  TempDir d;
+  {
+    auto ds = MustOpen(d.path(), Opts());
+    for (raft::Index i = 1; i <= 20; i++) ASSERT_TRUE(ds->Save(Entries(1, i, i, 50)).ok());
+  }
+  size_t size = std::filesystem::file_size(Segment(d, 1));
+  Status s = FlipBitAndOpen(d, Segment(d, 1), size / 2);
+  EXPECT_EQ(s.code(), raft::Code::kCorruption) << s.ToString();
+  EXPECT_NE(s.message().find(SegmentFileName(1)), std::string::npos) << s.ToString();
+  EXPECT_NE(s.message().find("at offset "), std::string::npos) << s.ToString();
+}
+
+TEST(DiskStorageTest, FlippedBitInACompleteLastRecordIsCorruptionNotATornTail) {
+  TempDir d;
+  {
+    auto ds = MustOpen(d.path(), Opts());
+    ASSERT_TRUE(ds->Save(Entries(1, 1, 5, 50)).ok());
+  }
+  size_t size = std::filesystem::file_size(Segment(d, 1));
+  Status s = FlipBitAndOpen(d, Segment(d, 1), size - 3);
+  EXPECT_EQ(s.code(), raft::Code::kCorruption) << s.ToString();
+}
+
+TEST(DiskStorageTest, FlippedBitInARecordLengthIsCorruption) {
+  TempDir d;
+  std::string rec;
+  AppendEntryRecord(MakeEntry(1, 5, 50), &rec);
+  {
+    auto ds = MustOpen(d.path(), Opts());
+    ASSERT_TRUE(ds->Save(Entries(1, 1, 5, 50)).ok());
+  }
+  // The length field of the last record: a larger length would point past the
+  // end of the file, which must not pass for a torn tail.
+  size_t size = std::filesystem::file_size(Segment(d, 1));
+  std::string data = testing::ReadAll(Segment(d, 1));
+  data[size - rec.size() + 10] = static_cast<char>(data[size - rec.size() + 10] ^ 0x01);
+  testing::WriteAll(Segment(d, 1), data);
+  Status s = OpenStatus(d.path(), Opts());
+  EXPECT_EQ(s.code(), raft::Code::kCorruption) << s.ToString();
+  EXPECT_NE(s.message().find("offset " + std::to_string(size - rec.size())), std::string::npos)
+      << s.ToString();
+}
+
+// Makes a WAL of several segments (about 20 entries of 200 bytes each).
+void WriteSegments(const TempDir& d, raft::Index n) {
+  auto ds = MustOpen(d.path(), Opts(4096));
+  for (raft::Index i = 1; i <= n; i++) {
+    Update u = Entries(1, i, i, 200);
+    u.hard_state = raft::HardState{1, 1, i};
+    ASSERT_TRUE(ds->Save(u).ok());
+  }
+  ASSERT_GE(ds->wal()->SegmentSeqs().size(), 4u);
+}
+
+TEST(DiskStorageTest, MissingMiddleSegmentIsCorruption) {
+  TempDir d;
+  WriteSegments(d, 100);
+  std::filesystem::remove(Segment(d, 2));
+  Status s = OpenStatus(d.path(), Opts(4096));
+  EXPECT_EQ(s.code(), raft::Code::kCorruption) << s.ToString();
+  EXPECT_NE(s.message().find(SegmentFileName(2)), std::string::npos) << s.ToString();
+}
+
+TEST(DiskStorageTest, MissingFirstSegmentIsCorruption) {
+  TempDir d;
+  WriteSegments(d, 100);
+  std::filesystem::remove(Segment(d, 1));
+  Status s = OpenStatus(d.path(), Opts(4096));
+  EXPECT_EQ(s.code(), raft::Code::kCorruption) << s.ToString();
+  EXPECT_NE(s.message().find("missing"), std::string::npos) << s.ToString();
+}
+
+TEST(DiskStorageTest, MissingLastSegmentIsCorruption) {
+  TempDir d;
+  WriteSegments(d, 100);
+  auto segs = testing::FilesWithPrefix(d.path(), "wal-");
+  std::filesystem::remove(d.Sub(segs.back()));
+  // The segment before it is sealed and names it.
+  Status s = OpenStatus(d.path(), Opts(4096));
+  EXPECT_EQ(s.code(), raft::Code::kCorruption) << s.ToString();
+}
+
+TEST(DiskStorageTest, TornRecordInASegmentThatIsNotTheLastIsCorruption) {
+  TempDir d;
+  WriteSegments(d, 100);
+  std::filesystem::resize_file(Segment(d, 1), std::filesystem::file_size(Segment(d, 1)) - 5);
+  Status s = OpenStatus(d.path(), Opts(4096));
+  EXPECT_EQ(s.code(), raft::Code::kCorruption) << s.ToString();
+  EXPECT_NE(s.message().find(SegmentFileName(1)), std::string::npos) << s.ToString();
+}
+
+TEST(DiskStorageTest, SegmentsRotateAndCompactionDeletesOldOnes) {
+  TempDir d;
+  {
+    auto ds = MustOpen(d.path(), Opts(4096));
+    for (raft::Index i = 1; i <= 100; i++) {
+      Update u = Entries(1, i, i, 200);
+      u.hard_state = raft::HardState{1, 1, i};
+      ASSERT_TRUE(ds->Save(u).ok());
+    }
+    size_t before = testing::FilesWithPrefix(d.path(), "wal-").size();
+    ASSERT_GE(before, 4u);
+    ASSERT_TRUE(ds->CreateSnapshot(80, {}, "state-80").ok());
+    ASSERT_TRUE(ds->Compact(80).ok());
+    EXPECT_EQ(ds->FirstIndex(), 81u);
+    size_t after = testing::FilesWithPrefix(d.path(), "wal-").size();
+    EXPECT_LT(after, before);
+    EXPECT_EQ(ds->wal_stats().segments_removed, before - after);
+    // Every segment left but the oldest holds an entry past 80; the oldest
+    // holds entries up to at least 81.
+    EXPECT_EQ(ds->wal()->SegmentSeqs().size(), after);
+  }
+  RecoveryInfo info;
+  auto ds = MustOpen(d.path(), Opts(4096), &info);
+  EXPECT_GT(info.wal.first_seq, 1u);
+  EXPECT_EQ(ds->FirstIndex(), 81u);
+  EXPECT_EQ(ds->LastIndex(), 100u);
+  ExpectEntries(*ds, 1, 81, 100, 200);
+  EXPECT_EQ(ds->InitialHardState().commit, 100u);
+  EXPECT_EQ(ds->LatestSnapshot().data, "state-80");
+}
+
+TEST(DiskStorageTest, HardStateSurvivesDeletionOfTheSegmentThatWroteIt) {
+  TempDir d;
+  {
+    auto ds = MustOpen(d.path(), Opts(4096));
+    Update u = Entries(1, 1, 1, 200);
+    u.hard_state = raft::HardState{4, 2, 1};
+    ASSERT_TRUE(ds->Save(u).ok());
+    for (raft::Index i = 2; i <= 100; i++) ASSERT_TRUE(ds->Save(Entries(1, i, i, 200)).ok());
+    ASSERT_TRUE(ds->CreateSnapshot(90, {}, "s").ok());
+    ASSERT_TRUE(ds->Compact(90).ok());
+    ASSERT_FALSE(std::filesystem::exists(Segment(d, 1)));
+  }
+  auto ds = MustOpen(d.path(), Opts(4096));
+  EXPECT_EQ(ds->InitialHardState(), (raft::HardState{4, 2, 1}));
+}
+
+TEST(DiskStorageTest, TruncatedSnapshotIsCorruption) {
+  TempDir d;
+  {
+    auto ds = MustOpen(d.path(), Opts());
+    ASSERT_TRUE(ds->Save(Entries(1, 1, 10)).ok());
+    ASSERT_TRUE(ds->CreateSnapshot(8, {}, std::string(1000, 's')).ok());
+  }
+  std::string snap = d.Sub(SnapshotFileName(8));
+  for (uint64_t size :
+       {uint64_t{0}, uint64_t{10}, uint64_t{200}, std::filesystem::file_size(snap) - 1}) {
+    std::filesystem::resize_file(snap, size);
+    Status s = OpenStatus(d.path(), Opts());
+    EXPECT_EQ(s.code(), raft::Code::kCorruption) << s.ToString();
+    EXPECT_NE(s.message().find(SnapshotFileName(8)), std::string::npos) << s.ToString();
+  }
+}
+
+TEST(DiskStorageTest, FlippedBitInSnapshotDataIsCorruption) {
+  TempDir d;
+  {
+    auto ds = MustOpen(d.path(), Opts());
+    ASSERT_TRUE(ds->Save(Entries(1, 1, 10)).ok());
+    ASSERT_TRUE(ds->CreateSnapshot(8, {}, std::string(1000, 's')).ok());
+  }
+  Status s = FlipBitAndOpen(d, d.Sub(SnapshotFileName(8)), 500);
+  EXPECT_EQ(s.code(), raft::Code::kCorruption) << s.ToString();
+  EXPECT_NE(s.message().find("checksum"), std::string::npos) << s.ToString();
+}
+
+TEST(DiskStorageTest, NewSnapshotReplacesThePreviousOneOnlyWhenComplete) {
+  TempDir d;
+  auto ds = MustOpen(d.path(), Opts());
+  ASSERT_TRUE(ds->Save(Entries(1, 1, 10)).ok());
+  ASSERT_TRUE(ds->CreateSnapshot(4, {}, "four").ok());
+  ASSERT_TRUE(ds->CreateSnapshot(8, {}, "eight").ok());
+  EXPECT_EQ(testing::FilesWithPrefix(d.path(), "snap-"),
+            std::vector<std::string>{SnapshotFileName(8)});
+  // A snapshot write interrupted by a crash leaves a .tmp file, which Open removes.
+  testing::WriteAll(d.Sub(SnapshotFileName(9) + ".tmp"), "half");
+  ds.reset();
+  ds = MustOpen(d.path(), Opts());
+  EXPECT_EQ(ds->LatestSnapshot().data, "eight");
+  EXPECT_FALSE(std::filesystem::exists(d.Sub(SnapshotFileName(9) + ".tmp")));
+}
+
+TEST(DiskStorageTest, DirectoryOfAnotherClusterIsRefused) {
+  TempDir d;
+  MustOpen(d.path(), Opts());
+  StorageOptions o = Opts();
+  o.cluster_id = kCluster + 1;
+  Status s = OpenStatus(d.path(), o);
+  EXPECT_EQ(s.code(), raft::Code::kCorruption) << s.ToString();
+  EXPECT_NE(s.message().find("belongs to cluster 7 node 2"), std::string::npos) << s.ToString();
+}
+
+TEST(DiskStorageTest, DirectoryOfAnotherNodeIsRefused) {
+  TempDir d;
+  MustOpen(d.path(), Opts());
+  StorageOptions o = Opts();
+  o.node_id = kNode + 1;
+  Status s = OpenStatus(d.path(), o);
+  EXPECT_EQ(s.code(), raft::Code::kCorruption) << s.ToString();
+}
+
+TEST(DiskStorageTest, DirectoryWithoutMetaIsRefused) {
+  TempDir d;
+  testing::WriteAll(d.Sub("something-else"), "x");
+  Status s = OpenStatus(d.path(), Opts());
+  EXPECT_EQ(s.code(), raft::Code::kCorruption) << s.ToString();
+  EXPECT_NE(s.message().find("META"), std::string::npos) << s.ToString();
+}
+
+TEST(DiskStorageTest, CorruptMetaIsRefused) {
+  TempDir d;
+  MustOpen(d.path(), Opts());
+  Status s = FlipBitAndOpen(d, d.Sub("META"), 25);
+  EXPECT_EQ(s.code(), raft::Code::kCorruption) << s.ToString();
+}
+
+TEST(DiskStorageTest, SegmentOfAnotherNodeIsCorruption) {
+  TempDir d;
+  TempDir other;
+  {
+    auto ds = MustOpen(d.path(), Opts());
+    ASSERT_TRUE(ds->Save(Entries(1, 1, 3)).ok());
+    StorageOptions o = Opts();
+    o.node_id = 9;
+    auto ds2 = MustOpen(other.path(), o);
+    ASSERT_TRUE(ds2->Save(Entries(1, 1, 3)).ok());
+  }
+  std::filesystem::copy_file(other.Sub(SegmentFileName(1)), Segment(d, 1),
+                             std::filesystem::copy_options::overwrite_existing);
+  Status s = OpenStatus(d.path(), Opts());
+  EXPECT_EQ(s.code(), raft::Code::kCorruption) << s.ToString();
+  EXPECT_NE(s.message().find("node 9"), std::string::npos) << s.ToString();
+}
+
+}  // namespace
+}  // namespace raftkv::storage

@@ -1,0 +1,180 @@
+// Helpers for the storage tests: temporary directories, file surgery and an
+// Env that injects faults.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "raft/types.h"
+#include "storage/env.h"
+
+namespace raftkv::storage::testing {
+
+// A fresh directory under /tmp, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "raftkv-storage-XXXXXX").string();
+    char* p = ::mkdtemp(tmpl.data());
+    EXPECT_NE(p, nullptr);
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  std::string Sub(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+inline std::string ReadAll(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+inline void WriteAll(const std::string& path, const std::string& data) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(data.data(), static_cast<std::streamsize>(data.size()));
+}
+
+inline void CopyDir(const std::string& from, const std::string& to) {
+  std::filesystem::remove_all(to);
+  std::filesystem::copy(from, to, std::filesystem::copy_options::recursive);
+}
+
+inline std::vector<std::string> FilesWithPrefix(const std::string& dir, const std::string& prefix) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    std::string n = e.path().filename().string();
+    if (n.rfind(prefix, 0) == 0) out.push_back(n);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+inline raft::Entry MakeEntry(raft::Term term, raft::Index index, size_t bytes = 16) {
+  raft::Entry e;
+  e.term = term;
+  e.index = index;
+  e.data = "entry-" + std::to_string(term) + "-" + std::to_string(index) + "-";
+  while (e.data.size() < bytes)
+    e.data.push_back(static_cast<char>('a' + (e.data.size() + index) % 26));
+  return e;
+}
+
+// Knobs shared by a FaultEnv and the files it opened.
+struct Faults {
+  // Bytes that writes may still add; -1 is unlimited. A write past it writes
+  // what fits and fails with "No space left on device".
+  std::atomic<int64_t> write_budget_bytes{-1};
+  std::atomic<bool> fail_sync{false};
+  std::atomic<int64_t> sync_delay_us{0};
+  std::atomic<uint64_t> syncs{0};
+};
+
+class FaultFile : public WritableFile {
+ public:
+  FaultFile(std::unique_ptr<WritableFile> base, Faults* faults)
+      : base_(std::move(base)), faults_(faults), size_(base_->Size()) {}
+
+  Status Append(const std::vector<std::string_view>& parts) override {
+    uint64_t total = 0;
+    for (auto p : parts) total += p.size();
+    int64_t budget = faults_->write_budget_bytes.load();
+    if (budget >= 0 && total > static_cast<uint64_t>(budget)) {
+      std::vector<std::string_view> prefix;
+      uint64_t left = static_cast<uint64_t>(budget);
+      for (auto p : parts) {
+        if (left == 0) break;
+        prefix.push_back(p.substr(0, std::min<uint64_t>(left, p.size())));
+        left -= prefix.back().size();
+      }
+      (void)base_->Append(prefix);
+      faults_->write_budget_bytes = 0;
+      return Status(raft::Code::kIoError, "write " + path() + ": No space left on device");
+    }
+    if (budget >= 0) faults_->write_budget_bytes -= static_cast<int64_t>(total);
+    Status s = base_->Append(parts);
+    if (s.ok()) size_ = base_->Size();
+    return s;
+  }
+  Status Sync() override {
+    faults_->syncs++;
+    if (int64_t d = faults_->sync_delay_us.load()) {
+      std::this_thread::sleep_for(std::chrono::microseconds(d));
+    }
+    if (faults_->fail_sync) return Status(raft::Code::kIoError, "fdatasync " + path() + ": EIO");
+    return base_->Sync();
+  }
+  Status Truncate(uint64_t size) override {
+    Status s = base_->Truncate(size);
+    if (s.ok()) size_ = size;
+    return s;
+  }
+  uint64_t Size() const override { return size_; }
+  const std::string& path() const override { return base_->path(); }
+
+ private:
+  std::unique_ptr<WritableFile> base_;
+  Faults* faults_;
+  uint64_t size_;
+};
+
+class FaultEnv : public Env {
+ public:
+  Faults faults;
+
+  Status NewWritableFile(const std::string& path, std::unique_ptr<WritableFile>* out) override {
+    std::unique_ptr<WritableFile> f;
+    Status s = base_->NewWritableFile(path, &f);
+    if (s.ok()) *out = std::make_unique<FaultFile>(std::move(f), &faults);
+    return s;
+  }
+  Status ReopenWritableFile(const std::string& path, std::unique_ptr<WritableFile>* out) override {
+    std::unique_ptr<WritableFile> f;
+    Status s = base_->ReopenWritableFile(path, &f);
+    if (s.ok()) *out = std::make_unique<FaultFile>(std::move(f), &faults);
+    return s;
+  }
+  Status ReadFile(const std::string& path, uint64_t max_bytes, std::string* out) override {
+    return base_->ReadFile(path, max_bytes, out);
+  }
+  Status ListDir(const std::string& dir, std::vector<std::string>* names) override {
+    return base_->ListDir(dir, names);
+  }
+  Status FileExists(const std::string& path, bool* exists) override {
+    return base_->FileExists(path, exists);
+  }
+  Status CreateDir(const std::string& dir) override { return base_->CreateDir(dir); }
+  Status RemoveFile(const std::string& path) override { return base_->RemoveFile(path); }
+  Status RenameFile(const std::string& from, const std::string& to) override {
+    return base_->RenameFile(from, to);
+  }
+  Status TruncateFile(const std::string& path, uint64_t size) override {
+    return base_->TruncateFile(path, size);
+  }
+  Status SyncDir(const std::string& dir) override {
+    if (faults.fail_sync) return Status(raft::Code::kIoError, "fsync " + dir + ": EIO");
+    return base_->SyncDir(dir);
+  }
+
+ private:
+  Env* base_ = DefaultEnv();
+};
+
+}  // namespace raftkv::storage::testing
