@@ -1,0 +1,331 @@
+// The simulated node's driver: its life cycle (start, crash, removal) and
+// the Ready contract of types.h, followed to the letter.
+#include <cinttypes>
+
+#include "cluster.h"
+
+namespace raftkv::sim {
+
+namespace {
+
+// Readies handled for one node without the node going quiet.
+constexpr int kMaxReadiesPerInput = 10000;
+constexpr uint32_t kMillion = 1'000'000;
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Life cycle.
+
+void Cluster::StartNode(SimNode* n) {
+  n->incarnation++;
+  raft::Config cfg;
+  cfg.id = n->id;
+  cfg.election_timeout_ticks = 10;
+  cfg.heartbeat_interval_ticks = profile_.heartbeat_interval_ticks;
+  cfg.pre_vote = profile_.pre_vote;
+  cfg.check_quorum = profile_.check_quorum;
+  cfg.max_entry_bytes = 256;
+  cfg.max_msg_bytes = profile_.max_msg_bytes;
+  cfg.max_inflight_msgs = profile_.max_inflight_msgs;
+  cfg.max_uncommitted_bytes = profile_.max_uncommitted_bytes;
+  cfg.max_snapshot_chunk_bytes = profile_.max_snapshot_chunk_bytes;
+  cfg.max_pending_reads = profile_.max_pending_reads;
+  cfg.max_committed_bytes_per_ready = profile_.max_committed_bytes_per_ready;
+  // A fresh seed per incarnation: a restarted node does not replay the
+  // timeouts of its previous life.
+  cfg.seed = DeriveSeed(options_.seed, 1000 + n->id * 4096 + n->incarnation);
+  n->node = std::make_unique<raft::Node>(cfg, &n->storage);
+
+  // The state machine restarts from the latest snapshot; the core hands out
+  // the committed entries after it again.
+  const raft::Snapshot& snap = n->storage.LatestSnapshot();
+  n->kv.Clear();
+  n->conf = raft::ConfState{};
+  n->applied = 0;
+  if (!snap.IsEmpty()) {
+    if (!n->kv.Restore(snap.data)) {
+      Fail(StrFormat("driver: n%" PRIu64 " has a malformed snapshot", n->id));
+    }
+    n->conf = snap.meta.conf;
+    n->applied = snap.meta.index;
+  }
+  n->reads.clear();
+  n->role = raft::Role::kFollower;
+  n->leader_term_seen = 0;
+  n->state = NodeState::kUp;
+  n->dirty = true;
+  raft::HardState hs = n->storage.InitialHardState();
+  trace_.Textf(n->id,
+               "start (incarnation %" PRIu64 ") term=%" PRIu64 " vote=%" PRIu64 " commit=%" PRIu64
+               " log=[%" PRIu64 ",%" PRIu64 "] snapshot=%" PRIu64,
+               n->incarnation, hs.term, hs.vote, hs.commit, n->storage.FirstIndex(),
+               n->storage.LastIndex(), snap.meta.index);
+}
+
+void Cluster::Crash(SimNode* n, const char* why) {
+  stats_.crashes++;
+  n->node.reset();
+  n->state = NodeState::kDown;
+  n->wake_tick = tick_ + profile_.restart_min_ticks +
+                 rng_.Uniform(profile_.restart_max_ticks - profile_.restart_min_ticks + 1);
+  n->kv.Clear();
+  n->conf = raft::ConfState{};
+  n->applied = 0;
+  n->reads.clear();
+  n->dirty = false;
+  trace_.Textf(n->id, "CRASH: %s (restart at tick %" PRIu64 ")", why, n->wake_tick);
+  // A hard state written without a sync (must_sync false: only the commit
+  // index moved) may not have reached the disk. Term and vote changes are
+  // always synced, so only the commit index can go back.
+  raft::HardState hs = n->storage.InitialHardState();
+  if (hs != n->synced_hs && hs.term == n->synced_hs.term && hs.vote == n->synced_hs.vote &&
+      disk_rng_.Chance(1, 2)) {
+    trace_.Textf(n->id, "unsynced commit index %" PRIu64 " lost; back to %" PRIu64, hs.commit,
+                 n->synced_hs.commit);
+    n->storage.SetHardState(n->synced_hs);
+  }
+  clients_.OnNodeDown(n->id);
+}
+
+void Cluster::MakeGone(SimNode* n) {
+  trace_.Textf(n->id, "removed from the cluster: shut down for good");
+  n->node.reset();
+  n->state = NodeState::kGone;
+  n->reads.clear();
+  n->dirty = false;
+  clients_.OnNodeDown(n->id);
+}
+
+// ---------------------------------------------------------------------------
+// The Ready contract.
+
+void Cluster::AfterInput(SimNode* n) {
+  n->dirty = true;
+  // Election safety is checked on every input, not only when a Ready shows
+  // the role change: a node could win and lose within one batch.
+  if (n->node->role() == raft::Role::kLeader && n->node->term() != n->leader_term_seen) {
+    n->leader_term_seen = n->node->term();
+    stats_.leaders++;
+    checker_.OnLeader(n->id, n->node->term());
+  }
+}
+
+void Cluster::ProcessDirty() {
+  for (auto& n : nodes_) {
+    if (failed()) return;
+    if (!n || !n->dirty || n->state != NodeState::kUp) continue;
+    n->dirty = false;
+    HandleReadies(n.get());
+  }
+}
+
+void Cluster::HandleReadies(SimNode* n) {
+  // A node keeps producing Readies only while it has work; a core that
+  // never settles would hang the run, so call that a failure instead.
+  int budget = kMaxReadiesPerInput;
+  while (!failed() && n->state == NodeState::kUp && n->node->HasReady()) {
+    if (--budget < 0) {
+      Fail(StrFormat("liveness: n%" PRIu64 " produced %d Readies in a row without settling", n->id,
+                     kMaxReadiesPerInput));
+      return;
+    }
+    raft::Ready rd = n->node->GetReady();
+    // 1 and 2: snapshot, entries, hard state (maybe torn by a crash).
+    if (!Persist(n, &rd)) return;
+    // 3: only now may messages that depend on that state leave the node.
+    for (raft::Message& m : rd.messages) net_.Send(step_, std::move(m));
+    // 4: apply, then serve the reads whose index is applied.
+    for (const raft::Entry& e : rd.committed_entries) {
+      Apply(n, e);
+      if (failed()) return;
+    }
+    for (raft::ReadState& rs : rd.read_states) n->reads.push_back(std::move(rs));
+    ReleaseReads(n);
+    if (rd.soft_state) {
+      n->role = rd.soft_state->role;
+      trace_.Textf(n->id, "role %s term=%" PRIu64 " leader=n%" PRIu64,
+                   RoleShortName(rd.soft_state->role), n->node->term(), rd.soft_state->leader);
+    }
+    // 5.
+    n->node->Advance(rd);
+    // Our copy of the membership comes from applying the log; once
+    // everything committed is applied it must match the core's.
+    if (n->node->commit() == n->applied && n->conf != n->node->conf()) {
+      Fail(StrFormat("membership: n%" PRIu64 " at applied index %" PRIu64
+                     " has conf %s from its log but the core says %s",
+                     n->id, n->applied, DescribeConf(n->conf).c_str(),
+                     DescribeConf(n->node->conf()).c_str()));
+      return;
+    }
+    MaybeCompact(n);
+  }
+}
+
+bool Cluster::Persist(SimNode* n, raft::Ready* rd) {
+  bool has_work = rd->snapshot.has_value() || !rd->entries.empty() || rd->hard_state.has_value();
+  // A crash in the middle of writing this Ready: what was not yet written
+  // is lost, and nothing was sent (TigerBeetle's torn writes).
+  bool torn = faults_on_ && has_work && profile_.torn_ppm > 0 &&
+              disk_rng_.Chance(profile_.torn_ppm, kMillion);
+  if (torn) stats_.torn_crashes++;
+
+  if (rd->snapshot) {
+    const raft::Snapshot& snap = *rd->snapshot;
+    if (torn && disk_rng_.Chance(1, 3)) {
+      Crash(n, "torn write: the snapshot was not written");
+      return false;
+    }
+    n->storage.ApplySnapshot(snap);
+    if (!n->kv.Restore(snap.data)) {
+      Fail(StrFormat("driver: n%" PRIu64 " received a malformed snapshot at index %" PRIu64, n->id,
+                     snap.meta.index));
+      return false;
+    }
+    n->conf = snap.meta.conf;
+    n->applied = snap.meta.index;
+    stats_.snapshots_installed++;
+    trace_.Textf(n->id, "install snapshot index=%" PRIu64 " term=%" PRIu64 " conf=%s",
+                 snap.meta.index, snap.meta.term, DescribeConf(snap.meta.conf).c_str());
+    checker_.OnRestore(n->id, snap.meta, n->kv.Hash());
+  }
+
+  if (!rd->entries.empty()) {
+    // Entries at or before the storage's snapshot are already compacted
+    // there (Append skips them); check log matching on the rest.
+    const std::vector<raft::Entry>& es = rd->entries;
+    size_t skip = 0;
+    while (skip < es.size() && es[skip].index < n->storage.FirstIndex()) skip++;
+    if (skip < es.size()) {
+      raft::Term prev = 0;
+      raft::Index before = es[skip].index - 1;
+      if (before > 0 && !n->storage.TermAt(before, &prev).ok()) {
+        Fail(StrFormat("driver contract: n%" PRIu64 " must persist entries from %" PRIu64
+                       " but its log is [%" PRIu64 ",%" PRIu64 "]",
+                       n->id, es[skip].index, n->storage.FirstIndex(), n->storage.LastIndex()));
+        return false;
+      }
+      size_t count = es.size() - skip;
+      size_t written = count;
+      if (torn) written = static_cast<size_t>(disk_rng_.Uniform(count + 1));
+      checker_.OnPersist(n->id, prev, es.data() + skip, written, n->storage);
+      if (failed()) return false;
+      if (written < count) {
+        std::vector<raft::Entry> prefix(es.begin() + skip, es.begin() + skip + written);
+        n->storage.Append(prefix);
+        Crash(n,
+              StrFormat("torn write: %zu of %zu entries written, hard state lost", written, count)
+                  .c_str());
+        return false;
+      }
+      n->storage.Append(es);
+    }
+  }
+
+  if (torn && (!rd->hard_state || disk_rng_.Chance(1, 2))) {
+    Crash(n, rd->hard_state ? "torn write: entries written, hard state lost"
+                            : "crash after writing the Ready, before sending");
+    return false;
+  }
+  if (rd->hard_state) {
+    checker_.OnHardState(n->id, n->storage.InitialHardState(), *rd->hard_state,
+                         n->storage.LastIndex());
+    n->storage.SetHardState(*rd->hard_state);
+  }
+  if (torn) {
+    Crash(n, "crash after writing the Ready, before sending");
+    return false;
+  }
+  // A sync makes everything written so far durable, including a hard state
+  // written earlier without one.
+  if (rd->must_sync) n->synced_hs = n->storage.InitialHardState();
+  if (rd->soft_state && rd->soft_state->role == raft::Role::kLeader) {
+    checker_.OnBecameLeader(n->id, n->node->term(), n->storage);
+  }
+  return !failed();
+}
+
+void Cluster::Apply(SimNode* n, const raft::Entry& e) {
+  if (e.index != n->applied + 1) {
+    Fail(StrFormat("driver contract: n%" PRIu64 " is handed entry %" PRIu64
+                   " to apply but has applied up to %" PRIu64,
+                   n->id, e.index, n->applied));
+    return;
+  }
+  uint64_t op_id = 0;
+  if (e.type == raft::EntryType::kNormal) {
+    // Empty data is a new leader's no-op.
+    if (!e.data.empty()) {
+      Command cmd;
+      if (!DecodeCommand(e.data, &cmd)) {
+        Fail(StrFormat("state machine: n%" PRIu64 " applies an undecodable entry at %" PRIu64,
+                       n->id, e.index));
+        return;
+      }
+      n->kv.Apply(cmd);
+      op_id = cmd.op_id;
+    }
+  } else {
+    raft::ConfChange cc;
+    if (!raft::DecodeConfChange(e.data, &cc)) {
+      Fail(StrFormat("state machine: n%" PRIu64 " applies a malformed conf change at %" PRIu64,
+                     n->id, e.index));
+      return;
+    }
+    bool changed = raft::ApplyConfChange(cc, &n->conf);
+    static constexpr const char* kNames[] = {"add learner", "promote", "remove"};
+    trace_.Textf(n->id, "apply conf change at %" PRIu64 ": %s n%" PRIu64 "%s -> %s", e.index,
+                 kNames[static_cast<int>(cc.type)], cc.node, changed ? "" : " (no-op)",
+                 DescribeConf(n->conf).c_str());
+    if (changed && cc.type == raft::ConfChangeType::kRemoveNode) {
+      // Committed: the removed node is no longer needed; stop it a bit
+      // later so that it may still disturb the others for a while.
+      SimNode* r = Find(cc.node);
+      if (r != nullptr && r->gone_tick == 0 && r->state != NodeState::kGone) {
+        r->gone_tick = tick_ + 1 + rng_.Uniform(30);
+      }
+    }
+  }
+  n->applied = e.index;
+  checker_.OnApply(n->id, n->node->term(), e, n->kv.Hash());
+  clients_.OnApplied(n->id, n->incarnation, e.index, op_id);
+  if (op_id != 0 && op_id == final_op_id_ && n->id == final_node_ &&
+      n->incarnation == final_incarnation_) {
+    final_done_ = true;
+    trace_.Textf(n->id, "liveness: final write committed at index %" PRIu64, e.index);
+  }
+}
+
+void Cluster::ReleaseReads(SimNode* n) {
+  size_t kept = 0;
+  for (size_t i = 0; i < n->reads.size(); i++) {
+    if (n->reads[i].index <= n->applied) {
+      clients_.OnRead(n->id, n->incarnation, n->reads[i].context, n->kv);
+    } else {
+      if (kept != i) n->reads[kept] = std::move(n->reads[i]);
+      kept++;
+    }
+  }
+  n->reads.resize(kept);
+}
+
+void Cluster::MaybeCompact(SimNode* n) {
+  const raft::Snapshot& snap = n->storage.LatestSnapshot();
+  if (n->applied < snap.meta.index + profile_.compact_every) return;
+  if (n->applied > n->storage.LastIndex()) return;
+  raft::Status s = n->storage.CreateSnapshot(n->applied, n->conf, n->kv.Serialize());
+  if (!s.ok()) {
+    Fail(StrFormat("driver: n%" PRIu64 " CreateSnapshot(%" PRIu64 "): %s", n->id, n->applied,
+                   s.ToString().c_str()));
+    return;
+  }
+  // Writing a snapshot syncs the disk, hard state included: a restarted
+  // node never finds a commit index below its snapshot.
+  n->synced_hs = n->storage.InitialHardState();
+  // Keep a few entries behind the snapshot so slightly lagging followers
+  // catch up from the log; the others get the snapshot.
+  raft::Index margin = disk_rng_.Uniform(profile_.compact_margin + 1);
+  if (n->applied > margin) n->storage.Compact(n->applied - margin);
+}
+
+}  // namespace raftkv::sim

@@ -1,0 +1,249 @@
+// raftkv-sim: runs the deterministic cluster simulator.
+//
+//   raftkv-sim --seed N [--nodes 3|5] [--ticks T] [--trace]   one run
+//   raftkv-sim --seeds COUNT [--start S] [--nodes 3|5]         a campaign over S..S+COUNT-1
+//
+// A failing run prints its seed, the checker that fired and the last events;
+// `--seed N --trace` replays it exactly and prints every event.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cluster.h"
+
+namespace {
+
+using raftkv::sim::RunResult;
+using raftkv::sim::SimOptions;
+
+struct Args {
+  bool have_seed = false;
+  uint64_t seed = 1;
+  uint64_t seeds = 0;
+  uint64_t start = 1;
+  int nodes = 0;  // 0: alternate 3 and 5 by seed.
+  uint64_t ticks = 5000;
+  bool trace = false;
+  bool faults = true;
+  bool membership = true;
+  bool verbose = false;
+  bool fork = true;
+};
+
+void Usage(FILE* out) {
+  std::fprintf(out,
+               "usage: raftkv-sim --seed N [--nodes 3|5] [--ticks T] [--trace] [--no-faults]\n"
+               "                  [--no-membership]\n"
+               "       raftkv-sim --seeds COUNT [--start S] [--nodes 3|5] [--ticks T] [-v]\n"
+               "                  [--no-fork]\n"
+               "Runs the deterministic Raft cluster simulator. A campaign alternates 3 and 5\n"
+               "nodes by seed unless --nodes is given; it exits non-zero on any failure.\n");
+}
+
+bool ParseU64(const char* s, uint64_t* out) {
+  if (s == nullptr || *s == '\0') return false;
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long v = std::strtoull(s, &end, 10);
+  if (errno != 0 || *end != '\0' || s[0] == '-') return false;
+  *out = v;
+  return true;
+}
+
+// Returns false (after printing why) on a bad command line.
+bool ParseArgs(int argc, char** argv, Args* a) {
+  for (int i = 1; i < argc; i++) {
+    std::string f = argv[i];
+    const char* v = i + 1 < argc ? argv[i + 1] : nullptr;
+    uint64_t n = 0;
+    if (f == "--seed" && ParseU64(v, &a->seed)) {
+      a->have_seed = true;
+      i++;
+    } else if (f == "--seeds" && ParseU64(v, &a->seeds)) {
+      i++;
+    } else if (f == "--start" && ParseU64(v, &a->start)) {
+      i++;
+    } else if (f == "--nodes" && ParseU64(v, &n) && (n == 3 || n == 5)) {
+      a->nodes = static_cast<int>(n);
+      i++;
+    } else if (f == "--ticks" && ParseU64(v, &a->ticks) && a->ticks > 0) {
+      i++;
+    } else if (f == "--trace") {
+      a->trace = true;
+    } else if (f == "--no-faults") {
+      a->faults = false;
+    } else if (f == "--no-membership") {
+      a->membership = false;
+    } else if (f == "--no-fork") {
+      a->fork = false;
+    } else if (f == "-v" || f == "--verbose") {
+      a->verbose = true;
+    } else if (f == "-h" || f == "--help") {
+      Usage(stdout);
+      std::exit(0);
+    } else {
+      std::fprintf(stderr, "raftkv-sim: bad argument '%s'%s\n", f.c_str(),
+                   v != nullptr && f.rfind("--", 0) == 0 ? " (or its value)" : "");
+      Usage(stderr);
+      return false;
+    }
+  }
+  if (a->have_seed == (a->seeds > 0)) {
+    std::fprintf(stderr, "raftkv-sim: give exactly one of --seed N and --seeds COUNT\n");
+    Usage(stderr);
+    return false;
+  }
+  return true;
+}
+
+int NodesFor(const Args& a, uint64_t seed) {
+  if (a.nodes != 0) return a.nodes;
+  return seed % 2 == 0 ? 3 : 5;
+}
+
+void PrintFailure(const SimOptions& o, const RunResult& r) {
+  std::fprintf(stderr,
+               "\nFAIL seed=%" PRIu64
+               " nodes=%d: %s\n  profile: %s\n"
+               "  reproduce: raftkv-sim --seed %" PRIu64 " --nodes %d --ticks %" PRIu64
+               " --trace\n  last %zu events:\n%s\n",
+               o.seed, o.nodes, r.failure.c_str(), r.profile.c_str(), o.seed, o.nodes, o.ticks,
+               o.trace_tail, r.trace_tail.c_str());
+}
+
+void PrintRun(const SimOptions& o, const RunResult& r, FILE* out) {
+  const auto& s = r.stats;
+  std::fprintf(out,
+               "seed=%" PRIu64 " nodes=%d %s ticks=%" PRIu64 " msgs=%" PRIu64 " lost=%" PRIu64
+               " leaders=%" PRIu64 " crashes=%" PRIu64 " torn=%" PRIu64 " pauses=%" PRIu64
+               " partitions=%" PRIu64 " snapshots=%" PRIu64 " confchanges=%" PRIu64
+               " transfers=%" PRIu64 " puts=%" PRIu64 "/%" PRIu64 "?/%" PRIu64 "x gets=%" PRIu64
+               "/%" PRIu64 "x refused=%" PRIu64 " lin_states=%" PRIu64 "%s hash=%016" PRIx64 "\n",
+               o.seed, o.nodes, r.ok ? "ok" : "FAIL", s.ticks, s.messages, s.dropped, s.leaders,
+               s.crashes, s.torn_crashes, s.pauses, s.partitions, s.snapshots_installed,
+               s.conf_changes, s.transfers, s.clients.puts_ok, s.clients.puts_unknown,
+               s.clients.puts_failed, s.clients.gets_ok, s.clients.gets_failed, s.clients.refused,
+               s.lin_states, r.lin_inconclusive ? " (INCONCLUSIVE)" : "", r.trace_hash);
+}
+
+// What a campaign needs to know about one run.
+struct Outcome {
+  bool ok = false;
+  bool inconclusive = false;
+  uint64_t ticks = 0;
+};
+
+Outcome RunInProcess(const SimOptions& o, bool verbose) {
+  RunResult r = raftkv::sim::RunSimulation(o);
+  if (verbose) PrintRun(o, r, stdout);
+  if (!r.ok) PrintFailure(o, r);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  return Outcome{r.ok, r.lin_inconclusive, r.stats.ticks};
+}
+
+// Runs one seed in a child process, so that a core assertion (an abort)
+// fails that seed rather than ending the campaign; the child prints its own
+// report, with the trace, through the crash handler.
+Outcome RunIsolated(const SimOptions& o, bool verbose) {
+  int fds[2];
+  if (pipe(fds) != 0) return RunInProcess(o, verbose);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    return RunInProcess(o, verbose);
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    Outcome out = RunInProcess(o, verbose);
+    ssize_t written = write(fds[1], &out, sizeof(out));
+    _exit(written == static_cast<ssize_t>(sizeof(out)) ? 0 : 1);
+  }
+  close(fds[1]);
+  Outcome out;
+  size_t got = 0;
+  while (got < sizeof(out)) {
+    ssize_t n = read(fds[0], reinterpret_cast<char*>(&out) + got, sizeof(out) - got);
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (got != sizeof(out)) {
+    out = Outcome{};
+    std::fprintf(stderr, "\nFAIL seed=%" PRIu64 " nodes=%d: the run died (%s %d)\n", o.seed,
+                 o.nodes, WIFSIGNALED(status) ? "signal" : "exit status",
+                 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  if (!ParseArgs(argc, argv, &a)) return 2;
+  raftkv::sim::InstallCrashHandler();
+
+  if (a.have_seed) {
+    SimOptions o;
+    o.seed = a.seed;
+    o.nodes = NodesFor(a, a.seed);
+    o.ticks = a.ticks;
+    o.faults = a.faults;
+    o.membership = a.membership;
+    o.echo_trace = a.trace;
+    RunResult r = raftkv::sim::RunSimulation(o);
+    std::printf("profile: %s\n", r.profile.c_str());
+    PrintRun(o, r, stdout);
+    std::fflush(stdout);
+    if (!r.ok) {
+      PrintFailure(o, r);
+      return 1;
+    }
+    return 0;
+  }
+
+  uint64_t runs = 0, ticks = 0, inconclusive = 0;
+  std::vector<uint64_t> failed;
+  uint64_t progress_every = a.seeds >= 10 ? a.seeds / 10 : 1;
+  for (uint64_t seed = a.start; seed < a.start + a.seeds; seed++) {
+    SimOptions o;
+    o.seed = seed;
+    o.nodes = NodesFor(a, seed);
+    o.ticks = a.ticks;
+    o.faults = a.faults;
+    o.membership = a.membership;
+    Outcome r = a.fork ? RunIsolated(o, a.verbose) : RunInProcess(o, a.verbose);
+    runs++;
+    ticks += r.ticks;
+    inconclusive += r.inconclusive;
+    if (!r.ok) failed.push_back(seed);
+    if (runs % progress_every == 0 || runs == a.seeds) {
+      std::printf("progress: %" PRIu64 "/%" PRIu64 " runs, %zu failures\n", runs, a.seeds,
+                  failed.size());
+      std::fflush(stdout);
+    }
+  }
+  std::printf("runs=%" PRIu64 " ticks=%" PRIu64 " failures=%zu", runs, ticks, failed.size());
+  if (inconclusive > 0) std::printf(" inconclusive=%" PRIu64, inconclusive);
+  std::printf("\n");
+  if (!failed.empty()) {
+    std::printf("failing seeds:");
+    for (uint64_t s : failed) std::printf(" %" PRIu64, s);
+    std::printf("\n");
+    return 1;
+  }
+  return 0;
+}
