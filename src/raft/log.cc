@@ -9,7 +9,7 @@ RaftLog::RaftLog(const Storage* storage) : storage_(storage) {
   in_progress_ = unstable_offset_ - 1;
   // Everything up to the snapshot is committed by definition; the hard
   // state's commit is applied by the Node.
-  committed_ = storage_->FirstIndex() - 1;
+  committed_ = std::max(storage_->FirstIndex() - 1, storage_->LatestSnapshot().meta.index);
 }
 
 Index RaftLog::FirstIndex() const {

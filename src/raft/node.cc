@@ -34,7 +34,9 @@ Node::Node(const Config& config, const Storage* storage)
   applied_ = snap.meta.index;
   // Remember the ConfChange entries in the log, then apply the committed
   // ones so the node starts with the membership as of its commit index.
-  Index first = log_.FirstIndex(), last = log_.LastIndex();
+  // Entries at or below the snapshot may still be in the log (compaction
+  // may keep some); the snapshot's membership already includes them.
+  Index first = std::max(log_.FirstIndex(), snap.meta.index + 1), last = log_.LastIndex();
   if (first <= last) {
     std::vector<Entry> entries;
     Status es = log_.Slice(first, last + 1, UINT64_MAX, &entries);
