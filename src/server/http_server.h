@@ -1,0 +1,79 @@
+// HttpServer: the client API over HTTP/1.1 (Boost.Beast), as specified in
+// docs/http-api.md and kept byte-compatible with the original Go server.
+//
+// Keep-alive connections, each served by one session on its own strand:
+// read a request (bounded header and body sizes, a timeout), answer it, read
+// the next. Answers that need the Raft driver (linearizable reads, writes,
+// joins, status) are completed by a callback posted back to the session.
+// Followers forward writes and joins to the leader through the Forwarder.
+// Stale reads and /health never leave the io thread.
+//
+// Threads: runs on the io_context handed in (any number of threads).
+#pragma once
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "kv/store.h"
+#include "raft/status.h"
+#include "server/forwarder.h"
+#include "server/replica.h"
+
+namespace raftkv::server {
+
+struct HttpOptions {
+  std::string address;                              // --http
+  uint64_t max_body_bytes = 4 << 20;                // 413 past it.
+  uint64_t max_header_bytes = 64 << 10;             // 431 past it.
+  uint64_t max_key_bytes = 4096;                    // 400 past it.
+  uint64_t max_value_bytes = 1 << 20;               // 413 past it.
+  uint64_t max_connections = 10000;                 // Past it, 503 and close.
+  std::chrono::milliseconds timeout{30000};         // Idle keep-alive wait + request read; write.
+  std::chrono::milliseconds request_timeout{5000};  // For messages (forwarding adds 1 s).
+  int max_forward_hops = 2;
+};
+
+class HttpServer {
+ public:
+  HttpServer(boost::asio::io_context& io, HttpOptions options, Replica* replica, kv::Store* kv,
+             Forwarder* forwarder);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds synchronously (a taken port is a startup error) and starts accepting.
+  raft::Status Listen();
+  // Stops accepting. Requests already being served finish; a request that
+  // arrives later on an open connection gets 503 and the connection closes.
+  void StopAccepting();
+  // Requests read but not yet answered.
+  size_t in_flight() const { return shared_->in_flight.load(); }
+
+  // State the sessions share; outlives the server while sessions exist.
+  struct Shared {
+    HttpOptions options;
+    Replica* replica;
+    kv::Store* kv;
+    Forwarder* forwarder;
+    std::atomic<size_t> connections{0};
+    std::atomic<size_t> in_flight{0};
+    std::atomic<bool> draining{false};
+  };
+
+ private:
+  void Accept();
+
+  boost::asio::io_context& io_;
+  std::shared_ptr<Shared> shared_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+};
+
+// Percent-decodes a path segment ("%2F" -> "/"; '+' stays '+'). False on a
+// malformed escape.
+bool PercentDecode(std::string_view in, std::string* out);
+
+}  // namespace raftkv::server

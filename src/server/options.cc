@@ -1,0 +1,123 @@
+#include "server/options.h"
+
+#include <boost/program_options.hpp>
+#include <map>
+#include <sstream>
+
+namespace raftkv::server {
+
+namespace po = boost::program_options;
+
+ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* message) {
+  Options d;  // Defaults.
+  po::options_description desc(
+      "raftkv: a Raft-replicated in-memory key-value store with an HTTP API.\n\n"
+      "Usage: raftkv --bind HOST:PORT --http HOST:PORT --datadir DIR [--bootstrap | --join "
+      "HOST:PORT] [--id NAME]\n\n"
+      "BIND, HTTP, DATA_DIR, BOOTSTRAP, JOIN and ID in the environment stand for the flags of the\n"
+      "same name (flags win). A node restarted on an existing data directory ignores\n"
+      "--bootstrap and --join. Options");
+  // clang-format off
+  desc.add_options()
+      ("help,h", "print this help and exit")
+      ("bind", po::value(&out->bind)->default_value(d.bind),
+       "Raft peer address to listen on and advertise (env BIND)")
+      ("http", po::value(&out->http)->default_value(d.http),
+       "HTTP client address to listen on and advertise (env HTTP)")
+      ("datadir", po::value(&out->datadir)->default_value(d.datadir),
+       "data directory: node identity now, the Raft log once the WAL lands (env DATA_DIR)")
+      ("bootstrap", po::value(&out->bootstrap)->default_value(false)->implicit_value(true),
+       "on an empty data directory, found a new one-node cluster (env BOOTSTRAP=1)")
+      ("join", po::value(&out->join),
+       "on an empty data directory, ask the member at this HTTP address to add this node; "
+       "retried with backoff until admitted (env JOIN)")
+      ("id", po::value(&out->name),
+       "node name; its Raft id is XXH64(name). Default: the --bind address (env ID)")
+      ("tick-ms", po::value(&out->tick_ms)->default_value(d.tick_ms),
+       "length of a Raft tick in milliseconds")
+      ("election-ticks", po::value(&out->election_ticks)->default_value(d.election_ticks),
+       "election timeout in ticks, randomized in [T, 2T): default 500-1000 ms")
+      ("heartbeat-ticks", po::value(&out->heartbeat_ticks)->default_value(d.heartbeat_ticks),
+       "leader heartbeat interval in ticks")
+      ("request-timeout-ms", po::value(&out->request_timeout_ms)->default_value(d.request_timeout_ms),
+       "a write not applied by then answers 504 (outcome unknown); a read 503")
+      ("http-timeout-ms", po::value(&out->http_timeout_ms)->default_value(d.http_timeout_ms),
+       "HTTP keep-alive idle time plus time to read one request, and to write one answer")
+      ("max-key-bytes", po::value(&out->max_key_bytes)->default_value(d.max_key_bytes),
+       "longest key (after percent-decoding); longer is 400")
+      ("max-value-bytes", po::value(&out->max_value_bytes)->default_value(d.max_value_bytes),
+       "longest value (decoded); longer is 413")
+      ("max-body-bytes", po::value(&out->max_body_bytes)->default_value(d.max_body_bytes),
+       "largest HTTP request body; larger is 413")
+      ("max-connections", po::value(&out->max_connections)->default_value(d.max_connections),
+       "open HTTP connections; past it a new connection gets 503 and is closed")
+      ("max-pending-requests",
+       po::value(&out->max_pending_requests)->default_value(d.max_pending_requests),
+       "writes and linearizable reads waiting on this node; past it 503")
+      ("snapshot-entries", po::value(&out->snapshot_entries)->default_value(d.snapshot_entries),
+       "take a state-machine snapshot every N applied entries (0: never)")
+      ("snapshot-keep-entries",
+       po::value(&out->snapshot_keep_entries)->default_value(d.snapshot_keep_entries),
+       "log entries kept after a snapshot for followers that lag a little")
+      ("max-uncommitted-bytes",
+       po::value(&out->max_uncommitted_bytes)->default_value(d.max_uncommitted_bytes),
+       "proposed but uncommitted bytes on the leader; past it writes get 503")
+      ("fsync", po::value(&out->fsync)->default_value(d.fsync),
+       "WAL fsync policy: always (before acknowledging) or never; takes effect with the "
+       "durable WAL (issue 3): the log is in memory until then")
+      ("max-frame-bytes", po::value(&out->max_frame_bytes)->default_value(d.max_frame_bytes),
+       "largest peer transport frame accepted")
+      ("peer-queue-bytes", po::value(&out->peer_queue_bytes)->default_value(d.peer_queue_bytes),
+       "encoded messages queued per peer; past it messages are dropped")
+      ("io-threads", po::value(&out->io_threads)->default_value(d.io_threads),
+       "threads serving HTTP and peer connections (the Raft driver has its own)")
+      ("log-level", po::value(&out->log_level)->default_value(d.log_level),
+       "trace, debug, info, warn, error or critical");
+  // clang-format on
+
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    // Environment variables fill in what the command line did not set
+    // (program_options keeps the first value stored for an option).
+    static const std::map<std::string, std::string> kEnv = {
+        {"BIND", "bind"},           {"HTTP", "http"}, {"DATA_DIR", "datadir"},
+        {"BOOTSTRAP", "bootstrap"}, {"JOIN", "join"}, {"ID", "id"}};
+    po::store(po::parse_environment(desc,
+                                    [](const std::string& env) -> std::string {
+                                      auto it = kEnv.find(env);
+                                      return it == kEnv.end() ? "" : it->second;
+                                    }),
+              vm);
+    if (vm.count("help")) {
+      std::ostringstream ss;
+      ss << desc;
+      *message = ss.str();
+      return ParseResult::kExitOk;
+    }
+    po::notify(vm);
+  } catch (const std::exception& e) {
+    // Boost.Program_options reports errors by throwing; this is the edge.
+    *message = std::string("raftkv: ") + e.what() + " (see --help)";
+    return ParseResult::kExitError;
+  }
+  if (out->name.empty()) out->name = out->bind;
+  auto bad = [message](const std::string& why) {
+    *message = "raftkv: " + why + " (see --help)";
+    return ParseResult::kExitError;
+  };
+  if (out->tick_ms <= 0) return bad("--tick-ms must be positive");
+  if (out->heartbeat_ticks <= 0 || out->election_ticks <= out->heartbeat_ticks) {
+    return bad("--election-ticks must be greater than --heartbeat-ticks > 0");
+  }
+  if (out->request_timeout_ms <= 0 || out->http_timeout_ms <= 0) {
+    return bad("timeouts must be positive");
+  }
+  if (out->io_threads <= 0 || out->io_threads > 64) return bad("--io-threads must be 1..64");
+  if (out->max_key_bytes == 0) return bad("--max-key-bytes must be positive");
+  if (out->fsync != "always" && out->fsync != "never") return bad("--fsync must be always|never");
+  if (out->bootstrap && !out->join.empty()) return bad("--bootstrap and --join exclude each other");
+  return ParseResult::kRun;
+}
+
+}  // namespace raftkv::server

@@ -1,0 +1,52 @@
+// Command-line flags and environment variables of the raftkv process.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace raftkv::server {
+
+struct Options {
+  // Identity and cluster formation (also BIND, HTTP, DATA_DIR, BOOTSTRAP, JOIN, ID).
+  std::string bind = "127.0.0.1:7001";
+  std::string http = "127.0.0.1:4001";
+  std::string datadir = "raftkv-data";
+  bool bootstrap = false;
+  std::string join;
+  std::string name;  // --id; empty means "the bind address".
+
+  // Raft timing.
+  int tick_ms = 50;
+  int election_ticks = 10;
+  int heartbeat_ticks = 1;
+
+  // Requests.
+  int request_timeout_ms = 5000;
+  int http_timeout_ms = 30000;
+  uint64_t max_key_bytes = 4096;
+  uint64_t max_value_bytes = 1 << 20;
+  uint64_t max_body_bytes = 4 << 20;
+  uint64_t max_connections = 10000;
+  uint64_t max_pending_requests = 100000;
+
+  // Log and snapshots.
+  uint64_t snapshot_entries = 10000;
+  uint64_t snapshot_keep_entries = 5000;
+  uint64_t max_uncommitted_bytes = 64 << 20;
+  std::string fsync = "always";
+
+  // Peer transport.
+  uint64_t max_frame_bytes = 16 << 20;
+  uint64_t peer_queue_bytes = 64 << 20;
+
+  int io_threads = 2;
+  std::string log_level = "info";
+};
+
+enum class ParseResult { kRun, kExitOk, kExitError };
+
+// Parses flags, then the environment for what flags did not set. On
+// kExitOk (--help, --version) or kExitError, *message is what to print.
+ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* message);
+
+}  // namespace raftkv::server

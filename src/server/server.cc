@@ -1,0 +1,291 @@
+#include "server/server.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/json.hpp>
+#include <csignal>
+#include <future>
+#include <random>
+
+namespace raftkv::server {
+
+namespace asio = boost::asio;
+
+namespace {
+
+// Many client connections need many descriptors: lift the soft limit.
+void RaiseFileLimit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+}  // namespace
+
+Server::Server(Options options) : options_(std::move(options)), io_(options_.io_threads) {}
+
+Server::~Server() { Shutdown(); }
+
+raft::Status Server::Start() {
+  RaiseFileLimit();
+  std::signal(SIGPIPE, SIG_IGN);
+
+  self_.name = options_.name;
+  self_.id = NodeIdFromName(self_.name);
+  self_.raft = options_.bind;
+  self_.http = options_.http;
+
+  log_store_ = std::make_unique<MemoryLogStore>();
+
+  // The data directory says whether this is a first start or a restart.
+  raft::Status s = EnsureDataDir(options_.datadir);
+  if (!s.ok()) return s;
+  bool found = false;
+  s = LoadMetadata(options_.datadir, &meta_, &found);
+  if (!s.ok()) return s;
+  if (found) {
+    if (meta_.name != self_.name) {
+      return raft::Status(raft::Code::kInvalidArgument,
+                          "data directory " + options_.datadir + " belongs to node '" + meta_.name +
+                              "', not '" + self_.name + "' (check --id/--bind)");
+    }
+    if (meta_.raft != self_.raft || meta_.http != self_.http) {
+      spdlog::warn(
+          "addresses differ from the first start (raft {} http {}); the membership still "
+          "advertises those",
+          meta_.raft, meta_.http);
+    }
+    if (options_.bootstrap || !options_.join.empty()) {
+      spdlog::info("restart on an existing data directory: ignoring --bootstrap/--join");
+    }
+    if (meta_.member && !log_store_->durable()) {
+      // The log and the vote were in memory: this node lost them, and the
+      // leader's record of its log is stale. It asks to be removed and added
+      // again, and catches up like a new member (a snapshot if need be).
+      for (const std::string& p : meta_.peers_http) {
+        if (p != self_.http) join_targets_.push_back(p);
+      }
+      if (!meta_.join.empty() && std::find(join_targets_.begin(), join_targets_.end(),
+                                           meta_.join) == join_targets_.end()) {
+        join_targets_.push_back(meta_.join);
+      }
+      if (join_targets_.empty()) {
+        spdlog::warn(
+            "restart without durable storage and no other member known: founding a new "
+            "one-node cluster (the previous data was in memory and is gone)");
+        rebootstrap_ = true;
+      } else {
+        spdlog::warn(
+            "restart without durable storage (the WAL arrives with issue 3): the Raft log was in "
+            "memory; asking the cluster to re-add this node");
+        rejoin_ = true;
+      }
+    } else if (!meta_.member && !meta_.join.empty()) {
+      join_targets_.push_back(meta_.join);
+    }
+  } else {
+    meta_.name = self_.name;
+    meta_.id = self_.id;
+    meta_.raft = self_.raft;
+    meta_.http = self_.http;
+    meta_.bootstrapped = options_.bootstrap;
+    meta_.join = options_.join;
+    meta_.member = options_.bootstrap;
+    if (!options_.join.empty()) join_targets_.push_back(options_.join);
+  }
+
+  ReplicaConfig rc;
+  rc.self = self_;
+  rc.raft.election_timeout_ticks = options_.election_ticks;
+  rc.raft.heartbeat_interval_ticks = options_.heartbeat_ticks;
+  rc.raft.max_entry_bytes = options_.max_key_bytes + options_.max_value_bytes + 256;
+  rc.raft.max_msg_bytes = std::max<uint64_t>(1 << 20, rc.raft.max_entry_bytes);
+  rc.raft.max_uncommitted_bytes = options_.max_uncommitted_bytes;
+  rc.raft.seed = self_.id ^ std::random_device{}();
+  rc.tick = std::chrono::milliseconds(options_.tick_ms);
+  rc.request_timeout = std::chrono::milliseconds(options_.request_timeout_ms);
+  rc.snapshot_entries = options_.snapshot_entries;
+  rc.snapshot_keep_entries = options_.snapshot_keep_entries;
+  rc.max_pending_requests = options_.max_pending_requests;
+
+  transport::Options to;
+  // A frame holds at most one AppendEntries (max_msg_bytes of entries, or one
+  // entry if larger) or one snapshot chunk, plus headers.
+  to.max_frame_bytes = std::max<uint64_t>(
+      options_.max_frame_bytes,
+      std::max(rc.raft.max_msg_bytes, rc.raft.max_snapshot_chunk_bytes) + (64 << 10));
+  to.max_queue_bytes = options_.peer_queue_bytes;
+  transport_ = std::make_unique<transport::Transport>(
+      io_, self_.id, self_.raft, to,
+      [this](std::vector<raft::Message> msgs) { replica_->Receive(std::move(msgs)); });
+  replica_ = std::make_unique<Replica>(
+      rc, log_store_.get(), &kv_,
+      [this](std::vector<raft::Message> msgs) { transport_->Send(std::move(msgs)); },
+      [this](const std::map<raft::NodeId, std::string>& peers) { transport_->SetPeers(peers); },
+      [this](const std::vector<MemberInfo>& members) {
+        asio::post(io_, [this, members] { OnMembers(members); });
+      });
+
+  forwarder_ = std::make_unique<Forwarder>(
+      io_, std::chrono::milliseconds(options_.request_timeout_ms + 1000));
+  HttpOptions ho;
+  ho.address = options_.http;
+  ho.max_body_bytes = options_.max_body_bytes;
+  ho.max_key_bytes = options_.max_key_bytes;
+  ho.max_value_bytes = options_.max_value_bytes;
+  ho.max_connections = options_.max_connections;
+  ho.timeout = std::chrono::milliseconds(options_.http_timeout_ms);
+  ho.request_timeout = std::chrono::milliseconds(options_.request_timeout_ms);
+  http_ = std::make_unique<HttpServer>(io_, ho, replica_.get(), &kv_, forwarder_.get());
+
+  s = transport_->Listen(self_.raft);
+  if (!s.ok()) return s;
+  s = http_->Listen();
+  if (!s.ok()) return s;
+  if (!found) {
+    s = SaveMetadata(options_.datadir, meta_);
+    if (!s.ok()) return s;
+  }
+  if ((!found && options_.bootstrap) || rebootstrap_) {
+    s = replica_->Bootstrap();
+    if (!s.ok()) return s;
+  }
+
+  spdlog::info("raftkv node {} (id {:x}) raft={} http={} datadir={} storage: {}", self_.name,
+               self_.id, self_.raft, self_.http, options_.datadir, log_store_->Describe());
+  spdlog::info("timing: tick {} ms, election timeout {}-{} ms, heartbeat every {} ms",
+               options_.tick_ms, options_.tick_ms * options_.election_ticks,
+               options_.tick_ms * options_.election_ticks * 2,
+               options_.tick_ms * options_.heartbeat_ticks);
+  if (found && !meta_.member && join_targets_.empty()) {
+    spdlog::info("waiting to be added to a cluster (POST /cluster/join/ on a member)");
+  }
+
+  replica_->set_admitted(join_targets_.empty() && (meta_.member || rebootstrap_));
+  // Before any thread runs: a signal from now on means "shut down".
+  signals_ = std::make_unique<asio::signal_set>(io_, SIGINT, SIGTERM);
+  replica_->Start();
+  for (int i = 0; i < options_.io_threads; i++) {
+    io_threads_.emplace_back([this] { io_.run(); });
+  }
+  started_ = true;
+  if (!join_targets_.empty()) {
+    join_timer_ = std::make_unique<asio::steady_timer>(io_);
+    asio::post(io_, [this] { TryJoin(); });
+  }
+  return raft::Status::Ok();
+}
+
+void Server::TryJoin() {
+  if (stopping_) return;
+  if (!rejoin_ && replica_->view()->Find(self_.id) != nullptr) {
+    // The replicated membership already lists us (an earlier answer was lost).
+    spdlog::info("joined the cluster (found in the membership)");
+    return MarkMember();
+  }
+  boost::json::object body;
+  body["address"] = self_.raft;
+  body["id"] = self_.name;
+  body["http"] = self_.http;
+  if (rejoin_) body["rejoin"] = true;
+  ForwardRequest fr;
+  fr.target = "/cluster/join/";
+  fr.body = boost::json::serialize(body);
+  const std::string target = join_targets_[join_attempts_ % join_targets_.size()];
+  join_attempts_++;
+  forwarder_->Send(target, std::move(fr), [this, target](ForwardResponse r) {
+    if (stopping_) return;
+    if (r.error == ForwardResponse::Error::kNone && r.status == 200) {
+      spdlog::info("{} the cluster via {} after {} attempt(s)", rejoin_ ? "rejoined" : "joined",
+                   target, join_attempts_);
+      return MarkMember();
+    }
+    std::string why = r.error == ForwardResponse::Error::kNone
+                          ? "HTTP " + std::to_string(r.status) + " " + r.body
+                          : r.message;
+    if (join_attempts_ == 1 || join_attempts_ % 20 == 0) {
+      spdlog::info("{} via {}: {}; retrying (attempt {})", rejoin_ ? "rejoin" : "join", target, why,
+                   join_attempts_);
+    }
+    join_timer_->expires_after(join_backoff_);
+    join_backoff_ = std::min(join_backoff_ * 2, std::chrono::milliseconds(1000));
+    join_timer_->async_wait([this](boost::system::error_code ec) {
+      if (!ec) TryJoin();
+    });
+  });
+}
+
+void Server::MarkMember() {
+  replica_->set_admitted(true);
+  std::lock_guard lock(meta_mu_);
+  if (meta_.member) return;
+  meta_.member = true;
+  raft::Status s = SaveMetadata(options_.datadir, meta_);
+  if (!s.ok()) spdlog::error("saving node metadata: {}", s.ToString());
+}
+
+void Server::OnMembers(const std::vector<MemberInfo>& members) {
+  std::vector<std::string> peers;
+  bool self_in = false;
+  for (const MemberInfo& m : members) {
+    if (m.id == self_.id) {
+      self_in = true;
+    } else if (!m.http.empty()) {
+      peers.push_back(m.http);
+    }
+  }
+  std::lock_guard lock(meta_mu_);
+  // Only a membership that includes us is worth remembering (a rejoining
+  // node replays old ones), and only a change is worth a write.
+  if (!self_in || peers == meta_.peers_http) return;
+  meta_.peers_http = std::move(peers);
+  raft::Status s = SaveMetadata(options_.datadir, meta_);
+  if (!s.ok()) spdlog::error("saving node metadata: {}", s.ToString());
+}
+
+void Server::RunUntilSignal() {
+  std::promise<int> got;
+  signals_->async_wait([&got](boost::system::error_code ec, int sig) {
+    if (!ec) got.set_value(sig);
+  });
+  int sig = got.get_future().get();
+  spdlog::info("received {}; shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  Shutdown();
+}
+
+void Server::Shutdown() {
+  if (!started_ || stopping_.exchange(true)) return;
+  // 1. No new connections; new requests on open ones get 503.
+  http_->StopAccepting();
+  // 2. A leader hands over so that the cluster does not wait an election timeout.
+  replica_->TransferLeadershipAway(std::chrono::milliseconds(1000));
+  // 3. Let requests in flight finish, within the request timeout.
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(std::min(options_.request_timeout_ms, 5000));
+  while (http_->in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  // 4. Fail what is left, flush the log store, stop the driver; give the
+  // answers a moment to be written, then stop the network.
+  if (join_timer_) asio::post(io_, [this] { join_timer_->cancel(); });
+  replica_->Stop();
+  deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+  while (http_->in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  forwarder_->Stop();
+  transport_->Stop();
+  io_.stop();
+  for (std::thread& t : io_threads_) t.join();
+  io_threads_.clear();
+  spdlog::info("stopped");
+}
+
+}  // namespace raftkv::server

@@ -1,0 +1,73 @@
+// Server: one raftkv process. Sets up the data directory and identity, the
+// log store, the key-value store, the Raft driver, the peer transport and the
+// HTTP API; joins a cluster if asked; and shuts all of it down gracefully.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "kv/store.h"
+#include "raft/status.h"
+#include "server/forwarder.h"
+#include "server/http_server.h"
+#include "server/log_store.h"
+#include "server/metadata.h"
+#include "server/options.h"
+#include "server/replica.h"
+#include "transport/transport.h"
+
+namespace raftkv::server {
+
+class Server {
+ public:
+  explicit Server(Options options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Opens the data directory, binds both listeners and starts serving.
+  // Errors here are startup errors (exit 1).
+  raft::Status Start();
+  // Blocks until SIGINT or SIGTERM, then shuts down: stops accepting, hands
+  // leadership over, lets in-flight requests finish (bounded), flushes and
+  // stops every thread.
+  void RunUntilSignal();
+  void Shutdown();
+
+ private:
+  void TryJoin();
+  void MarkMember();
+  void OnMembers(const std::vector<MemberInfo>& members);
+
+  Options options_;
+  MemberInfo self_;
+  std::mutex meta_mu_;  // meta_ is updated from io threads.
+  NodeMetadata meta_;
+  // Whom to ask to be added (or, with rejoin_, re-added); tried in turn.
+  std::vector<std::string> join_targets_;
+  bool rejoin_ = false;
+  bool rebootstrap_ = false;
+
+  boost::asio::io_context io_;
+  std::vector<std::thread> io_threads_;
+  kv::Store kv_;
+  std::unique_ptr<LogStore> log_store_;
+  std::unique_ptr<transport::Transport> transport_;
+  std::unique_ptr<Replica> replica_;
+  std::unique_ptr<Forwarder> forwarder_;
+  std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<boost::asio::signal_set> signals_;
+  std::unique_ptr<boost::asio::steady_timer> join_timer_;
+  std::chrono::milliseconds join_backoff_{100};
+  uint64_t join_attempts_ = 0;
+  std::atomic<bool> stopping_{false};
+  bool started_ = false;
+};
+
+}  // namespace raftkv::server
