@@ -107,6 +107,8 @@ struct Replayer {
   raft::HardState hs;
   raft::Index marker_index = 0;
   RecordLocation marker_loc;
+  // Index of the latest snapshot file, read before the WAL.
+  raft::Index snapshot_index = 0;
 
   Status Record(RecordType type, std::string_view payload, const RecordLocation& loc) {
     switch (type) {
@@ -115,13 +117,21 @@ struct Replayer {
         if (!DecodeEntry(payload, &e) || e.index == 0) {
           return Corruption("WAL segment " + Where(loc) + ": bad entry record");
         }
+        if (!log.empty() && e.index > log.back().index + 1) {
+          if (e.index > snapshot_index + 1) {
+            return Corruption("WAL segment " + Where(loc) + ": entry index " +
+                              std::to_string(e.index) + " after " +
+                              std::to_string(log.back().index) + " leaves a gap");
+          }
+          // The snapshot file covers the gap: a crash tore off the snapshot
+          // marker written after it (docs/wal-format.md, "Replay"), and the
+          // log went on after the snapshot. The snapshot is the new base.
+          log.clear();
+          base_known = true;
+          base = snapshot_index;
+        }
         if (!log.empty()) {
           raft::Index last = log.back().index;
-          if (e.index > last + 1) {
-            return Corruption("WAL segment " + Where(loc) + ": entry index " +
-                              std::to_string(e.index) + " after " + std::to_string(last) +
-                              " leaves a gap");
-          }
           if (e.index < log.front().index) {
             log.clear();
           } else if (e.index <= last) {
@@ -242,6 +252,7 @@ Status DiskStorage::Open(const std::string& dir, const StorageOptions& options,
   wo.fsync = options.fsync;
   wo.env = env;
   Replayer rp;
+  rp.snapshot_index = snap.meta.index;
   s = Wal::Open(
       wo,
       [&rp](RecordType t, std::string_view p, const RecordLocation& loc) {

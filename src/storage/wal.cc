@@ -94,6 +94,12 @@ Status Wal::Open(const WalOptions& options, const ReplayFn& replay, WalRecovery*
   uint64_t next_seq = 1;
   bool prev_sealed = false;
   uint64_t prev_size = 0;
+  // A torn record in the next-to-last segment: a crash while sealing it
+  // during a rotation, acceptable only if the last segment turns out to be
+  // that rotation's new segment (checked below).
+  bool prev_torn = false;
+  uint64_t prev_torn_offset = 0;
+  std::string prev_torn_why;
   for (size_t i = 0; i < seqs.size(); i++) {
     const bool last = i + 1 == seqs.size();
     const std::string path = JoinPath(dir, SegmentFileName(seqs[i]));
@@ -110,6 +116,8 @@ Status Wal::Open(const WalOptions& options, const ReplayFn& replay, WalRecovery*
       // Created but its header never made it: it holds nothing acknowledged.
       s = env->RemoveFile(path);
       if (s.ok()) s = env->SyncDir(dir);
+      if (s.ok() && prev_torn)
+        s = env->TruncateFile(JoinPath(dir, SegmentFileName(seqs[i - 1])), prev_torn_offset);
       if (!s.ok()) return s;
       recovery->removed_torn_segment = true;
       next_seq = seqs[i];
@@ -138,7 +146,18 @@ Status Wal::Open(const WalOptions& options, const ReplayFn& replay, WalRecovery*
     while (offset < data.size()) {
       r = ParseRecord(data, offset, options.max_record_bytes, &rec, &why);
       if (r == ParseResult::kTorn) {
-        if (!last) return Corrupt(path, offset, why + " in a segment that is not the last");
+        if (!last) {
+          // The seal is the only write to a segment after its successor
+          // exists, so a crash while sealing leaves a torn record here and a
+          // last segment holding only its header and hard state copy.
+          if (i + 2 != seqs.size()) {
+            return Corrupt(path, offset, why + " in a segment that is not the last");
+          }
+          prev_torn = true;
+          prev_torn_offset = offset;
+          prev_torn_why = why;
+          break;
+        }
         s = env->TruncateFile(path, offset);
         if (!s.ok()) return s;
         recovery->torn_tail_cut = true;
@@ -197,17 +216,32 @@ Status Wal::Open(const WalOptions& options, const ReplayFn& replay, WalRecovery*
       offset += rec.size;
     }
     if (i > 0 && !prev_sealed) {
+      const std::string prev_path = JoinPath(dir, SegmentFileName(seqs[i - 1]));
       if (!last || other_records > 0 || hard_states > 1) {
-        return Corrupt(JoinPath(dir, SegmentFileName(seqs[i - 1])), prev_size,
+        if (prev_torn) {
+          return Corrupt(prev_path, prev_torn_offset,
+                         prev_torn_why + " in a segment that is not the last");
+        }
+        return Corrupt(prev_path, prev_size,
                        "segment is not sealed but " + SegmentFileName(seqs[i]) + " follows it");
       }
       // A crash during rotation, after the new segment was created and before
-      // the old one was sealed. The new one holds only a copy of a hard state
-      // that the old one has: remove it and continue in the old one.
+      // the old one was sealed (or while its seal was written). The new one
+      // holds only a copy of a hard state that the old one has: remove it,
+      // cut a torn seal, and continue in the old one.
       s = env->RemoveFile(path);
       if (s.ok()) s = env->SyncDir(dir);
       if (!s.ok()) return s;
       recovery->removed_unsealed_rotation = true;
+      if (prev_torn) {
+        s = env->TruncateFile(prev_path, prev_torn_offset);
+        if (!s.ok()) return s;
+        recovery->torn_tail_cut = true;
+        recovery->torn_file = prev_path;
+        recovery->torn_offset = prev_torn_offset;
+        recovery->torn_bytes = prev_size - prev_torn_offset;
+        recovery->torn_reason = prev_torn_why;
+      }
       break;
     }
     recovery->segments++;

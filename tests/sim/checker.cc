@@ -24,7 +24,7 @@ void SafetyChecker::OnLeader(raft::NodeId node, raft::Term term) {
 }
 
 void SafetyChecker::OnPersist(raft::NodeId node, raft::Term prev_term, const raft::Entry* entries,
-                              size_t count, const raft::MemoryStorage& storage) {
+                              size_t count, const raft::Storage& storage) {
   if (count == 0) return;
   raft::HardState hs = storage.InitialHardState();
   // A node truncates its log only to resolve a conflict with a leader, and

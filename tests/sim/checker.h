@@ -44,7 +44,7 @@ class SafetyChecker {
   // `node` is about to persist entries[0, count) (contiguous) right after an
   // entry of term prev_term; `storage` is its log before the append.
   void OnPersist(raft::NodeId node, raft::Term prev_term, const raft::Entry* entries, size_t count,
-                 const raft::MemoryStorage& storage);
+                 const raft::Storage& storage);
 
   // `node` replaces its persisted hard state `prev` with `next`;
   // last_index is its last log index once the Ready's entries are written.

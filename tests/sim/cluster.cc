@@ -67,6 +67,9 @@ Cluster::Cluster(const SimOptions& options)
       trace_(options.trace_tail, options.echo_trace, options.trace_out),
       rng_(DeriveSeed(options.seed, 3)),
       disk_rng_(DeriveSeed(options.seed, 5)),
+      env_rng_(DeriveSeed(options.seed, 7)),
+      wal_(ResolveDiskMode(options.disk, options.seed) == DiskMode::kWal),
+      segment_bytes_(1024 + DeriveSeed(options.seed, 8) % 8192),
       net_(DeriveSeed(options.seed, 2), &trace_),
       clients_(DeriveSeed(options.seed, 4), DrawClientOptions(options.seed), &trace_) {}
 
@@ -390,6 +393,7 @@ RunResult Cluster::Run() {
   g_current = this;
   RunResult result;
   result.profile = profile_.Describe();
+  if (wal_) result.profile += StrFormat(" disk=wal segment=%" PRIu64, segment_bytes_);
   trace_.Textf(raft::kNoNode, "seed %" PRIu64 ", %d nodes, %" PRIu64 " ticks; profile %s",
                options_.seed, options_.nodes, options_.ticks, result.profile.c_str());
   net_.set_faults(NetFaults{0, 0, 1, 4, 0, 0});
@@ -400,9 +404,11 @@ RunResult Cluster::Run() {
     StartNode(AddNode(id));
   }
   next_id_ = static_cast<raft::NodeId>(options_.nodes) + 1;
-  raft::Status s = nodes_[1]->node->Bootstrap("n1");
-  if (!s.ok()) Fail("bootstrap: " + s.ToString());
-  AfterInput(nodes_[1].get());
+  if (!failed()) {
+    raft::Status s = nodes_[1]->node->Bootstrap("n1");
+    if (!s.ok()) Fail("bootstrap: " + s.ToString());
+    AfterInput(nodes_[1].get());
+  }
 
   const uint64_t fault_end = options_.ticks;
   for (tick_ = 0; !failed(); tick_++) {

@@ -30,11 +30,23 @@
 #include "raft/node.h"
 #include "raft/rng.h"
 #include "raft/storage.h"
+#include "storage/disk_storage.h"
+#include "storage/mem_env.h"
 #include "trace.h"
 
 namespace raftkv::sim {
 
 inline constexpr uint32_t kStepsPerTick = 4;
+
+// A simulated node's disk. kMemory: a raft::MemoryStorage, with lost unsynced
+// commit indexes and torn Readies modelled by the driver. kWal: the real
+// storage::DiskStorage (WAL format, snapshot files) over the node's own
+// storage::MemEnv, which loses unsynced bytes and tears tails on a crash.
+// kBySeed: kWal for seeds with seed % 4 < 2, kMemory for the others, so that
+// a campaign runs both with 3 and with 5 nodes.
+enum class DiskMode : uint8_t { kBySeed, kMemory, kWal };
+DiskMode ResolveDiskMode(DiskMode mode, uint64_t seed);
+const char* DiskModeName(DiskMode mode);
 
 struct SimOptions {
   uint64_t seed = 1;
@@ -43,6 +55,7 @@ struct SimOptions {
   bool faults = true;     // Off: no faults at all (debugging).
   // Off: no membership changes after the warm-up (triage: rules them out).
   bool membership = true;
+  DiskMode disk = DiskMode::kBySeed;
   bool echo_trace = false;
   FILE* trace_out = stdout;
   size_t trace_tail = 200;  // Events kept for failure reports.
@@ -105,9 +118,14 @@ class Cluster : public ClientTransport {
   enum class NodeState : uint8_t { kUp, kPaused, kDown, kGone };
   struct SimNode {
     raft::NodeId id = raft::kNoNode;
-    // Durable: survives crashes.
-    raft::MemoryStorage storage;
-    // The last hard state written with a sync; a crash may lose later ones.
+    // Durable: survives crashes. Memory mode: `mem` is the disk. Wal mode:
+    // `env` is the disk and `disk` the DiskStorage open on it while the
+    // node runs (closed on a crash, reopened on restart).
+    raft::MemoryStorage mem;
+    std::unique_ptr<storage::MemEnv> env;
+    std::unique_ptr<storage::DiskStorage> disk;
+    // Memory mode: the last hard state written with a sync; a crash may lose
+    // later ones.
     raft::HardState synced_hs;
     NodeState state = NodeState::kDown;
     uint64_t incarnation = 0;
@@ -122,6 +140,11 @@ class Cluster : public ClientTransport {
     raft::Role role = raft::Role::kFollower;
     raft::Term leader_term_seen = 0;
     bool dirty = false;
+
+    raft::Storage& storage() {
+      if (disk) return *disk;
+      return mem;
+    }
   };
 
   // Phases of a tick.
@@ -148,6 +171,11 @@ class Cluster : public ClientTransport {
   void ProcessDirty();
   void HandleReadies(SimNode* n);
   bool Persist(SimNode* n, raft::Ready* rd);
+  bool PersistWal(SimNode* n, raft::Ready* rd, bool torn);
+  // Wal mode: DiskStorage::Save, with the MemEnv armed to lose power at one
+  // of its fsyncs if `crash_at_sync` > 0. False if the node crashed.
+  bool SaveWal(SimNode* n, const storage::Update& u, uint64_t crash_at_sync, const char* what);
+  bool OpenDisk(SimNode* n);
   void Apply(SimNode* n, const raft::Entry& e);
   void ReleaseReads(SimNode* n);
   void MaybeCompact(SimNode* n);
@@ -160,6 +188,11 @@ class Cluster : public ClientTransport {
   Trace trace_;
   raft::Rng rng_;       // Fault schedule and driver choices.
   raft::Rng disk_rng_;  // Torn writes.
+  // Wal mode: what MemEnv::Crash keeps, and which fsync a torn write hits
+  // (a stream of its own, so memory-mode runs replay as before).
+  raft::Rng env_rng_;
+  const bool wal_;
+  const uint64_t segment_bytes_;  // Wal mode: small, so segments rotate often.
   Network net_;
   SafetyChecker checker_;
   Clients clients_;

@@ -17,7 +17,49 @@ constexpr uint32_t kMillion = 1'000'000;
 // ---------------------------------------------------------------------------
 // Life cycle.
 
+DiskMode ResolveDiskMode(DiskMode mode, uint64_t seed) {
+  if (mode != DiskMode::kBySeed) return mode;
+  return seed % 4 < 2 ? DiskMode::kWal : DiskMode::kMemory;
+}
+
+const char* DiskModeName(DiskMode mode) {
+  switch (mode) {
+    case DiskMode::kMemory:
+      return "memory";
+    case DiskMode::kWal:
+      return "wal";
+    default:
+      return "by-seed";
+  }
+}
+
+// Wal mode: opens the node's DiskStorage on its MemEnv (a new one for a new
+// node). Recovery cuts a torn tail; anything it refuses is a failure of the
+// run, since the simulated disk only ever loses unsynced bytes.
+bool Cluster::OpenDisk(SimNode* n) {
+  if (!n->env) n->env = std::make_unique<storage::MemEnv>();
+  storage::StorageOptions so;
+  so.cluster_id = 1;
+  so.node_id = n->id;
+  so.segment_bytes = segment_bytes_;
+  so.env = n->env.get();
+  storage::RecoveryInfo info;
+  raft::Status s = storage::DiskStorage::Open("/data", so, &n->disk, &info);
+  if (!s.ok()) {
+    Fail(StrFormat("storage: n%" PRIu64 " DiskStorage::Open after a crash: %s", n->id,
+                   s.ToString().c_str()));
+    return false;
+  }
+  trace_.Textf(n->id, "disk: %s", info.ToString().c_str());
+  return true;
+}
+
 void Cluster::StartNode(SimNode* n) {
+  if (wal_ && !OpenDisk(n)) {
+    n->state = NodeState::kDown;
+    n->wake_tick = UINT64_MAX;
+    return;
+  }
   n->incarnation++;
   raft::Config cfg;
   cfg.id = n->id;
@@ -35,11 +77,11 @@ void Cluster::StartNode(SimNode* n) {
   // A fresh seed per incarnation: a restarted node does not replay the
   // timeouts of its previous life.
   cfg.seed = DeriveSeed(options_.seed, 1000 + n->id * 4096 + n->incarnation);
-  n->node = std::make_unique<raft::Node>(cfg, &n->storage);
+  n->node = std::make_unique<raft::Node>(cfg, &n->storage());
 
   // The state machine restarts from the latest snapshot; the core hands out
   // the committed entries after it again.
-  const raft::Snapshot& snap = n->storage.LatestSnapshot();
+  const raft::Snapshot& snap = n->storage().LatestSnapshot();
   n->kv.Clear();
   n->conf = raft::ConfState{};
   n->applied = 0;
@@ -55,12 +97,12 @@ void Cluster::StartNode(SimNode* n) {
   n->leader_term_seen = 0;
   n->state = NodeState::kUp;
   n->dirty = true;
-  raft::HardState hs = n->storage.InitialHardState();
+  raft::HardState hs = n->storage().InitialHardState();
   trace_.Textf(n->id,
                "start (incarnation %" PRIu64 ") term=%" PRIu64 " vote=%" PRIu64 " commit=%" PRIu64
                " log=[%" PRIu64 ",%" PRIu64 "] snapshot=%" PRIu64,
-               n->incarnation, hs.term, hs.vote, hs.commit, n->storage.FirstIndex(),
-               n->storage.LastIndex(), snap.meta.index);
+               n->incarnation, hs.term, hs.vote, hs.commit, n->storage().FirstIndex(),
+               n->storage().LastIndex(), snap.meta.index);
 }
 
 void Cluster::Crash(SimNode* n, const char* why) {
@@ -75,15 +117,24 @@ void Cluster::Crash(SimNode* n, const char* why) {
   n->reads.clear();
   n->dirty = false;
   trace_.Textf(n->id, "CRASH: %s (restart at tick %" PRIu64 ")", why, n->wake_tick);
+  if (wal_) {
+    // Power loss: the env keeps what was synced and maybe a torn prefix of
+    // what was not. Closing first stops the WAL writer thread; an armed env
+    // is frozen, so nothing written after the failed fsync reaches it.
+    n->disk.reset();
+    n->env->Crash(&env_rng_);
+    clients_.OnNodeDown(n->id);
+    return;
+  }
   // A hard state written without a sync (must_sync false: only the commit
   // index moved) may not have reached the disk. Term and vote changes are
   // always synced, so only the commit index can go back.
-  raft::HardState hs = n->storage.InitialHardState();
+  raft::HardState hs = n->mem.InitialHardState();
   if (hs != n->synced_hs && hs.term == n->synced_hs.term && hs.vote == n->synced_hs.vote &&
       disk_rng_.Chance(1, 2)) {
     trace_.Textf(n->id, "unsynced commit index %" PRIu64 " lost; back to %" PRIu64, hs.commit,
                  n->synced_hs.commit);
-    n->storage.SetHardState(n->synced_hs);
+    n->mem.SetHardState(n->synced_hs);
   }
   clients_.OnNodeDown(n->id);
 }
@@ -91,6 +142,7 @@ void Cluster::Crash(SimNode* n, const char* why) {
 void Cluster::MakeGone(SimNode* n) {
   trace_.Textf(n->id, "removed from the cluster: shut down for good");
   n->node.reset();
+  n->disk.reset();
   n->state = NodeState::kGone;
   n->reads.clear();
   n->dirty = false;
@@ -169,6 +221,7 @@ bool Cluster::Persist(SimNode* n, raft::Ready* rd) {
   bool torn = faults_on_ && has_work && profile_.torn_ppm > 0 &&
               disk_rng_.Chance(profile_.torn_ppm, kMillion);
   if (torn) stats_.torn_crashes++;
+  if (wal_) return PersistWal(n, rd, torn);
 
   if (rd->snapshot) {
     const raft::Snapshot& snap = *rd->snapshot;
@@ -176,7 +229,7 @@ bool Cluster::Persist(SimNode* n, raft::Ready* rd) {
       Crash(n, "torn write: the snapshot was not written");
       return false;
     }
-    n->storage.ApplySnapshot(snap);
+    n->mem.ApplySnapshot(snap);
     if (!n->kv.Restore(snap.data)) {
       Fail(StrFormat("driver: n%" PRIu64 " received a malformed snapshot at index %" PRIu64, n->id,
                      snap.meta.index));
@@ -195,30 +248,30 @@ bool Cluster::Persist(SimNode* n, raft::Ready* rd) {
     // there (Append skips them); check log matching on the rest.
     const std::vector<raft::Entry>& es = rd->entries;
     size_t skip = 0;
-    while (skip < es.size() && es[skip].index < n->storage.FirstIndex()) skip++;
+    while (skip < es.size() && es[skip].index < n->mem.FirstIndex()) skip++;
     if (skip < es.size()) {
       raft::Term prev = 0;
       raft::Index before = es[skip].index - 1;
-      if (before > 0 && !n->storage.TermAt(before, &prev).ok()) {
+      if (before > 0 && !n->mem.TermAt(before, &prev).ok()) {
         Fail(StrFormat("driver contract: n%" PRIu64 " must persist entries from %" PRIu64
                        " but its log is [%" PRIu64 ",%" PRIu64 "]",
-                       n->id, es[skip].index, n->storage.FirstIndex(), n->storage.LastIndex()));
+                       n->id, es[skip].index, n->mem.FirstIndex(), n->mem.LastIndex()));
         return false;
       }
       size_t count = es.size() - skip;
       size_t written = count;
       if (torn) written = static_cast<size_t>(disk_rng_.Uniform(count + 1));
-      checker_.OnPersist(n->id, prev, es.data() + skip, written, n->storage);
+      checker_.OnPersist(n->id, prev, es.data() + skip, written, n->mem);
       if (failed()) return false;
       if (written < count) {
         std::vector<raft::Entry> prefix(es.begin() + skip, es.begin() + skip + written);
-        n->storage.Append(prefix);
+        n->mem.Append(prefix);
         Crash(n,
               StrFormat("torn write: %zu of %zu entries written, hard state lost", written, count)
                   .c_str());
         return false;
       }
-      n->storage.Append(es);
+      n->mem.Append(es);
     }
   }
 
@@ -228,9 +281,8 @@ bool Cluster::Persist(SimNode* n, raft::Ready* rd) {
     return false;
   }
   if (rd->hard_state) {
-    checker_.OnHardState(n->id, n->storage.InitialHardState(), *rd->hard_state,
-                         n->storage.LastIndex());
-    n->storage.SetHardState(*rd->hard_state);
+    checker_.OnHardState(n->id, n->mem.InitialHardState(), *rd->hard_state, n->mem.LastIndex());
+    n->mem.SetHardState(*rd->hard_state);
   }
   if (torn) {
     Crash(n, "crash after writing the Ready, before sending");
@@ -238,11 +290,108 @@ bool Cluster::Persist(SimNode* n, raft::Ready* rd) {
   }
   // A sync makes everything written so far durable, including a hard state
   // written earlier without one.
-  if (rd->must_sync) n->synced_hs = n->storage.InitialHardState();
+  if (rd->must_sync) n->synced_hs = n->mem.InitialHardState();
   if (rd->soft_state && rd->soft_state->role == raft::Role::kLeader) {
-    checker_.OnBecameLeader(n->id, n->node->term(), n->storage);
+    checker_.OnBecameLeader(n->id, n->node->term(), n->mem);
   }
   return !failed();
+}
+
+// Wal mode: the same contract through DiskStorage::Save (submit, wait for
+// the writer thread's fsync, apply), so the writer's timing changes nothing.
+// A torn write is a power loss at one of the fsyncs the Save issues (usually
+// the first: the one covering this Ready's records, written but not yet
+// durable); MemEnv::Crash then keeps a random prefix of the unsynced bytes and
+// the restart's DiskStorage::Open must cut the torn tail. If the Save needed
+// fewer fsyncs, the crash comes right after it, before anything is sent. A
+// snapshot from the leader is saved as an Update of its own, first: the WAL
+// writes the same records in the same order, with one more fsync between.
+bool Cluster::PersistWal(SimNode* n, raft::Ready* rd, bool torn) {
+  auto crash_at_sync = [this]() -> uint64_t {
+    return env_rng_.Chance(2, 3) ? 1 : 2 + env_rng_.Uniform(3);
+  };
+  if (rd->snapshot) {
+    const raft::Snapshot& snap = *rd->snapshot;
+    bool snapshot_torn = torn && disk_rng_.Chance(1, 3);
+    storage::Update su;
+    su.snapshot = std::make_shared<raft::Snapshot>(snap);
+    if (!SaveWal(n, su, snapshot_torn ? crash_at_sync() : 0, "the leader's snapshot")) {
+      return false;
+    }
+    if (snapshot_torn) {
+      Crash(n, "crash after writing the leader's snapshot");
+      return false;
+    }
+    if (!n->kv.Restore(snap.data)) {
+      Fail(StrFormat("driver: n%" PRIu64 " received a malformed snapshot at index %" PRIu64, n->id,
+                     snap.meta.index));
+      return false;
+    }
+    n->conf = snap.meta.conf;
+    n->applied = snap.meta.index;
+    stats_.snapshots_installed++;
+    trace_.Textf(n->id, "install snapshot index=%" PRIu64 " term=%" PRIu64 " conf=%s",
+                 snap.meta.index, snap.meta.term, DescribeConf(snap.meta.conf).c_str());
+    checker_.OnRestore(n->id, snap.meta, n->kv.Hash());
+  }
+
+  storage::DiskStorage* d = n->disk.get();
+  storage::Update u;
+  u.hard_state = rd->hard_state;
+  raft::Index last_index = d->LastIndex();
+  if (!rd->entries.empty()) {
+    const std::vector<raft::Entry>& es = rd->entries;
+    size_t skip = 0;
+    while (skip < es.size() && es[skip].index < d->FirstIndex()) skip++;
+    if (skip < es.size()) {
+      raft::Term prev = 0;
+      raft::Index before = es[skip].index - 1;
+      if (before > 0 && !d->TermAt(before, &prev).ok()) {
+        Fail(StrFormat("driver contract: n%" PRIu64 " must persist entries from %" PRIu64
+                       " but its log is [%" PRIu64 ",%" PRIu64 "]",
+                       n->id, es[skip].index, d->FirstIndex(), d->LastIndex()));
+        return false;
+      }
+      // A torn write may keep any prefix of them, so all are checked.
+      checker_.OnPersist(n->id, prev, es.data() + skip, es.size() - skip, *d);
+      if (failed()) return false;
+      last_index = es.back().index;
+    }
+    u.entries = es;
+  }
+  if (rd->hard_state) {
+    checker_.OnHardState(n->id, d->InitialHardState(), *rd->hard_state, last_index);
+    if (failed()) return false;
+  }
+  if (!u.empty() && !SaveWal(n, u, torn ? crash_at_sync() : 0, "the Ready")) return false;
+  if (torn) {
+    Crash(n, "crash after writing the Ready, before sending");
+    return false;
+  }
+  if (rd->soft_state && rd->soft_state->role == raft::Role::kLeader) {
+    checker_.OnBecameLeader(n->id, n->node->term(), *d);
+  }
+  return !failed();
+}
+
+bool Cluster::SaveWal(SimNode* n, const storage::Update& u, uint64_t crash_at_sync,
+                      const char* what) {
+  if (crash_at_sync > 0) n->env->ArmCrashAtSync(crash_at_sync);
+  raft::Status s = n->disk->Save(u);
+  if (s.ok()) {
+    n->env->ArmCrashAtSync(0);
+    return true;
+  }
+  if (crash_at_sync > 0 && n->env->frozen()) {
+    Crash(n, StrFormat("power lost at fsync %" PRIu64 " while writing %s (%zu entries%s%s)",
+                       crash_at_sync, what, u.entries.size(), u.hard_state ? ", hard state" : "",
+                       u.snapshot ? ", snapshot" : "")
+                 .c_str());
+    return false;
+  }
+  Fail(StrFormat("storage: n%" PRIu64 " DiskStorage::Save of %s: %s", n->id, what,
+                 s.ToString().c_str()));
+  return false;
 }
 
 void Cluster::Apply(SimNode* n, const raft::Entry& e) {
@@ -310,10 +459,12 @@ void Cluster::ReleaseReads(SimNode* n) {
 }
 
 void Cluster::MaybeCompact(SimNode* n) {
-  const raft::Snapshot& snap = n->storage.LatestSnapshot();
+  raft::Storage& st = n->storage();
+  const raft::Snapshot& snap = st.LatestSnapshot();
   if (n->applied < snap.meta.index + profile_.compact_every) return;
-  if (n->applied > n->storage.LastIndex()) return;
-  raft::Status s = n->storage.CreateSnapshot(n->applied, n->conf, n->kv.Serialize());
+  if (n->applied > st.LastIndex()) return;
+  raft::Status s = wal_ ? n->disk->CreateSnapshot(n->applied, n->conf, n->kv.Serialize())
+                        : n->mem.CreateSnapshot(n->applied, n->conf, n->kv.Serialize());
   if (!s.ok()) {
     Fail(StrFormat("driver: n%" PRIu64 " CreateSnapshot(%" PRIu64 "): %s", n->id, n->applied,
                    s.ToString().c_str()));
@@ -321,11 +472,21 @@ void Cluster::MaybeCompact(SimNode* n) {
   }
   // Writing a snapshot syncs the disk, hard state included: a restarted
   // node never finds a commit index below its snapshot.
-  n->synced_hs = n->storage.InitialHardState();
+  if (!wal_) n->synced_hs = n->mem.InitialHardState();
   // Keep a few entries behind the snapshot so slightly lagging followers
   // catch up from the log; the others get the snapshot.
   raft::Index margin = disk_rng_.Uniform(profile_.compact_margin + 1);
-  if (n->applied > margin) n->storage.Compact(n->applied - margin);
+  if (n->applied <= margin) return;
+  if (!wal_) {
+    n->mem.Compact(n->applied - margin);
+    return;
+  }
+  // Removes the WAL segments that hold only compacted entries.
+  s = n->disk->Compact(n->applied - margin);
+  if (!s.ok()) {
+    Fail(StrFormat("storage: n%" PRIu64 " Compact(%" PRIu64 "): %s", n->id, n->applied - margin,
+                   s.ToString().c_str()));
+  }
 }
 
 }  // namespace raftkv::sim

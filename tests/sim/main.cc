@@ -2,6 +2,7 @@
 //
 //   raftkv-sim --seed N [--nodes 3|5] [--ticks T] [--trace]   one run
 //   raftkv-sim --seeds COUNT [--start S] [--nodes 3|5]         a campaign over S..S+COUNT-1
+//   --disk=memory|wal                                          every node's disk (default: by seed)
 //
 // A failing run prints its seed, the checker that fired and the last events;
 // `--seed N --trace` replays it exactly and prints every event.
@@ -20,6 +21,7 @@
 
 namespace {
 
+using raftkv::sim::DiskMode;
 using raftkv::sim::RunResult;
 using raftkv::sim::SimOptions;
 
@@ -29,6 +31,7 @@ struct Args {
   uint64_t seeds = 0;
   uint64_t start = 1;
   int nodes = 0;  // 0: alternate 3 and 5 by seed.
+  DiskMode disk = DiskMode::kBySeed;
   uint64_t ticks = 5000;
   bool trace = false;
   bool faults = true;
@@ -40,11 +43,13 @@ struct Args {
 void Usage(FILE* out) {
   std::fprintf(out,
                "usage: raftkv-sim --seed N [--nodes 3|5] [--ticks T] [--trace] [--no-faults]\n"
-               "                  [--no-membership]\n"
+               "                  [--no-membership] [--disk=memory|wal]\n"
                "       raftkv-sim --seeds COUNT [--start S] [--nodes 3|5] [--ticks T] [-v]\n"
-               "                  [--no-fork]\n"
+               "                  [--no-fork] [--disk=memory|wal]\n"
                "Runs the deterministic Raft cluster simulator. A campaign alternates 3 and 5\n"
-               "nodes by seed unless --nodes is given; it exits non-zero on any failure.\n");
+               "nodes by seed unless --nodes is given; it exits non-zero on any failure.\n"
+               "--disk: memory (MemoryStorage) or wal (DiskStorage on an in-memory file\n"
+               "system); by default wal for seeds with seed %% 4 < 2, memory for the others.\n");
 }
 
 bool ParseU64(const char* s, uint64_t* out) {
@@ -77,6 +82,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       i++;
     } else if (f == "--trace") {
       a->trace = true;
+    } else if (f == "--disk=memory" || f == "--disk=wal") {
+      a->disk = f == "--disk=wal" ? DiskMode::kWal : DiskMode::kMemory;
     } else if (f == "--no-faults") {
       a->faults = false;
     } else if (f == "--no-membership") {
@@ -113,24 +120,26 @@ void PrintFailure(const SimOptions& o, const RunResult& r) {
                "\nFAIL seed=%" PRIu64
                " nodes=%d: %s\n  profile: %s\n"
                "  reproduce: raftkv-sim --seed %" PRIu64 " --nodes %d --ticks %" PRIu64
-               " --trace\n  last %zu events:\n%s\n",
+               " --disk=%s --trace\n  last %zu events:\n%s\n",
                o.seed, o.nodes, r.failure.c_str(), r.profile.c_str(), o.seed, o.nodes, o.ticks,
+               raftkv::sim::DiskModeName(raftkv::sim::ResolveDiskMode(o.disk, o.seed)),
                o.trace_tail, r.trace_tail.c_str());
 }
 
 void PrintRun(const SimOptions& o, const RunResult& r, FILE* out) {
   const auto& s = r.stats;
-  std::fprintf(out,
-               "seed=%" PRIu64 " nodes=%d %s ticks=%" PRIu64 " msgs=%" PRIu64 " lost=%" PRIu64
-               " leaders=%" PRIu64 " crashes=%" PRIu64 " torn=%" PRIu64 " pauses=%" PRIu64
-               " partitions=%" PRIu64 " snapshots=%" PRIu64 " confchanges=%" PRIu64
-               " transfers=%" PRIu64 " puts=%" PRIu64 "/%" PRIu64 "?/%" PRIu64 "x gets=%" PRIu64
-               "/%" PRIu64 "x refused=%" PRIu64 " lin_states=%" PRIu64 "%s hash=%016" PRIx64 "\n",
-               o.seed, o.nodes, r.ok ? "ok" : "FAIL", s.ticks, s.messages, s.dropped, s.leaders,
-               s.crashes, s.torn_crashes, s.pauses, s.partitions, s.snapshots_installed,
-               s.conf_changes, s.transfers, s.clients.puts_ok, s.clients.puts_unknown,
-               s.clients.puts_failed, s.clients.gets_ok, s.clients.gets_failed, s.clients.refused,
-               s.lin_states, r.lin_inconclusive ? " (INCONCLUSIVE)" : "", r.trace_hash);
+  std::fprintf(
+      out,
+      "seed=%" PRIu64 " nodes=%d disk=%s %s ticks=%" PRIu64 " msgs=%" PRIu64 " lost=%" PRIu64
+      " leaders=%" PRIu64 " crashes=%" PRIu64 " torn=%" PRIu64 " pauses=%" PRIu64
+      " partitions=%" PRIu64 " snapshots=%" PRIu64 " confchanges=%" PRIu64 " transfers=%" PRIu64
+      " puts=%" PRIu64 "/%" PRIu64 "?/%" PRIu64 "x gets=%" PRIu64 "/%" PRIu64 "x refused=%" PRIu64
+      " lin_states=%" PRIu64 "%s hash=%016" PRIx64 "\n",
+      o.seed, o.nodes, raftkv::sim::DiskModeName(raftkv::sim::ResolveDiskMode(o.disk, o.seed)),
+      r.ok ? "ok" : "FAIL", s.ticks, s.messages, s.dropped, s.leaders, s.crashes, s.torn_crashes,
+      s.pauses, s.partitions, s.snapshots_installed, s.conf_changes, s.transfers, s.clients.puts_ok,
+      s.clients.puts_unknown, s.clients.puts_failed, s.clients.gets_ok, s.clients.gets_failed,
+      s.clients.refused, s.lin_states, r.lin_inconclusive ? " (INCONCLUSIVE)" : "", r.trace_hash);
 }
 
 // What a campaign needs to know about one run.
@@ -203,6 +212,7 @@ int main(int argc, char** argv) {
     o.ticks = a.ticks;
     o.faults = a.faults;
     o.membership = a.membership;
+    o.disk = a.disk;
     o.echo_trace = a.trace;
     RunResult r = raftkv::sim::RunSimulation(o);
     std::printf("profile: %s\n", r.profile.c_str());
@@ -225,6 +235,7 @@ int main(int argc, char** argv) {
     o.ticks = a.ticks;
     o.faults = a.faults;
     o.membership = a.membership;
+    o.disk = a.disk;
     Outcome r = a.fork ? RunIsolated(o, a.verbose) : RunInProcess(o, a.verbose);
     runs++;
     ticks += r.ticks;
