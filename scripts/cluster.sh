@@ -9,6 +9,8 @@
 #   scripts/cluster.sh start N    start node N again (on its data directory); its log lines
 #                                 appear in the `run` terminal
 #   scripts/cluster.sh status     role, term and leader of every node
+#   scripts/cluster.sh clean      delete the data directories (cluster stopped): the next
+#                                 `run` founds a new, empty cluster
 #
 # The election demo, in a second terminal while `make run` runs:
 #   scripts/cluster.sh status     # find the leader, say node1
@@ -18,9 +20,9 @@
 # Environment: NODES (default 3), RAFTKV_BIN (default build/src/raftkv),
 # RUN_DIR (default build/run: pid files and data directories).
 #
-# Until the durable WAL lands (issue 3) a node keeps its Raft log in memory:
-# a restarted node catches up from the others, and `run` starts from empty
-# data directories each time.
+# Data directories are durable (the Raft log, fsynced) and kept between runs:
+# a restarted node, or the whole cluster run again, resumes with its data.
+# Use `clean` to start over.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,7 +31,7 @@ BIN=${RAFTKV_BIN:-$ROOT/build/src/raftkv}
 RUN_DIR=${RUN_DIR:-$ROOT/build/run}
 
 usage() {
-  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -88,8 +90,12 @@ cmd_run() {
       exit 1
     fi
   done
-  rm -rf "$RUN_DIR"
+  # Keep the data directories (the cluster resumes); drop the run markers.
+  rm -f "$RUN_DIR"/node*.pid "$RUN_DIR"/node*.down "$RUN_DIR/shutdown"
   mkdir -p "$RUN_DIR/data"
+  if [[ -n "$(ls -A "$RUN_DIR/data")" ]]; then
+    echo "raftkv: resuming the cluster in $RUN_DIR/data ('scripts/cluster.sh clean' starts over)"
+  fi
   echo "raftkv: starting $NODES nodes; HTTP on 127.0.0.1:4001-$((4000 + NODES)); Ctrl-C stops all"
   echo "raftkv: try   curl -XGET localhost:4001/keys/some-key/"
   echo "raftkv:       curl -XPOST localhost:4001/keys/some-key/ -d '{\"value\": \"some-value\"}'"
@@ -138,6 +144,17 @@ cmd_start() {
   echo "node$i: starting (its log appears in the 'make run' terminal)"
 }
 
+cmd_clean() {
+  for i in $(seq 1 "$NODES"); do
+    if pid=$(node_pid "$i") && kill -0 "$pid" 2> /dev/null; then
+      echo "cluster.sh: node$i is running (pid $pid); stop the cluster first" >&2
+      exit 1
+    fi
+  done
+  rm -rf "$RUN_DIR/data"
+  echo "cluster.sh: deleted $RUN_DIR/data; the next run starts a new cluster"
+}
+
 cmd_status() {
   for i in $(seq 1 "$NODES"); do
     local s
@@ -159,5 +176,6 @@ case "${1:-}" in
   kill) cmd_stop_or_kill KILL "${2:-}" ;;
   start) cmd_start "${2:-}" ;;
   status) cmd_status ;;
+  clean) cmd_clean ;;
   *) usage ;;
 esac

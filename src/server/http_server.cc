@@ -135,6 +135,8 @@ std::string StatusJson(const StatusReport& r) {
   o["pending_writes"] = r.pending_writes;
   o["pending_reads"] = r.pending_reads;
   o["storage"] = r.storage;
+  o["durable"] = r.storage_durable;
+  o["health"] = r.health;
   o["admitted"] = r.admitted;
   json::array members;
   for (const raft::Member& m : r.node.conf.members) {
@@ -312,6 +314,9 @@ class Session : public std::enable_shared_from_this<Session> {
         return Error(http::status::method_not_allowed, "method not allowed", "", "GET");
       }
       static const std::string kOk = R"({"status":"ok"})";
+      if (std::string h = shared_->replica->health(); !h.empty()) {
+        return Respond(http::status::service_unavailable, JsonObject1("status", h));
+      }
       return Respond(http::status::ok, kOk);
     }
     Error(http::status::not_found, "not found");
@@ -351,6 +356,11 @@ class Session : public std::enable_shared_from_this<Session> {
     if (value_.size() > opts().max_value_bytes) {
       return Error(http::status::payload_too_large,
                    "value longer than " + std::to_string(opts().max_value_bytes) + " bytes");
+    }
+    // A node whose disk failed takes no writes, not even to forward: its
+    // clients should learn that it is broken (503), not that it works.
+    if (std::string h = shared_->replica->health(); !h.empty()) {
+      return Error(http::status::service_unavailable, h, "1");
     }
     auto view = shared_->replica->view();
     if (!view->IsLeader()) return Forward(*view, true);
@@ -416,16 +426,13 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     m.id = NodeIdFromName(m.name);
     join_ = m;
-    // A node restarted without durable storage asks to be re-added.
-    const json::value* rejoin = o.if_contains("rejoin");
-    rejoin_ = rejoin != nullptr && rejoin->is_bool() && rejoin->get_bool();
     auto view = shared_->replica->view();
     if (!view->IsLeader()) return Forward(*view, false);
     ProposeJoin();
   }
 
   void ProposeJoin() {
-    shared_->replica->AddMember(join_, rejoin_, [self = shared_from_this()](Outcome o) {
+    shared_->replica->AddMember(join_, [self = shared_from_this()](Outcome o) {
       self->Later([self, o = std::move(o)] {
         if (o.ok()) {
           json::object r;
@@ -523,6 +530,7 @@ class Session : public std::enable_shared_from_this<Session> {
       case Code::kUnavailable:
       case Code::kNotCommitted:
       case Code::kBusy:
+      case Code::kStorageFailed:
         return Error(http::status::service_unavailable, o.message, "1");
     }
     Error(http::status::internal_server_error, "unexpected outcome");
@@ -597,7 +605,6 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string key_;
   std::string value_;
   MemberInfo join_;
-  bool rejoin_ = false;
   size_t drained_ = 0;
   std::array<char, 4096> drain_buf_;
 };

@@ -1,6 +1,52 @@
 #include "server/log_store.h"
 
+#include <algorithm>
+
 namespace raftkv::server {
+
+void WalLogStore::Persist(const raft::Ready& rd, Done done) {
+  RAFT_ASSERT(!inflight_.has_value(), "a second Persist while one is outstanding");
+  RAFT_ASSERT(post_ != nullptr, "WalLogStore used before Attach");
+  storage::Update u = storage::Update::FromReady(rd);
+  if (u.empty()) {
+    // Nothing to write (messages or committed entries only): what those
+    // messages depend on was made durable by earlier Readys.
+    raft::Status s = disk_->health();
+    return done(std::move(s));
+  }
+  inflight_ = std::move(u);
+  // The completion runs on the WAL writer thread: hand it to the driver
+  // thread, which alone touches DiskStorage's in-memory view.
+  raft::Status s = disk_->Submit(*inflight_, [this, done](const raft::Status& st) mutable {
+    post_([this, st, done = std::move(done)] {
+      if (st.ok()) disk_->Apply(*inflight_);
+      inflight_.reset();
+      done(st);
+    });
+  });
+  if (!s.ok()) {
+    // Refused before queuing (a failed WAL, or over a limit): the completion
+    // will not run; report on the driver thread all the same.
+    inflight_.reset();
+    post_([s, done = std::move(done)] { done(s); });
+  }
+}
+
+std::string WalLogStore::Describe() const {
+  std::string d = disk_->Describe();
+  if (d.find("fsync never") != std::string::npos) {
+    d += " (NOT DURABLE: acknowledged writes can be lost on a machine crash; benchmarks only)";
+  }
+  return d;
+}
+
+raft::Status WalLogStore::SaveSnapshot(raft::Index index, const raft::ConfState& conf,
+                                       std::string data, raft::Index compact_to) {
+  raft::Status s = disk_->CreateSnapshot(index, conf, std::move(data));
+  if (!s.ok()) return s;
+  if (compact_to > 0) return disk_->Compact(std::min(compact_to, index));
+  return raft::Status::Ok();
+}
 
 void MemoryLogStore::Persist(const raft::Ready& rd, Done done) {
   if (rd.snapshot) storage_.ApplySnapshot(*rd.snapshot);

@@ -8,18 +8,22 @@
 // the driver sends the Ready's remaining messages, applies its committed
 // entries, serves its read states and calls Advance.
 //
-// MemoryLogStore keeps everything in a raft::MemoryStorage and completes at
-// once: nothing survives a restart. The durable WAL (src/storage, issue 3)
-// plugs in as another LogStore whose Persist writes and fsyncs on its own
-// thread and posts `done` back through the DriverPost given to Attach().
+// WalLogStore is the server's store: storage::DiskStorage (docs/wal-format.md),
+// whose WAL writer thread writes and fsyncs each Ready and whose completion
+// is posted back to the driver thread. MemoryLogStore keeps everything in a
+// raft::MemoryStorage and completes at once; nothing survives a restart (for
+// tests of the driver only; the server never uses it).
 #pragma once
 
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 
 #include "raft/status.h"
 #include "raft/storage.h"
 #include "raft/types.h"
+#include "storage/disk_storage.h"
 
 namespace raftkv::server {
 
@@ -45,8 +49,9 @@ class LogStore {
   // `rd` stays alive and its snapshot, entries and hard state unchanged until
   // `done` runs (the driver only moves out rd.messages and rd.read_states).
   // `done` runs exactly once, on the driver thread, after storage() reflects
-  // the Ready; it may run before Persist returns. A non-OK status means the
-  // node cannot go on (disk full, I/O error): the driver stops the process.
+  // the Ready (if ok); it may run before Persist returns. A non-OK status
+  // means the disk refused the write (disk full, I/O error): nothing of the
+  // Ready may be acknowledged, and every later Persist fails the same way.
   // At most one Persist is outstanding at a time.
   virtual void Persist(const raft::Ready& rd, Done done) = 0;
 
@@ -63,13 +68,46 @@ class LogStore {
   // For /status and logs, e.g. "memory (not durable)".
   virtual std::string Describe() const = 0;
 
-  // Whether what Persist stored survives a process crash. A node restarted
-  // over a store that is not durable has lost its log and its vote: it must
-  // rejoin the cluster as if new (see Server).
+  // Whether what Persist stored survives a process crash.
   virtual bool durable() const = 0;
+
+  // Any thread. Ok, or the error that made the store refuse writes.
+  virtual raft::Status health() const { return raft::Status::Ok(); }
 };
 
-// In memory only: durable storage arrives with the WAL (issue 3).
+// The durable store: a storage::DiskStorage driven one Ready at a time.
+class WalLogStore : public LogStore {
+ public:
+  explicit WalLogStore(std::unique_ptr<storage::DiskStorage> disk) : disk_(std::move(disk)) {}
+  // Waits for queued WAL writes (DiskStorage's destructor).
+  ~WalLogStore() override = default;
+
+  void Attach(DriverPost post) override { post_ = std::move(post); }
+  const raft::Storage& storage() const override { return *disk_; }
+  // Submits the Ready to the WAL writer thread; its completion is posted back
+  // to the driver thread, which applies the update to DiskStorage's
+  // in-memory view and then runs `done`.
+  void Persist(const raft::Ready& rd, Done done) override;
+  // Writes the snapshot file and deletes the WAL segments it covers on the
+  // driver thread: it blocks the driver for the snapshot's fsyncs (and a
+  // directory fsync per deleted segment). Snapshots are taken every
+  // --snapshot-entries applied entries, so this is rare; moving it off the
+  // driver thread would need a background snapshot writer in src/storage.
+  raft::Status SaveSnapshot(raft::Index index, const raft::ConfState& conf, std::string data,
+                            raft::Index compact_to) override;
+  raft::Status Close() override { return disk_->health(); }
+  std::string Describe() const override;
+  bool durable() const override { return true; }
+  raft::Status health() const override { return disk_->health(); }
+
+ private:
+  std::unique_ptr<storage::DiskStorage> disk_;
+  DriverPost post_;
+  // The update being written; kept for DiskStorage::Apply on completion.
+  std::optional<storage::Update> inflight_;
+};
+
+// In memory only: for tests of the driver. Nothing survives a restart.
 class MemoryLogStore : public LogStore {
  public:
   const raft::Storage& storage() const override { return storage_; }
@@ -77,7 +115,7 @@ class MemoryLogStore : public LogStore {
   raft::Status SaveSnapshot(raft::Index index, const raft::ConfState& conf, std::string data,
                             raft::Index compact_to) override;
   raft::Status Close() override { return raft::Status::Ok(); }
-  std::string Describe() const override { return "memory (not durable until issue 3's WAL)"; }
+  std::string Describe() const override { return "memory (not durable)"; }
   bool durable() const override { return false; }
 
  private:

@@ -14,9 +14,9 @@ ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* messa
       "raftkv: a Raft-replicated in-memory key-value store with an HTTP API.\n\n"
       "Usage: raftkv --bind HOST:PORT --http HOST:PORT --datadir DIR [--bootstrap | --join "
       "HOST:PORT] [--id NAME]\n\n"
-      "BIND, HTTP, DATA_DIR, BOOTSTRAP, JOIN and ID in the environment stand for the flags of the\n"
-      "same name (flags win). A node restarted on an existing data directory ignores\n"
-      "--bootstrap and --join. Options");
+      "BIND, HTTP, DATA_DIR, BOOTSTRAP, JOIN, ID and FSYNC in the environment stand for the\n"
+      "flags of the same name (flags win). A node restarted on an existing data directory\n"
+      "ignores --bootstrap and --join and resumes with its state. Options");
   // clang-format off
   desc.add_options()
       ("help,h", "print this help and exit")
@@ -25,7 +25,8 @@ ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* messa
       ("http", po::value(&out->http)->default_value(d.http),
        "HTTP client address to listen on and advertise (env HTTP)")
       ("datadir", po::value(&out->datadir)->default_value(d.datadir),
-       "data directory: node identity now, the Raft log once the WAL lands (env DATA_DIR)")
+       "data directory: node identity (raftkv-node.json) and the Raft log, hard state and "
+       "snapshots (raft/); a node restarted on it resumes with its state (env DATA_DIR)")
       ("bootstrap", po::value(&out->bootstrap)->default_value(false)->implicit_value(true),
        "on an empty data directory, found a new one-node cluster (env BOOTSTRAP=1)")
       ("join", po::value(&out->join),
@@ -63,8 +64,9 @@ ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* messa
        po::value(&out->max_uncommitted_bytes)->default_value(d.max_uncommitted_bytes),
        "proposed but uncommitted bytes on the leader; past it writes get 503")
       ("fsync", po::value(&out->fsync)->default_value(d.fsync),
-       "WAL fsync policy: always (before acknowledging) or never; takes effect with the "
-       "durable WAL (issue 3): the log is in memory until then")
+       "WAL fsync policy: always (fsync before any vote or acknowledgement leaves) or never "
+       "(no fsync at all: a machine crash can lose acknowledged writes; for benchmarks only, "
+       "logged at startup and shown in /status) (env FSYNC)")
       ("max-frame-bytes", po::value(&out->max_frame_bytes)->default_value(d.max_frame_bytes),
        "largest peer transport frame accepted")
       ("peer-queue-bytes", po::value(&out->peer_queue_bytes)->default_value(d.peer_queue_bytes),
@@ -81,8 +83,8 @@ ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* messa
     // Environment variables fill in what the command line did not set
     // (program_options keeps the first value stored for an option).
     static const std::map<std::string, std::string> kEnv = {
-        {"BIND", "bind"},           {"HTTP", "http"}, {"DATA_DIR", "datadir"},
-        {"BOOTSTRAP", "bootstrap"}, {"JOIN", "join"}, {"ID", "id"}};
+        {"BIND", "bind"}, {"HTTP", "http"}, {"DATA_DIR", "datadir"}, {"BOOTSTRAP", "bootstrap"},
+        {"JOIN", "join"}, {"ID", "id"},     {"FSYNC", "fsync"}};
     po::store(po::parse_environment(desc,
                                     [](const std::string& env) -> std::string {
                                       auto it = kEnv.find(env);

@@ -96,12 +96,20 @@ void Replica::Stop() {
       ticker_.cancel();
       FailPending(Code::kShuttingDown, "the node is shutting down; the write's outcome is unknown");
       FailReads(Code::kShuttingDown, "the node is shutting down");
-      // MemoryLogStore completes inline; a WAL must drain before Close.
-      if (!persisting_) {
+      // Flush starts no new persist from now on. One still running must end
+      // before the store closes: its completion still sends the votes and
+      // acknowledgements that wait for it. After a storage failure nothing
+      // is outstanding (the failed completion has run).
+      stop_done_ = [this, &done] {
         raft::Status s = store_->Close();
         if (!s.ok()) spdlog::error("closing the log store: {}", s.ToString());
+        done.set_value();
+      };
+      if (!persisting_ || storage_failed_) {
+        auto fn = std::move(stop_done_);
+        stop_done_ = nullptr;
+        fn();
       }
-      done.set_value();
     });
     done.get_future().wait();
     work_.reset();
@@ -117,25 +125,10 @@ void Replica::Post(std::function<void()> fn) { asio::post(ioc_, std::move(fn)); 
 
 void Replica::Receive(std::vector<raft::Message> msgs) {
   asio::post(ioc_, [this, msgs = std::move(msgs)]() mutable {
-    for (raft::Message& m : msgs) {
-      if (m.type == raft::MessageType::kHeartbeat && m.commit > node_->commit() &&
-          m.commit > store_->storage().LastIndex()) {
-        // A leader names a commit index only up to what we acknowledged
-        // having (Progress::match), and acknowledgements follow persistence,
-        // so this means we lost acknowledged entries: restarted without
-        // durable storage. Committing past our log would trip the core's
-        // assertion; commit nothing until the leader re-adds us (rejoin).
-        if (!warned_lost_state_) {
-          spdlog::warn(
-              "leader {} believes we hold entries up to {} but our log ends at {}: this node "
-              "lost its state in a restart and waits to be re-added",
-              NameOf(m.from), m.commit, store_->storage().LastIndex());
-          warned_lost_state_ = true;
-        }
-        m.commit = node_->commit();
-      }
-      node_->Step(m);
-    }
+    // A node whose disk failed takes no further part: it could not persist
+    // what the messages ask for, so it neither votes nor acknowledges.
+    if (storage_failed_) return;
+    for (raft::Message& m : msgs) node_->Step(m);
     Schedule();
   });
 }
@@ -143,6 +136,7 @@ void Replica::Receive(std::vector<raft::Message> msgs) {
 void Replica::Propose(std::string command, kv::RequestId id, Callback done) {
   asio::post(ioc_, [this, command = std::move(command), id, done = std::move(done)]() mutable {
     if (stopped_) return done(Outcome{Code::kShuttingDown, "the node is shutting down"});
+    if (storage_failed_) return done(StorageFailedOutcome());
     if (PendingCount() >= config_.max_pending_requests) {
       return done(Outcome{Code::kBusy, "too many pending requests"});
     }
@@ -171,6 +165,7 @@ void Replica::Propose(std::string command, kv::RequestId id, Callback done) {
 void Replica::ReadBarrier(Callback done) {
   asio::post(ioc_, [this, done = std::move(done)]() mutable {
     if (stopped_) return done(Outcome{Code::kShuttingDown, "the node is shutting down"});
+    if (storage_failed_) return done(StorageFailedOutcome());
     if (PendingCount() >= config_.max_pending_requests) {
       return done(Outcome{Code::kBusy, "too many pending requests"});
     }
@@ -180,8 +175,9 @@ void Replica::ReadBarrier(Callback done) {
   });
 }
 
-void Replica::AddMember(MemberInfo member, bool rejoin, Callback done) {
-  asio::post(ioc_, [this, member = std::move(member), rejoin, done = std::move(done)]() mutable {
+void Replica::AddMember(MemberInfo member, Callback done) {
+  asio::post(ioc_, [this, member = std::move(member), done = std::move(done)]() mutable {
+    if (storage_failed_) return done(StorageFailedOutcome());
     if (node_->role() != raft::Role::kLeader) {
       return done(Outcome{Code::kNotLeader, "not the leader"});
     }
@@ -189,7 +185,6 @@ void Replica::AddMember(MemberInfo member, bool rejoin, Callback done) {
       MemberInfo info;
       DecodeMemberContext(m.context, &info);
       if (m.id == member.id) {
-        if (rejoin) return RemoveThenAdd(std::move(member), std::move(done));
         if (info.raft == member.raft && (member.http.empty() || info.http == member.http)) {
           return done(Outcome{Code::kOk, "already a member"});
         }
@@ -219,32 +214,6 @@ void Replica::AddMember(MemberInfo member, bool rejoin, Callback done) {
         index, term, {}, true, Clock::now() + config_.request_timeout, std::move(done)});
     Schedule();
   });
-}
-
-void Replica::RemoveThenAdd(MemberInfo member, Callback done) {
-  // Raft thesis 4.x assumes stable storage; a server that lost it comes back
-  // as a new server. Our leader's Progress for it still claims the entries it
-  // acknowledged before the crash (and would ignore its rejections as
-  // stale), so reset it by removing the member and adding it again.
-  raft::ConfChange cc{raft::ConfChangeType::kRemoveNode, member.id, false, std::string()};
-  raft::Index index = 0;
-  raft::Term term = 0;
-  raft::Status s = node_->ProposeConfChange(cc, &index, &term);
-  if (!s.ok()) {
-    Code code = s.code() == raft::Code::kNotLeader         ? Code::kNotLeader
-                : s.code() == raft::Code::kInvalidArgument ? Code::kInvalid
-                                                           : Code::kBusy;
-    return done(Outcome{code, s.ToString()});
-  }
-  spdlog::info("membership: {} restarted without its state; removing it (index {}) to add it again",
-               member.name, index);
-  Callback then = [this, member, done = std::move(done)](Outcome o) mutable {
-    if (!o.ok()) return done(std::move(o));
-    AddMember(std::move(member), false, std::move(done));
-  };
-  AddPending(
-      PendingWrite{index, term, {}, true, Clock::now() + config_.request_timeout, std::move(then)});
-  Schedule();
 }
 
 void Replica::TransferLeadershipAway(std::chrono::milliseconds wait) {
@@ -288,6 +257,8 @@ void Replica::GetStatus(std::function<void(StatusReport)> done) {
     r.admitted = admitted_;
     r.view = view();
     r.storage = store_->Describe();
+    r.storage_durable = store_->durable();
+    if (storage_failed_) r.health = "storage failed: " + storage_error_.ToString();
     done(std::move(r));
   });
 }
@@ -312,7 +283,9 @@ void Replica::Schedule() {
 }
 
 void Replica::OnTick() {
-  node_->Tick();
+  // After a storage failure the node is frozen (see OnPersisted): no
+  // election timeouts, no heartbeats; requests still expire below.
+  if (!storage_failed_) node_->Tick();
   // Expire what waited too long. Deadlines are in arrival order.
   Clock::time_point now = Clock::now();
   while (!pending_.empty() && pending_.begin()->second.deadline <= now) {
@@ -360,7 +333,8 @@ void Replica::OnTick() {
 
 void Replica::Flush() {
   if (!read_batch_.empty()) IssueReads();
-  if (persisting_ || !node_->HasReady()) return;
+  // Stopping: no new persist (what is not persisted was not acknowledged).
+  if (persisting_ || stopped_ || !node_->HasReady()) return;
   inflight_ = node_->GetReady();
   raft::Ready& rd = *inflight_;
   if (rd.soft_state) OnSoftState(*rd.soft_state);
@@ -378,7 +352,7 @@ void Replica::Flush() {
 }
 
 void Replica::OnPersisted(raft::Status s) {
-  if (!s.ok()) Fatal("persisting the Raft log failed: " + s.ToString());
+  if (!s.ok()) return OnStorageFailed(std::move(s));
   raft::Ready& rd = *inflight_;
   // 1. A snapshot from the leader replaces the state machine.
   if (rd.snapshot) InstallSnapshot(*rd.snapshot);
@@ -392,9 +366,54 @@ void Replica::OnPersisted(raft::Status s) {
   node_->Advance(rd);
   inflight_.reset();
   persisting_ = false;
+  if (stop_done_) {
+    // Stop() waited for this persist; it closes the store now.
+    auto fn = std::move(stop_done_);
+    stop_done_ = nullptr;
+    return fn();
+  }
   MaybeSnapshot();
   MaybePublishView(false);
   Schedule();
+}
+
+void Replica::OnStorageFailed(raft::Status s) {
+  // The disk refused this Ready (disk full, I/O error). Nothing it holds may
+  // be acknowledged, and the WAL refuses every later write (it never retries
+  // after a failed fsync: the page cache state is unknown). The node stays
+  // up, frozen: the Ready is never advanced, so no vote, acknowledgement or
+  // heartbeat leaves it again, and the others elect a leader without it;
+  // writes and linearizable reads are refused, stale reads and /status
+  // still answer. An operator frees space or replaces the disk and
+  // restarts it; recovery then runs as after a crash.
+  storage_failed_ = true;
+  storage_error_ = s;
+  send_after_persist_.clear();
+  spdlog::critical(
+      "storage failed: {}; this node no longer accepts writes or takes part in Raft; "
+      "fix the disk and restart it",
+      s.ToString());
+  FailPending(Code::kStorageFailed,
+              "storage failed: " + s.ToString() + "; the write's outcome is unknown");
+  FailReads(Code::kStorageFailed, "storage failed: " + s.ToString());
+  {
+    std::lock_guard lock(view_mu_);
+    health_ = "storage failed: " + s.ToString();
+  }
+  if (stop_done_) {
+    auto fn = std::move(stop_done_);
+    stop_done_ = nullptr;
+    fn();
+  }
+}
+
+Outcome Replica::StorageFailedOutcome() const {
+  return Outcome{Code::kStorageFailed, "storage failed: " + storage_error_.ToString()};
+}
+
+std::string Replica::health() const {
+  std::lock_guard lock(view_mu_);
+  return health_;
 }
 
 void Replica::IssueReads() {
@@ -554,6 +573,7 @@ void Replica::FailReads(Code code, const std::string& why) {
 size_t Replica::PendingCount() const { return pending_.size() + pending_reads_; }
 
 void Replica::MaybeSnapshot() {
+  if (storage_failed_) return;
   uint64_t applied = kv_->revision();
   if (config_.snapshot_entries == 0 || applied < last_snapshot_index_ + config_.snapshot_entries) {
     return;

@@ -44,13 +44,14 @@ namespace raftkv::server {
 // How a client request ended. The HTTP layer maps each code to a status.
 enum class Code : uint8_t {
   kOk = 0,
-  kNotLeader,     // This node does not lead; view() names the leader if known.
-  kUnavailable,   // No leader or no quorum reachable: retry later (503).
-  kTimeout,       // A write's outcome is unknown after its deadline (504).
-  kNotCommitted,  // Leadership changed and the write was not committed (503; safe to retry).
-  kInvalid,       // The request cannot succeed as sent (400).
-  kBusy,          // A limit on pending work was reached (503).
-  kShuttingDown,  // The node is stopping (503).
+  kNotLeader,      // This node does not lead; view() names the leader if known.
+  kUnavailable,    // No leader or no quorum reachable: retry later (503).
+  kTimeout,        // A write's outcome is unknown after its deadline (504).
+  kNotCommitted,   // Leadership changed and the write was not committed (503; safe to retry).
+  kInvalid,        // The request cannot succeed as sent (400).
+  kBusy,           // A limit on pending work was reached (503).
+  kShuttingDown,   // The node is stopping (503).
+  kStorageFailed,  // The disk refused a write; this node takes no writes until restarted (503).
 };
 
 struct Outcome {
@@ -92,6 +93,9 @@ struct StatusReport {
   bool admitted = false;
   std::shared_ptr<const ClusterView> view;
   std::string storage;
+  bool storage_durable = false;
+  // "ok", or why this node stopped accepting writes ("storage failed: ...").
+  std::string health = "ok";
 };
 
 struct ReplicaConfig {
@@ -142,18 +146,20 @@ class Replica {
   void ReadBarrier(Callback done);
   // Leader only: adds `member` as a learner that is promoted once caught up.
   // kOk once the change is applied (or at once if it already is a member
-  // with the same addresses). With `rejoin`, a member that lost its state
-  // (restarted without durable storage) is first removed, then added again:
-  // the leader's record of what its log holds is stale and must be reset.
-  void AddMember(MemberInfo member, bool rejoin, Callback done);
+  // with the same addresses). A member restarted on its data directory
+  // resumes with its state and is not added again.
+  void AddMember(MemberInfo member, Callback done);
   // Leader only: hands leadership to the most up-to-date voter, if any, and
   // waits up to `wait` for it to happen (graceful shutdown). Blocks.
   void TransferLeadershipAway(std::chrono::milliseconds wait);
   void GetStatus(std::function<void(StatusReport)> done);
 
   std::shared_ptr<const ClusterView> view() const;
-  // Whether this node has been admitted to its cluster (bootstrapped, joined,
-  // or re-added after losing its state). Set by the Server; shown in /status.
+  // Any thread: "" while the storage is healthy, else "storage failed: ..."
+  // (the node then refuses writes; see OnStorageFailed).
+  std::string health() const;
+  // Whether this node has been admitted to its cluster (bootstrapped or
+  // joined). Set by the Server; shown in /status.
   void set_admitted(bool admitted) { admitted_ = admitted; }
   const MemberInfo& self() const { return config_.self; }
   uint64_t NextSeq() { return seq_.fetch_add(1, std::memory_order_relaxed) + 1; }
@@ -179,6 +185,8 @@ class Replica {
   void Schedule();
   void Flush();
   void OnPersisted(raft::Status s);
+  void OnStorageFailed(raft::Status s);
+  Outcome StorageFailedOutcome() const;
   void OnTick();
   void IssueReads();
   void ServeReadState(const raft::ReadState& rs);
@@ -186,7 +194,6 @@ class Replica {
   void InstallSnapshot(const raft::Snapshot& snap);
   void ApplyEntries(const std::vector<raft::Entry>& entries);
   void ApplyConfChange(const raft::Entry& e);
-  void RemoveThenAdd(MemberInfo member, Callback done);
   void ResolveWrites(const raft::Entry& e, const std::vector<kv::Applied>& applied, size_t* cursor);
   void AddPending(PendingWrite w);
   void FailPending(Code code, const std::string& why);
@@ -206,7 +213,6 @@ class Replica {
   SendFn send_;
   PeersFn peers_;
   MembersFn members_;
-  bool warned_lost_state_ = false;
   std::atomic<uint64_t> seq_{0};
   std::atomic<bool> admitted_{false};
 
@@ -220,6 +226,11 @@ class Replica {
   std::unique_ptr<raft::Node> node_;
   bool flush_scheduled_ = false;
   bool persisting_ = false;
+  // Set by Stop() while a persist is outstanding: run once it completes.
+  std::function<void()> stop_done_;
+  // The LogStore failed a persist: the node is frozen (OnStorageFailed).
+  bool storage_failed_ = false;
+  raft::Status storage_error_;
   std::optional<raft::Ready> inflight_;
   std::vector<raft::Message> send_after_persist_;
   raft::SoftState soft_;
@@ -246,6 +257,7 @@ class Replica {
 
   mutable std::mutex view_mu_;
   std::shared_ptr<const ClusterView> view_;
+  std::string health_;  // Guarded by view_mu_; see health().
 };
 
 }  // namespace raftkv::server

@@ -36,13 +36,14 @@ Server::~Server() { Shutdown(); }
 raft::Status Server::Start() {
   RaiseFileLimit();
   std::signal(SIGPIPE, SIG_IGN);
+  // A file-size limit (ulimit -f) must surface as a failed WAL write (EFBIG),
+  // which the node reports and survives, not as a signal that kills it.
+  std::signal(SIGXFSZ, SIG_IGN);
 
   self_.name = options_.name;
   self_.id = NodeIdFromName(self_.name);
   self_.raft = options_.bind;
   self_.http = options_.http;
-
-  log_store_ = std::make_unique<MemoryLogStore>();
 
   // The data directory says whether this is a first start or a restart.
   raft::Status s = EnsureDataDir(options_.datadir);
@@ -65,31 +66,9 @@ raft::Status Server::Start() {
     if (options_.bootstrap || !options_.join.empty()) {
       spdlog::info("restart on an existing data directory: ignoring --bootstrap/--join");
     }
-    if (meta_.member && !log_store_->durable()) {
-      // The log and the vote were in memory: this node lost them, and the
-      // leader's record of its log is stale. It asks to be removed and added
-      // again, and catches up like a new member (a snapshot if need be).
-      for (const std::string& p : meta_.peers_http) {
-        if (p != self_.http) join_targets_.push_back(p);
-      }
-      if (!meta_.join.empty() && std::find(join_targets_.begin(), join_targets_.end(),
-                                           meta_.join) == join_targets_.end()) {
-        join_targets_.push_back(meta_.join);
-      }
-      if (join_targets_.empty()) {
-        spdlog::warn(
-            "restart without durable storage and no other member known: founding a new "
-            "one-node cluster (the previous data was in memory and is gone)");
-        rebootstrap_ = true;
-      } else {
-        spdlog::warn(
-            "restart without durable storage (the WAL arrives with issue 3): the Raft log was in "
-            "memory; asking the cluster to re-add this node");
-        rejoin_ = true;
-      }
-    } else if (!meta_.member && !meta_.join.empty()) {
-      join_targets_.push_back(meta_.join);
-    }
+    // A node that crashed before its join was answered asks again (the
+    // membership it has replicated since may already list it: TryJoin).
+    if (!meta_.member && !meta_.join.empty()) join_targets_.push_back(meta_.join);
   } else {
     meta_.name = self_.name;
     meta_.id = self_.id;
@@ -100,6 +79,43 @@ raft::Status Server::Start() {
     meta_.member = options_.bootstrap;
     if (!options_.join.empty()) join_targets_.push_back(options_.join);
   }
+
+  // The Raft log, hard state and snapshots (docs/wal-format.md), in their
+  // own subdirectory next to raftkv-node.json. cluster_id stays 0: a joiner
+  // must open its storage before it learns anything from the cluster (the
+  // leader replicates to it before the join is answered), so it could not
+  // write the id into META; the node id in META and the name check above
+  // guard against a swapped directory.
+  storage::StorageOptions so;
+  so.node_id = self_.id;
+  so.cluster_id = 0;
+  if (!storage::ParseFsyncMode(options_.fsync, &so.fsync)) {
+    return raft::Status(raft::Code::kInvalidArgument, "--fsync must be always|never");
+  }
+  const std::string raft_dir = options_.datadir + "/raft";
+  std::unique_ptr<storage::DiskStorage> disk;
+  storage::RecoveryInfo recovery;
+  s = storage::DiskStorage::Open(raft_dir, so, &disk, &recovery);
+  if (!s.ok()) {
+    return raft::Status(s.code(), "opening the Raft log in " + raft_dir + ": " + s.message());
+  }
+  spdlog::info("storage {}: {}", raft_dir, recovery.ToString());
+  if (recovery.created && found && meta_.member) {
+    // A member whose log is gone would vote and acknowledge as if it had
+    // never promised anything (a directory from before the WAL, or a
+    // deleted raft/ subdirectory). Refuse rather than break Raft's safety.
+    return raft::Status(raft::Code::kCorruption,
+                        "data directory " + options_.datadir + " belongs to a cluster member but " +
+                            raft_dir +
+                            " held no Raft log; wipe the data directory to add this "
+                            "node again as a new member");
+  }
+  if (so.fsync == storage::FsyncMode::kNever) {
+    spdlog::warn(
+        "*** --fsync=never: the WAL is never fsynced; a machine crash or power loss can lose "
+        "acknowledged writes and break Raft's safety. For benchmarks only. ***");
+  }
+  log_store_ = std::make_unique<WalLogStore>(std::move(disk));
 
   ReplicaConfig rc;
   rc.self = self_;
@@ -153,7 +169,7 @@ raft::Status Server::Start() {
     s = SaveMetadata(options_.datadir, meta_);
     if (!s.ok()) return s;
   }
-  if ((!found && options_.bootstrap) || rebootstrap_) {
+  if (!found && options_.bootstrap) {
     s = replica_->Bootstrap();
     if (!s.ok()) return s;
   }
@@ -168,7 +184,7 @@ raft::Status Server::Start() {
     spdlog::info("waiting to be added to a cluster (POST /cluster/join/ on a member)");
   }
 
-  replica_->set_admitted(join_targets_.empty() && (meta_.member || rebootstrap_));
+  replica_->set_admitted(join_targets_.empty() && meta_.member);
   // Before any thread runs: a signal from now on means "shut down".
   signals_ = std::make_unique<asio::signal_set>(io_, SIGINT, SIGTERM);
   replica_->Start();
@@ -185,7 +201,7 @@ raft::Status Server::Start() {
 
 void Server::TryJoin() {
   if (stopping_) return;
-  if (!rejoin_ && replica_->view()->Find(self_.id) != nullptr) {
+  if (replica_->view()->Find(self_.id) != nullptr) {
     // The replicated membership already lists us (an earlier answer was lost).
     spdlog::info("joined the cluster (found in the membership)");
     return MarkMember();
@@ -194,7 +210,6 @@ void Server::TryJoin() {
   body["address"] = self_.raft;
   body["id"] = self_.name;
   body["http"] = self_.http;
-  if (rejoin_) body["rejoin"] = true;
   ForwardRequest fr;
   fr.target = "/cluster/join/";
   fr.body = boost::json::serialize(body);
@@ -203,16 +218,14 @@ void Server::TryJoin() {
   forwarder_->Send(target, std::move(fr), [this, target](ForwardResponse r) {
     if (stopping_) return;
     if (r.error == ForwardResponse::Error::kNone && r.status == 200) {
-      spdlog::info("{} the cluster via {} after {} attempt(s)", rejoin_ ? "rejoined" : "joined",
-                   target, join_attempts_);
+      spdlog::info("joined the cluster via {} after {} attempt(s)", target, join_attempts_);
       return MarkMember();
     }
     std::string why = r.error == ForwardResponse::Error::kNone
                           ? "HTTP " + std::to_string(r.status) + " " + r.body
                           : r.message;
     if (join_attempts_ == 1 || join_attempts_ % 20 == 0) {
-      spdlog::info("{} via {}: {}; retrying (attempt {})", rejoin_ ? "rejoin" : "join", target, why,
-                   join_attempts_);
+      spdlog::info("join via {}: {}; retrying (attempt {})", target, why, join_attempts_);
     }
     join_timer_->expires_after(join_backoff_);
     join_backoff_ = std::min(join_backoff_ * 2, std::chrono::milliseconds(1000));
@@ -242,8 +255,8 @@ void Server::OnMembers(const std::vector<MemberInfo>& members) {
     }
   }
   std::lock_guard lock(meta_mu_);
-  // Only a membership that includes us is worth remembering (a rejoining
-  // node replays old ones), and only a change is worth a write.
+  // Only a membership that includes us is worth remembering (a node
+  // catching up replays old ones), and only a change is worth a write.
   if (!self_in || peers == meta_.peers_http) return;
   meta_.peers_http = std::move(peers);
   raft::Status s = SaveMetadata(options_.datadir, meta_);

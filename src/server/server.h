@@ -49,10 +49,8 @@ class Server {
   MemberInfo self_;
   std::mutex meta_mu_;  // meta_ is updated from io threads.
   NodeMetadata meta_;
-  // Whom to ask to be added (or, with rejoin_, re-added); tried in turn.
+  // Whom to ask to be added; tried in turn.
   std::vector<std::string> join_targets_;
-  bool rejoin_ = false;
-  bool rebootstrap_ = false;
 
   boost::asio::io_context io_;
   std::vector<std::thread> io_threads_;
