@@ -628,23 +628,8 @@ HttpServer::~HttpServer() {
 
 raft::Status HttpServer::Listen() {
   const std::string& address = shared_->options.address;
-  std::string host;
-  uint16_t port = 0;
-  if (!transport::SplitHostPort(address, &host, &port)) {
-    return raft::Status(raft::Code::kInvalidArgument, "bad HTTP address '" + address + "'");
-  }
-  error_code ec;
-  tcp::resolver resolver(io_);
-  auto results = resolver.resolve(host, std::to_string(port), ec);
-  if (ec || results.empty()) {
-    return raft::Status(raft::Code::kIoError, "resolve " + address + ": " + ec.message());
-  }
-  tcp::endpoint ep = results.begin()->endpoint();
-  acceptor_.open(ep.protocol(), ec);
-  if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(ep, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return raft::Status(raft::Code::kIoError, "listen on " + address + ": " + ec.message());
+  raft::Status s = transport::Listen(io_, &acceptor_, address);
+  if (!s.ok()) return s;
   Accept();
   return raft::Status::Ok();
 }

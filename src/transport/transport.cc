@@ -397,24 +397,30 @@ Transport::Transport(asio::io_context& io, raft::NodeId self, std::string self_a
 
 Transport::~Transport() { Stop(); }
 
-raft::Status Transport::Listen(const std::string& address) {
+raft::Status Listen(asio::io_context& io, tcp::acceptor* acceptor, const std::string& address) {
   std::string host;
   uint16_t port = 0;
   if (!SplitHostPort(address, &host, &port)) {
     return raft::Status(raft::Code::kInvalidArgument, "bad address '" + address + "'");
   }
   error_code ec;
-  tcp::resolver resolver(io_);
+  tcp::resolver resolver(io);
   auto results = resolver.resolve(host, std::to_string(port), ec);
   if (ec || results.empty()) {
     return raft::Status(raft::Code::kIoError, "resolve " + address + ": " + ec.message());
   }
   tcp::endpoint ep = results.begin()->endpoint();
-  acceptor_.open(ep.protocol(), ec);
-  if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(ep, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  acceptor->open(ep.protocol(), ec);
+  if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor->bind(ep, ec);
+  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return raft::Status(raft::Code::kIoError, "listen on " + address + ": " + ec.message());
+  return raft::Status::Ok();
+}
+
+raft::Status Transport::Listen(const std::string& address) {
+  raft::Status s = transport::Listen(io_, &acceptor_, address);
+  if (!s.ok()) return s;
   Accept();
   return raft::Status::Ok();
 }

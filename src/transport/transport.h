@@ -55,6 +55,11 @@ struct Stats {
 // a port that is not 1..65535).
 bool SplitHostPort(const std::string& address, std::string* host, uint16_t* port);
 
+// Resolves "host:port" and makes `acceptor` listen on it (with
+// SO_REUSEADDR). Shared by the peer transport and the HTTP server.
+raft::Status Listen(boost::asio::io_context& io, boost::asio::ip::tcp::acceptor* acceptor,
+                    const std::string& address);
+
 class Transport {
  public:
   using Deliver = std::function<void(std::vector<raft::Message>)>;
