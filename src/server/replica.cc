@@ -340,10 +340,22 @@ void Replica::Flush() {
   if (rd.soft_state) OnSoftState(*rd.soft_state);
   // The peer map must know a member before the first message to it leaves.
   MaybePublishView(false);
+  // A Ready that changes the term or vote holds every message until it is
+  // durable: a lone voter becomes leader in the same Ready as its new term,
+  // and its first appends (to learners) must not outlive a crash that loses
+  // that term.
+  bool term_or_vote_changes =
+      rd.hard_state && (!hard_state_known_ || rd.hard_state->term != last_hard_state_.term ||
+                        rd.hard_state->vote != last_hard_state_.vote);
+  if (rd.hard_state) {
+    last_hard_state_ = *rd.hard_state;
+    hard_state_known_ = true;
+  }
   std::vector<raft::Message> now;
   send_after_persist_.clear();
   for (raft::Message& m : rd.messages) {
-    (SendsBeforePersist(m.type) ? now : send_after_persist_).push_back(std::move(m));
+    bool early = !term_or_vote_changes && SendsBeforePersist(m.type);
+    (early ? now : send_after_persist_).push_back(std::move(m));
   }
   rd.messages.clear();
   if (!now.empty()) send_(std::move(now));
