@@ -63,6 +63,53 @@ class Env {
 // The POSIX implementation. The returned object lives for the whole process.
 Env* DefaultEnv();
 
+// An Env that forwards every call to `base` (LevelDB's EnvWrapper). Fault
+// injecting Envs derive from it and override only what they change; files
+// opened for writing pass through WrapFile.
+class EnvWrapper : public Env {
+ public:
+  explicit EnvWrapper(Env* base) : base_(base) {}
+
+  Status NewWritableFile(const std::string& path, std::unique_ptr<WritableFile>* out) override {
+    std::unique_ptr<WritableFile> f;
+    Status s = base_->NewWritableFile(path, &f);
+    if (s.ok()) *out = WrapFile(std::move(f));
+    return s;
+  }
+  Status ReopenWritableFile(const std::string& path, std::unique_ptr<WritableFile>* out) override {
+    std::unique_ptr<WritableFile> f;
+    Status s = base_->ReopenWritableFile(path, &f);
+    if (s.ok()) *out = WrapFile(std::move(f));
+    return s;
+  }
+  Status ReadFile(const std::string& path, uint64_t max_bytes, std::string* out) override {
+    return base_->ReadFile(path, max_bytes, out);
+  }
+  Status ListDir(const std::string& dir, std::vector<std::string>* names) override {
+    return base_->ListDir(dir, names);
+  }
+  Status FileExists(const std::string& path, bool* exists) override {
+    return base_->FileExists(path, exists);
+  }
+  Status CreateDir(const std::string& dir) override { return base_->CreateDir(dir); }
+  Status RemoveFile(const std::string& path) override { return base_->RemoveFile(path); }
+  Status RenameFile(const std::string& from, const std::string& to) override {
+    return base_->RenameFile(from, to);
+  }
+  Status TruncateFile(const std::string& path, uint64_t size) override {
+    return base_->TruncateFile(path, size);
+  }
+  Status SyncDir(const std::string& dir) override { return base_->SyncDir(dir); }
+
+ protected:
+  // What the wrapper hands out for a file `base` opened; by default the file itself.
+  virtual std::unique_ptr<WritableFile> WrapFile(std::unique_ptr<WritableFile> f) { return f; }
+  Env* base() const { return base_; }
+
+ private:
+  Env* base_;
+};
+
 // Writes `contents` to `path` atomically: to path + ".tmp", fsynced, renamed,
 // directory fsynced.
 Status WriteFileAtomically(Env* env, const std::string& dir, const std::string& name,

@@ -135,46 +135,21 @@ class FaultFile : public WritableFile {
   uint64_t size_;
 };
 
-class FaultEnv : public Env {
+class FaultEnv : public EnvWrapper {
  public:
+  FaultEnv() : EnvWrapper(DefaultEnv()) {}
+
   Faults faults;
 
-  Status NewWritableFile(const std::string& path, std::unique_ptr<WritableFile>* out) override {
-    std::unique_ptr<WritableFile> f;
-    Status s = base_->NewWritableFile(path, &f);
-    if (s.ok()) *out = std::make_unique<FaultFile>(std::move(f), &faults);
-    return s;
-  }
-  Status ReopenWritableFile(const std::string& path, std::unique_ptr<WritableFile>* out) override {
-    std::unique_ptr<WritableFile> f;
-    Status s = base_->ReopenWritableFile(path, &f);
-    if (s.ok()) *out = std::make_unique<FaultFile>(std::move(f), &faults);
-    return s;
-  }
-  Status ReadFile(const std::string& path, uint64_t max_bytes, std::string* out) override {
-    return base_->ReadFile(path, max_bytes, out);
-  }
-  Status ListDir(const std::string& dir, std::vector<std::string>* names) override {
-    return base_->ListDir(dir, names);
-  }
-  Status FileExists(const std::string& path, bool* exists) override {
-    return base_->FileExists(path, exists);
-  }
-  Status CreateDir(const std::string& dir) override { return base_->CreateDir(dir); }
-  Status RemoveFile(const std::string& path) override { return base_->RemoveFile(path); }
-  Status RenameFile(const std::string& from, const std::string& to) override {
-    return base_->RenameFile(from, to);
-  }
-  Status TruncateFile(const std::string& path, uint64_t size) override {
-    return base_->TruncateFile(path, size);
-  }
   Status SyncDir(const std::string& dir) override {
     if (faults.fail_sync) return Status(raft::Code::kIoError, "fsync " + dir + ": EIO");
-    return base_->SyncDir(dir);
+    return EnvWrapper::SyncDir(dir);
   }
 
- private:
-  Env* base_ = DefaultEnv();
+ protected:
+  std::unique_ptr<WritableFile> WrapFile(std::unique_ptr<WritableFile> f) override {
+    return std::make_unique<FaultFile>(std::move(f), &faults);
+  }
 };
 
 }  // namespace raftkv::storage::testing

@@ -53,41 +53,14 @@ class ChunkedFile : public WritableFile {
   std::unique_ptr<WritableFile> base_;
 };
 
-class ChunkedEnv : public Env {
+class ChunkedEnv : public EnvWrapper {
  public:
-  Status NewWritableFile(const std::string& path, std::unique_ptr<WritableFile>* out) override {
-    std::unique_ptr<WritableFile> f;
-    Status s = base_->NewWritableFile(path, &f);
-    if (s.ok()) *out = std::make_unique<ChunkedFile>(std::move(f));
-    return s;
-  }
-  Status ReopenWritableFile(const std::string& path, std::unique_ptr<WritableFile>* out) override {
-    std::unique_ptr<WritableFile> f;
-    Status s = base_->ReopenWritableFile(path, &f);
-    if (s.ok()) *out = std::make_unique<ChunkedFile>(std::move(f));
-    return s;
-  }
-  Status ReadFile(const std::string& path, uint64_t max_bytes, std::string* out) override {
-    return base_->ReadFile(path, max_bytes, out);
-  }
-  Status ListDir(const std::string& dir, std::vector<std::string>* names) override {
-    return base_->ListDir(dir, names);
-  }
-  Status FileExists(const std::string& path, bool* exists) override {
-    return base_->FileExists(path, exists);
-  }
-  Status CreateDir(const std::string& dir) override { return base_->CreateDir(dir); }
-  Status RemoveFile(const std::string& path) override { return base_->RemoveFile(path); }
-  Status RenameFile(const std::string& from, const std::string& to) override {
-    return base_->RenameFile(from, to);
-  }
-  Status TruncateFile(const std::string& path, uint64_t size) override {
-    return base_->TruncateFile(path, size);
-  }
-  Status SyncDir(const std::string& dir) override { return base_->SyncDir(dir); }
+  ChunkedEnv() : EnvWrapper(DefaultEnv()) {}
 
- private:
-  Env* base_ = DefaultEnv();
+ protected:
+  std::unique_ptr<WritableFile> WrapFile(std::unique_ptr<WritableFile> f) override {
+    return std::make_unique<ChunkedFile>(std::move(f));
+  }
 };
 
 void WriteLine(const std::string& line) {
