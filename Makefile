@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build test run sim asan clean format bench-wal
+.PHONY: all deps configure build test run sim asan clean format bench-wal bench
 
 all: build
 
@@ -30,6 +30,26 @@ sim: build
 bench-wal: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS) --target wal_bench
 	$(BUILD_DIR)/bench/wal_bench $(BENCH_ARGS)
+
+# raftkv vs etcd (issue 5): a Release build of raftkv, a 3-node cluster of each on 127.0.0.1,
+# the same wrk cells against both, a failover cell, a correctness check after every write
+# cell; writes bench/results/latest.{md,png,json} (bench/README.md). RAFTKV_BIN=path skips
+# the build; BENCH_SECONDS, BENCH_CONNS, BENCH_CELLS, BENCH_KILLS shorten a run.
+bench:
+	@scripts/install-deps.sh --bench
+	@if [ -z "$(RAFTKV_BIN)" ]; then \
+	  if [ ! -f $(BUILD_DIR)/build.ninja ]; then \
+	    cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release || exit 1; \
+	  fi; \
+	  t=$$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' $(BUILD_DIR)/CMakeCache.txt); \
+	  if [ "$$t" != Release ]; then \
+	    echo "make bench: $(BUILD_DIR) is a '$$t' build, not Release; try BUILD_DIR=build-bench" >&2; \
+	    exit 1; \
+	  fi; \
+	  cmake --build $(BUILD_DIR) -j $(JOBS) --target raftkv || exit 1; \
+	fi
+	BUILD_DIR=$(BUILD_DIR) RAFTKV_BIN=$(or $(RAFTKV_BIN),$(abspath $(BUILD_DIR))/src/raftkv) \
+	  python3 bench/raftkv_vs_etcd.py
 
 asan:
 	$(MAKE) test BUILD_DIR=build-asan BUILD_TYPE=Asan

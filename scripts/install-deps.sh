@@ -25,7 +25,7 @@ packages=(
 
 # Extra tools for `make bench` only (pass --bench).
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(wrk etcd-server etcd-client gnuplot-nox)
+  packages+=(wrk etcd-server etcd-client gnuplot-nox python3)
 fi
 
 missing=()

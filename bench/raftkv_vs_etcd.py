@@ -1,0 +1,1163 @@
+#!/usr/bin/env python3
+"""raftkv vs etcd, side by side (issue 5): the driver behind `make bench`.
+
+Starts a 3-node raftkv cluster and a 3-member etcd cluster on 127.0.0.1 (free ports, data on
+the real disk under one temporary directory, fsync on and default election timing for both),
+drives both with the same wrk load (bench/wrk/load.lua, one thread), checks after every write
+cell that what was stored is what the load wrote, measures failover under a steady write
+load, and writes a Markdown table, a PNG chart and the raw numbers to bench/results/.
+bench/README.md describes the cells, the verification and how to read the table.
+
+Standard library only. Environment (all optional):
+  RAFTKV_BIN      the raftkv binary (default: $BUILD_DIR/src/raftkv; `make bench` builds it)
+  BUILD_DIR       default build
+  BENCH_SECONDS   seconds per cell (default 10)
+  BENCH_CONNS     connection counts, comma separated (default 1,16,64)
+  BENCH_CELLS     cells to run, comma separated names (default all; see CELLS below),
+                  e.g. rk_write,e3_put; "none" runs no load cell
+  BENCH_KILLS     leader kills per system in the failover cell (default 10; 0 skips it)
+  BENCH_SYSTEMS   raftkv,etcd (default both)
+  BENCH_KEYS      key pool size (default 10000)
+  BENCH_OUT       output directory (default bench/results)
+  BENCH_TMPDIR    parent of the temporary run directory (default $TMPDIR or /tmp, unless it
+                  is a tmpfs: then $BUILD_DIR)
+  BENCH_KEEP=1    keep the run directory (data and logs) afterwards
+Exit status: 0 when every check passed (the bar is reported, not enforced), 1 when a
+correctness check failed, 2 when the benchmark could not run (setup, a process died), 130
+when interrupted.
+"""
+
+import base64
+import concurrent.futures
+import ctypes
+import datetime
+import http.client
+import json
+import math
+import resource
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LUA = os.path.join(ROOT, "bench", "wrk", "load.lua")
+BUILD_DIR = os.path.join(ROOT, os.environ.get("BUILD_DIR", "build"))
+
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+CONNS = [int(c) for c in os.environ.get("BENCH_CONNS", "1,16,64").split(",") if c]
+KILLS = int(os.environ.get("BENCH_KILLS", "10"))
+SYSTEMS = os.environ.get("BENCH_SYSTEMS", "raftkv,etcd").split(",")
+NKEYS = int(os.environ.get("BENCH_KEYS", "10000"))
+OUT = os.path.abspath(os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench", "results")))
+RAFTKV_BIN = os.environ.get("RAFTKV_BIN") or os.path.join(BUILD_DIR, "src", "raftkv")
+KEEP = os.environ.get("BENCH_KEEP") == "1"
+
+# Limits: every load stops by itself.
+WRK_MAX_REQUESTS = 5_000_000  # per wrk run, on top of -d
+WRK_TIMEOUT_S = 5  # wrk's per-request timeout; a request slower than that is an error
+VERIFY_THREADS = 8
+FAILOVER_WRITERS = 4
+FAILOVER_MAX_WRITES = 2_000_000  # per writer thread
+FAILOVER_WRITE_TIMEOUT_S = 3  # a write not answered by then counts as failed
+FAILOVER_STEP_TIMEOUT_S = 30  # to elect a leader and take a write, or to catch up
+PROBE_INTERVAL_S = 0.02  # after a kill, a fresh probe write this often until one succeeds
+FAILOVER_MAX_PROBES = 500  # per kill
+CONVERGE_TIMEOUT_S = 60
+
+# The cells: name -> (system, wrk mode, target node, store written or None).
+# Stores: raftkv's map, etcd's v3 keyspace, etcd's v2 store (separate from v3).
+CELLS = {
+    "rk_ceiling": ("raftkv", "health", "leader", None),
+    "e_ceiling": ("etcd", "version", "leader", None),
+    "rk_write": ("raftkv", "rk_write", "leader", "raftkv"),
+    "e3_put": ("etcd", "e3_put", "leader", "v3"),
+    "e2_put": ("etcd", "e2_put", "leader", "v2"),
+    "rk_write_f": ("raftkv", "rk_write", "follower", "raftkv"),
+    "rk_read": ("raftkv", "rk_read", "leader", None),
+    "e3_range": ("etcd", "e3_range", "leader", None),
+    "rk_read_f": ("raftkv", "rk_read", "follower", None),
+    "rk_stale": ("raftkv", "rk_stale", "leader", None),
+    "e3_range_ser": ("etcd", "e3_range_ser", "leader", None),
+    "e2_get": ("etcd", "e2_get", "leader", None),
+}
+# Rows of the table: label, raftkv cell, etcd cell.
+ROWS = [
+    ("ceiling: raftkv GET /health, etcd GET /version", "rk_ceiling", "e_ceiling"),
+    ("write to the leader; etcd v3 put", "rk_write", "e3_put"),
+    ("write to the leader; etcd v2 PUT", "rk_write", "e2_put"),
+    ("write to a follower (raftkv only)", "rk_write_f", None),
+    ("linearizable read, leader; etcd v3 range", "rk_read", "e3_range"),
+    ("linearizable read, follower (raftkv only)", "rk_read_f", None),
+    ("stale read, leader; etcd v3 serializable range", "rk_stale", "e3_range_ser"),
+    ("stale read, leader; etcd v2 GET", "rk_stale", "e2_get"),
+]
+CHART_LABELS = {
+    "rk_ceiling": "ceiling", "rk_write": "write v3", "rk_write_f": "write (follower)",
+    "rk_read": "lin. read", "rk_read_f": "lin. read (follower)", "rk_stale": "stale read v3",
+}
+
+_cells_env = os.environ.get("BENCH_CELLS", "")
+if _cells_env == "none":
+    SELECTED = []
+elif _cells_env:
+    SELECTED = [c for c in _cells_env.split(",") if c]
+    for c in SELECTED:
+        if c not in CELLS:
+            sys.exit(f"bench: unknown cell {c}; cells: {', '.join(CELLS)}")
+else:
+    SELECTED = list(CELLS)
+SELECTED = [c for c in SELECTED if CELLS[c][0] in SYSTEMS]
+DEFAULT_RUN = (SECONDS == 10 and CONNS == [1, 16, 64] and KILLS == 10 and NKEYS == 10000 and
+               SELECTED == list(CELLS))
+
+PROCS = None  # every process started, for the final cleanup and the CPU accounting
+STOP = threading.Event()  # set on Ctrl-C/SIGTERM: worker threads give up
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on (a process died, a cluster did not form)."""
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes: each in its own process group, killed if this driver dies, all stopped at the end.
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def _child_setup():
+    os.setsid()
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Procs:
+    def __init__(self):
+        self.procs = []
+
+    def spawn(self, args, log_path):
+        out = open(log_path, "ab")
+        p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                             preexec_fn=_child_setup)
+        out.close()
+        self.procs.append(p)
+        return p
+
+    def stop_all(self):
+        live = [p for p in self.procs if p.poll() is None]
+        for p in live:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        for p in live:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
+
+
+def free_ports(n):
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP: one kept-alive connection per (thread, address).
+
+class Http:
+    def __init__(self, addr, timeout):
+        self.host, port = addr.rsplit(":", 1)
+        self.port = int(port)
+        self.timeout = timeout
+        self.conn = None
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def req(self, method, path, body=None, headers=None, retry=True):
+        """Returns (status, body bytes); raises OSError/HTTPException if there is no answer."""
+        for attempt in (0, 1):
+            try:
+                if self.conn is None:
+                    self.conn = http.client.HTTPConnection(self.host, self.port,
+                                                           timeout=self.timeout)
+                self.conn.request(method, path, body, headers or {})
+                r = self.conn.getresponse()
+                data = r.read()
+                if (r.getheader("Connection") or "").lower() == "close":
+                    self.close()
+                return r.status, data
+            except (OSError, http.client.HTTPException):
+                self.close()
+                if attempt == 1 or not retry:
+                    raise
+
+
+_tls = threading.local()
+
+
+def client(addr, timeout=10):
+    d = getattr(_tls, "clients", None)
+    if d is None:
+        d = _tls.clients = {}
+    c = d.get((addr, timeout))
+    if c is None:
+        c = d[(addr, timeout)] = Http(addr, timeout)
+    return c
+
+
+def get_json(addr, path, method="GET", body=None, timeout=2):
+    try:
+        st, data = client(addr, timeout).req(method, path, body,
+                                             {"Content-Type": "application/json"} if body else None)
+    except (OSError, http.client.HTTPException):
+        return None
+    if st != 200:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+def pmap(fn, items, threads=VERIFY_THREADS):
+    def run(x):
+        if STOP.is_set():
+            raise BenchError("interrupted")
+        return fn(x)
+    with concurrent.futures.ThreadPoolExecutor(threads) as ex:
+        return list(ex.map(run, items))
+
+
+def wait_for(pred, timeout, what, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if STOP.is_set():
+            raise BenchError("interrupted")
+        v = pred()
+        if v is not None and v is not False:  # 0 is an answer (a node index)
+            return v
+        time.sleep(interval)
+    raise BenchError(f"timed out after {timeout} s waiting for {what}")
+
+
+def pause(seconds):
+    if STOP.wait(seconds):
+        raise BenchError("interrupted")
+
+
+def key_name(i):
+    return f"key-{i:012d}"  # 16 bytes
+
+
+def value_for(i, tag, seq):
+    v = f"{i:05d}.{tag}.{seq:010d}."
+    return v + "x" * (32 - len(v))  # 32 bytes
+
+
+def b64(s):
+    return base64.b64encode(s.encode()).decode()
+
+
+def unb64(s):
+    return base64.b64decode(s).decode()
+
+
+# ---------------------------------------------------------------------------------------------
+# The clusters. Both offer the same small interface to the cells, the checks and the failover.
+
+class Raftkv:
+    system = "raftkv"
+
+    def __init__(self, procs, run_dir):
+        self.procs = procs
+        ports = free_ports(6)
+        self.nodes = []
+        for i in range(3):
+            self.nodes.append({
+                "name": f"node{i + 1}", "http": f"127.0.0.1:{ports[2 * i]}",
+                "raft": f"127.0.0.1:{ports[2 * i + 1]}",
+                "dir": os.path.join(run_dir, "raftkv", f"node{i + 1}"),
+                "log": os.path.join(run_dir, f"raftkv-node{i + 1}.log"), "proc": None})
+
+    def start(self, i):
+        n = self.nodes[i]
+        args = [RAFTKV_BIN, "--id", n["name"], "--bind", n["raft"], "--http", n["http"],
+                "--datadir", n["dir"]]
+        # On an existing data directory (a restart) raftkv ignores --bootstrap and --join.
+        args += ["--bootstrap"] if i == 0 else ["--join", self.nodes[0]["http"]]
+        n["proc"] = self.procs.spawn(args, n["log"])
+
+    def start_cluster(self):
+        for n in self.nodes:
+            os.makedirs(n["dir"], exist_ok=True)
+        self.start(0)
+        wait_for(lambda: (self.status(0) or {}).get("role") == "Leader", 20, "raftkv node1 to lead")
+        self.start(1)
+        self.start(2)
+
+        def formed():
+            s = self.status(self.leader_index() if self.leader_index() is not None else 0)
+            if not s or len(s.get("members", [])) != 3:
+                return False
+            if any(m.get("role") != "voter" for m in s["members"]):
+                return False
+            return all(self.status(i) and self.status(i).get("leader") for i in range(3))
+        wait_for(formed, 60, "the raftkv cluster to have 3 voters")
+        self.converge()
+
+    def alive(self, i):
+        p = self.nodes[i]["proc"]
+        return p is not None and p.poll() is None
+
+    def check_alive(self):
+        for i, n in enumerate(self.nodes):
+            if not self.alive(i):
+                raise BenchError(f"raftkv {n['name']} exited (see {n['log']})")
+
+    def status(self, i):
+        return get_json(self.nodes[i]["http"], "/status", timeout=2)
+
+    def leader_index(self):
+        for i in range(3):
+            if not self.alive(i):
+                continue
+            s = self.status(i)
+            if s and s.get("role") == "Leader":
+                return i
+        return None
+
+    def addr(self, i):
+        return self.nodes[i]["http"]
+
+    def kill(self, i):
+        os.kill(self.nodes[i]["proc"].pid, signal.SIGKILL)
+        self.nodes[i]["proc"].wait()
+
+    def converge(self, timeout=CONVERGE_TIMEOUT_S):
+        """Waits until every live node has applied what the leader had committed."""
+        def commit():
+            li = self.leader_index()
+            s = self.status(li) if li is not None else None
+            return s and s["commit"]
+        c = wait_for(commit, timeout, "a raftkv leader")
+        wait_for(lambda: all((self.status(i) or {}).get("applied", -1) >= c
+                             for i in range(3) if self.alive(i)),
+                 timeout, f"raftkv nodes to apply index {c}")
+
+    def caught_up(self, i):
+        """Node i is a follower that knows the leader and has applied the leader's commit."""
+        li = self.leader_index()
+        if li is None or li == i:
+            return li == i
+        ls, s = self.status(li), self.status(i)
+        return bool(ls and s and s.get("leader") and s["applied"] >= ls["commit"])
+
+    # Key-value access for the checks (raise on a transport error).
+    def write(self, i, key, value, timeout=10, retry=True):
+        body = json.dumps({"value": value})
+        st, data = client(self.addr(i), timeout).req(
+            "POST", f"/keys/{key}/", body, {"Content-Type": "application/json"}, retry=retry)
+        return st == 200 and json.loads(data).get("value") == value, st
+
+    def read(self, i, key, stale=False):
+        st, data = client(self.addr(i)).req("GET", f"/keys/{key}/" + ("?stale" if stale else ""))
+        if st != 200:
+            return None
+        return json.loads(data)["value"]
+
+    def read_pool(self, i, stale, store):
+        keys = [key_name(k) for k in range(NKEYS)]
+        return pmap(lambda k: self.read(i, k, stale), keys)
+
+    def read_keys(self, i, keys):
+        return pmap(lambda k: self.read(i, k), keys)
+
+    def version(self):
+        return "raftkv"
+
+
+class Etcd:
+    system = "etcd"
+
+    def __init__(self, procs, run_dir):
+        self.procs = procs
+        ports = free_ports(6)
+        self.nodes = []
+        for i in range(3):
+            self.nodes.append({
+                "name": f"etcd{i + 1}", "http": f"127.0.0.1:{ports[2 * i]}",
+                "peer": f"127.0.0.1:{ports[2 * i + 1]}",
+                "dir": os.path.join(run_dir, "etcd", f"etcd{i + 1}"),
+                "log": os.path.join(run_dir, f"etcd{i + 1}.log"), "proc": None})
+        self.initial = ",".join(f"{n['name']}=http://{n['peer']}" for n in self.nodes)
+
+    def start(self, i):
+        n = self.nodes[i]
+        # Defaults otherwise: fsync on, 100 ms heartbeat, 1000 ms election timeout.
+        args = ["etcd", "--name", n["name"], "--data-dir", n["dir"],
+                "--listen-client-urls", f"http://{n['http']}",
+                "--advertise-client-urls", f"http://{n['http']}",
+                "--listen-peer-urls", f"http://{n['peer']}",
+                "--initial-advertise-peer-urls", f"http://{n['peer']}",
+                "--initial-cluster", self.initial, "--initial-cluster-state", "new",
+                "--initial-cluster-token", "raftkv-bench", "--enable-v2=true",
+                "--logger=zap", "--log-outputs=stderr"]
+        n["proc"] = self.procs.spawn(args, n["log"])
+
+    def start_cluster(self):
+        for i in range(3):
+            self.start(i)
+        wait_for(lambda: self.leader_index() is not None and
+                 all(self.status(i) for i in range(3)), 60, "the etcd cluster to elect a leader")
+        self.converge()
+
+    alive = Raftkv.alive
+    addr = Raftkv.addr
+    kill = Raftkv.kill
+
+    def check_alive(self):
+        for i, n in enumerate(self.nodes):
+            if not self.alive(i):
+                raise BenchError(f"etcd {n['name']} exited (see {n['log']})")
+
+    def status(self, i):
+        return get_json(self.nodes[i]["http"], "/v3/maintenance/status", "POST", "{}", timeout=2)
+
+    def leader_index(self):
+        for i in range(3):
+            if not self.alive(i):
+                continue
+            s = self.status(i)
+            if s and s.get("leader") and s["leader"] == s["header"]["member_id"]:
+                return i
+        return None
+
+    def converge(self, timeout=CONVERGE_TIMEOUT_S):
+        def commit():
+            li = self.leader_index()
+            s = self.status(li) if li is not None else None
+            return s and int(s["raftIndex"])
+        c = wait_for(commit, timeout, "an etcd leader")
+        wait_for(lambda: all(int((self.status(i) or {}).get("raftAppliedIndex", -1)) >= c
+                             for i in range(3) if self.alive(i)),
+                 timeout, f"etcd members to apply index {c}")
+
+    def caught_up(self, i):
+        li = self.leader_index()
+        if li is None or li == i:
+            return li == i
+        ls, s = self.status(li), self.status(i)
+        return bool(ls and s and s.get("leader") and
+                    int(s["raftAppliedIndex"]) >= int(ls["raftIndex"]))
+
+    def write(self, i, key, value, timeout=10, retry=True, store="v3"):
+        if store == "v2":
+            st, _ = client(self.addr(i), timeout).req(
+                "PUT", f"/v2/keys/{key}", f"value={value}",
+                {"Content-Type": "application/x-www-form-urlencoded"}, retry=retry)
+            return st in (200, 201), st
+        body = json.dumps({"key": b64(key), "value": b64(value)})
+        st, _ = client(self.addr(i), timeout).req(
+            "POST", "/v3/kv/put", body, {"Content-Type": "application/json"}, retry=retry)
+        return st == 200, st
+
+    def range_prefix(self, i, prefix, serializable):
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        body = {"key": b64(prefix), "range_end": b64(end)}
+        if serializable:
+            body["serializable"] = True
+        st, data = client(self.addr(i), 60).req("POST", "/v3/kv/range", json.dumps(body),
+                                                {"Content-Type": "application/json"})
+        if st != 200:
+            raise BenchError(f"etcd range on {self.nodes[i]['name']}: HTTP {st}")
+        return {unb64(kv["key"]): unb64(kv.get("value", "")) for kv in
+                json.loads(data).get("kvs", [])}
+
+    def read_pool(self, i, stale, store):
+        if store == "v2":
+            # A v2 GET is served from the member's own store unless quorum=true.
+            q = "" if stale else "?quorum=true"
+            st, data = client(self.addr(i), 60).req("GET", "/v2/keys/" + q)
+            if st != 200:
+                raise BenchError(f"etcd v2 list on {self.nodes[i]['name']}: HTTP {st}")
+            got = {n["key"].lstrip("/"): n.get("value") for n in
+                   json.loads(data)["node"].get("nodes", [])}
+        else:
+            got = self.range_prefix(i, "key-", stale)
+        return [got.get(key_name(k)) for k in range(NKEYS)]
+
+    def read_keys(self, i, keys):
+        got = self.range_prefix(i, "f", False)
+        return [got.get(k) for k in keys]
+
+
+# ---------------------------------------------------------------------------------------------
+# Correctness: what is stored is what the load wrote, and every node agrees.
+
+class Store:
+    """One key space (raftkv's; etcd v3; etcd v2) and the value tags written into it."""
+
+    def __init__(self, cluster, kind):
+        self.cluster, self.kind = cluster, kind
+        self.ntags = 0
+        self.baseline = None  # the tag every key held before the current cell
+
+    def new_tag(self):
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+        t = digits[self.ntags // 36 % 36] + digits[self.ntags % 36]
+        self.ntags += 1
+        return t
+
+    def write(self, i, key, value):
+        if self.kind == "v2":
+            return self.cluster.write(i, key, value, store="v2")
+        return self.cluster.write(i, key, value)
+
+
+def set_every_key(store, label):
+    """Writes every key of the pool once, with a value unique to this round, through the
+    leader (VERIFY_THREADS writers, each key written by one of them only, so the last
+    acknowledged value of each key is known), then reads all keys back from every node
+    (linearizable) and compares exactly. Returns a list of problems."""
+    c = store.cluster
+    li = c.leader_index()
+    if li is None:
+        return [f"{label}: no leader"]
+    tag = store.new_tag()
+
+    def put(k):
+        for _ in range(20):  # a 503 was not applied: try again
+            try:
+                ok, st = store.write(li, key_name(k), value_for(k, tag, 1))
+            except (OSError, http.client.HTTPException) as e:
+                st = repr(e)
+                ok = False
+            if ok:
+                return None
+            if st not in (503,):
+                return f"write {key_name(k)}: {st}"
+            time.sleep(0.1)
+        return f"write {key_name(k)}: still 503"
+    problems = [p for p in pmap(put, range(NKEYS)) if p]
+    if problems:
+        return [f"{label}: {len(problems)} writes failed, e.g. {problems[0]}"]
+    store.baseline = tag
+    for i in range(3):
+        got = c.read_pool(i, False, store.kind)
+        bad = [k for k in range(NKEYS) if got[k] != value_for(k, tag, 1)]
+        if bad:
+            k = bad[0]
+            problems.append(f"{label}: {c.nodes[i]['name']} has {len(bad)} keys not at the "
+                            f"value just written, e.g. {key_name(k)} = {got[k]!r}, "
+                            f"expected {value_for(k, tag, 1)!r}")
+    return problems
+
+
+def verify_after_write_cell(store, label, tag, max_seq):
+    """After a write cell (wrk wrote random keys, values tagged `tag`, seq 1..max_seq): once
+    every node has applied the leader's commit index, each key holds a value that this cell
+    wrote to that key or the one it held before the cell, the same on every node (leader:
+    linearizable read; followers: stale). Then set_every_key. Returns a list of problems."""
+    c = store.cluster
+    c.converge()
+    li = c.leader_index()
+    problems = []
+    values = {}
+    for i in range(3):
+        values[i] = c.read_pool(i, i != li, store.kind)
+    from_cell = 0
+    for k in range(NKEYS):
+        v = values[li][k]
+        ok = False
+        if v is not None and len(v) == 32:
+            parts = v.split(".")
+            if len(parts) == 4 and parts[0] == f"{k:05d}" and parts[3] == "x" * 12:
+                if parts[1] == store.baseline and parts[2] == f"{1:010d}":
+                    ok = True
+                elif parts[1] == tag and parts[2].isdigit() and 1 <= int(parts[2]) <= max_seq:
+                    ok = True
+                    from_cell += 1
+        if not ok:
+            problems.append(f"{label}: {key_name(k)} holds {v!r}, which no write of this cell "
+                            f"or before it produced")
+        for i in range(3):
+            if values[i][k] != v:
+                problems.append(f"{label}: {key_name(k)} is {v!r} on the leader "
+                                f"{c.nodes[li]['name']} but {values[i][k]!r} on "
+                                f"{c.nodes[i]['name']}")
+        if len(problems) > 20:
+            problems.append(f"{label}: stopping after 20 problems")
+            break
+    log(f"  check: {from_cell} of {NKEYS} keys hold a value of this cell, all nodes agree"
+        if not problems else f"  check FAILED: {problems[0]}")
+    problems += set_every_key(store, label + " (rewrite)")
+    if not problems:
+        log(f"  check: every key rewritten once and read back exactly from all 3 nodes")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# wrk
+
+def run_wrk(cluster, cell, conns, tag, run_dir):
+    system, mode, target, _ = CELLS[cell]
+    li = cluster.leader_index()
+    if li is None:
+        raise BenchError(f"{system}: no leader before cell {cell}")
+    node = li if target == "leader" else (li + 1) % 3
+    url = f"http://{cluster.addr(node)}"
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{SECONDS}s", "--latency", "--timeout",
+           f"{WRK_TIMEOUT_S}s", "-s", LUA, url, "--", mode, tag, str(NKEYS),
+           str(WRK_MAX_REQUESTS), str(1000 + conns)]
+    cpu0 = cpu_snapshot()
+    out_path = os.path.join(run_dir, "wrk.out")
+    with open(out_path, "wb") as out:
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_child_setup)
+    try:
+        deadline = time.monotonic() + SECONDS + 60
+        while p.poll() is None:
+            if STOP.is_set():
+                raise BenchError("interrupted")
+            if time.monotonic() > deadline:
+                raise BenchError(f"wrk did not stop for cell {cell}")
+            time.sleep(0.1)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    with open(out_path, errors="replace") as f:
+        out = f.read()
+    with open(os.path.join(run_dir, "wrk.log"), "a") as f:
+        f.write(f"=== {cell} c={conns} {' '.join(cmd)}\n{out}\n")
+    for line in out.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            r = json.loads(line[len("BENCH_RESULT "):])
+            r["errors"] = r["non2xx"] + r["connect"] + r["read"] + r["write"] + r["timeout"]
+            r["node"] = cluster.nodes[node]["name"]
+            r["other_cpus"] = round(other_cpus(cpu0, cpu_snapshot()), 2)
+            return r
+    raise BenchError(f"wrk gave no result for cell {cell}:\n{out}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Failover: SIGKILL the leader under a steady write load, KILLS times.
+
+def failover(cluster, run_dir):
+    name = cluster.system
+    lock = threading.Lock()
+    acked = []  # (key, value, t_sent, t_ack)
+    failed = [0]
+    alive = set(range(3))
+    stop = threading.Event()
+
+    def writer(tid):
+        n = 0
+        for seq in range(FAILOVER_MAX_WRITES):
+            if stop.is_set() or STOP.is_set():
+                return
+            with lock:
+                nodes = sorted(alive)
+            node = nodes[(tid + n) % len(nodes)]
+            n += 1
+            key = f"fw{tid}-{seq:012d}"  # 16 bytes
+            if not attempt(node, key):
+                time.sleep(0.01)
+
+    def attempt(node, key):
+        value = key + "." + "x" * (31 - len(key))  # 32 bytes
+        t_sent = time.monotonic()
+        try:
+            ok, _ = cluster.write(node, key, value, timeout=FAILOVER_WRITE_TIMEOUT_S,
+                                  retry=False)
+        except (OSError, http.client.HTTPException):
+            ok = False
+        with lock:
+            if ok:
+                acked.append((key, value, t_sent, time.monotonic()))
+            else:
+                failed[0] += 1
+        return ok
+
+    def probe(kill, n, node):
+        attempt(node, f"fp{kill:02d}-{n:011d}")  # 16 bytes
+
+    threads = [threading.Thread(target=writer, args=(t,), daemon=True)
+               for t in range(FAILOVER_WRITERS)]
+    for t in threads:
+        t.start()
+    downtimes, problems = [], []
+    try:
+        pause(1)
+        for k in range(KILLS):
+            li = wait_for(lambda: cluster.leader_index(), FAILOVER_STEP_TIMEOUT_S,
+                          f"a {name} leader")
+            with lock:
+                alive.discard(li)
+            t0 = time.monotonic()
+            cluster.kill(li)
+
+            # The steady writers may all be waiting on writes sent before the kill (to a
+            # follower that forwarded them to the dead leader) until their timeout: probe
+            # with a fresh write every PROBE_INTERVAL_S too, so that the first write the
+            # cluster can take is seen when it can take it.
+            probes = 0
+
+            def first_write_after():
+                nonlocal probes
+                with lock:
+                    ts = [a[3] for a in acked[-5000:] if a[2] >= t0]
+                    nodes = sorted(alive)
+                if ts:
+                    return min(ts)
+                if probes < FAILOVER_MAX_PROBES:
+                    threading.Thread(target=probe, args=(k, probes, nodes[probes % len(nodes)]),
+                                     daemon=True).start()
+                    probes += 1
+                return None
+            try:
+                t1 = wait_for(first_write_after, FAILOVER_STEP_TIMEOUT_S,
+                              "a write through a surviving node", interval=PROBE_INTERVAL_S)
+                downtimes.append(t1 - t0)
+                log(f"  kill {k + 1}: {cluster.nodes[li]['name']} (leader) SIGKILLed; "
+                    f"first write after {1000 * (t1 - t0):.0f} ms")
+            except BenchError as e:
+                problems.append(f"{name} failover kill {k + 1}: {e}")
+                downtimes.append(float("inf"))
+            cluster.start(li)
+            wait_for(lambda: cluster.caught_up(li), 60,
+                     f"{cluster.nodes[li]['name']} to restart and catch up")
+            with lock:
+                alive.add(li)
+            pause(1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+    cluster.check_alive()
+    cluster.converge()
+    li = cluster.leader_index()
+    keys = [a[0] for a in acked]
+    got = cluster.read_keys(li, keys)
+    lost = [a[0] for a, g in zip(acked, got) if g != a[1]]
+    if lost:
+        problems.append(f"{name} failover: {len(lost)} acknowledged writes lost, e.g. {lost[:3]}")
+    log(f"  {name} failover: {len(acked)} writes acknowledged, {failed[0]} failed/refused, "
+        f"{len(lost)} acknowledged lost")
+    return {"downtimes_s": downtimes, "acked": len(acked), "failed": failed[0],
+            "lost": len(lost)}, problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot():
+    """(time, CPU seconds used by the whole machine, CPU seconds used by this benchmark: the
+    servers, this driver and its reaped children, i.e. wrk)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    busy = (sum(v[:8]) - v[3] - v[4]) / CLK_TCK  # all but idle and iowait; no guest time
+    ours = 0.0
+    for p in PROCS.procs:
+        try:
+            with open(f"/proc/{p.pid}/stat") as f:
+                st = f.read().rsplit(")", 1)[1].split()
+            ours += (int(st[11]) + int(st[12])) / CLK_TCK  # utime, stime
+        except (OSError, IndexError):
+            pass
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        ru = resource.getrusage(who)
+        ours += ru.ru_utime + ru.ru_stime
+    return time.monotonic(), busy, ours
+
+
+def other_cpus(a, b):
+    """CPUs kept busy by work other than this benchmark's between two snapshots, on average:
+    other work on the machine skews a cell, so every cell reports it."""
+    dt = b[0] - a[0]
+    return max(0.0, ((b[1] - a[1]) - (b[2] - a[2])) / dt) if dt > 0 else 0.0
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def fstype(path):
+    best, typ = "", "?"
+    with open("/proc/mounts") as f:
+        for line in f:
+            parts = line.split()
+            mnt = parts[1]
+            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                best, typ = mnt, parts[2]
+    return typ
+
+
+def stamp_info(run_dir):
+    commit = sh(["git", "rev-parse", "--short=12", "HEAD"])
+    if sh(["git", "status", "--porcelain", "--untracked-files=no"]):
+        commit += "-dirty"
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "nproc": sh(["nproc"]),
+        "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                     if l.startswith("model name")), "?"),
+        "raftkv_commit": commit,
+        "raftkv_bin": RAFTKV_BIN,
+        "etcd": sh(["etcd", "--version"]).splitlines()[0].replace("etcd Version: ", "")
+        if "etcd" in SYSTEMS else "-",
+        "wrk": sh(["wrk", "-v"]).split(" Copyright")[0].replace("wrk ", "").strip(),
+        "data_fs": fstype(run_dir),
+        "seconds": SECONDS, "conns": CONNS, "keys": NKEYS, "kills": KILLS,
+    }
+
+
+def fmt_rps(r):
+    if r is None:
+        return "-"
+    s = f"{r['rps']:,.0f}"
+    return s + (f" ⚠{r['errors']} err" if r["errors"] else "")
+
+
+def fmt_ms(us):
+    return f"{us / 1000:.2f}"
+
+
+def ratio(a, b):
+    if not a or not b or not b["rps"]:
+        return "-"
+    return f"{a['rps'] / b['rps']:.1f}x"
+
+
+def bar_lines(res, fo):
+    hi, lo = max(CONNS), min(CONNS)
+    out = []
+
+    def get(c, n):
+        return res.get((c, n))
+
+    def line(text, cond, nums):
+        out.append(f"- **{'PASS' if cond else 'MISS'}** {text}: {nums}")
+
+    def na(text, why):
+        out.append(f"- **n/a** {text}: {why}")
+
+    t = f"writes at {64} connections ≥10x etcd v3 puts, p99 below etcd's"
+    a, b = get("rk_write", 64), get("e3_put", 64)
+    if a and b:
+        line(t, a["rps"] >= 10 * b["rps"] and a["p99_us"] < b["p99_us"],
+             f"{a['rps']:,.0f} vs {b['rps']:,.0f} req/s = {a['rps'] / b['rps']:.1f}x; "
+             f"p99 {fmt_ms(a['p99_us'])} vs {fmt_ms(b['p99_us'])} ms")
+    else:
+        na(t, "cell not run")
+    t = "linearizable reads at 64 connections ≥5x etcd v3 linearizable ranges"
+    a, b = get("rk_read", 64), get("e3_range", 64)
+    if a and b:
+        line(t, a["rps"] >= 5 * b["rps"],
+             f"{a['rps']:,.0f} vs {b['rps']:,.0f} req/s = {a['rps'] / b['rps']:.1f}x")
+    else:
+        na(t, "cell not run")
+    t = "stale reads at 64 connections ≥80% of the raftkv ceiling"
+    a, b = get("rk_stale", 64), get("rk_ceiling", 64)
+    if a and b:
+        line(t, a["rps"] >= 0.8 * b["rps"],
+             f"{a['rps']:,.0f} vs {b['rps']:,.0f} req/s = {100 * a['rps'] / b['rps']:.0f}%")
+    else:
+        na(t, "cell not run")
+    t = "writes at 1 connection: p50 below etcd's"
+    a, b = get("rk_write", 1), get("e3_put", 1)
+    if a and b:
+        line(t, a["p50_us"] < b["p50_us"],
+             f"p50 {fmt_ms(a['p50_us'])} vs {fmt_ms(b['p50_us'])} ms")
+    else:
+        na(t, "cell not run")
+    t = "failover median ≤1.0 s with 0 acknowledged writes lost"
+    f = fo.get("raftkv")
+    if f and f["downtimes_s"]:
+        med = statistics.median(f["downtimes_s"])
+        line(t, med <= 1.0 and f["lost"] == 0,
+             f"median {med:.2f} s over {len(f['downtimes_s'])} kills, {f['lost']} of "
+             f"{f['acked']} acknowledged writes lost")
+    else:
+        na(t, "failover not run")
+    del hi, lo
+    return out
+
+
+def failover_row(name, f):
+    if not f:
+        return f"| {name} | - | - | - | - | - | - |"
+    d = f["downtimes_s"]
+    return (f"| {name} | {len(d)} | {min(d):.3f} | {statistics.median(d):.3f} | {max(d):.3f} | "
+            f"{f['acked']} | {f['lost']} |")
+
+
+def write_report(info, res, fo, problems, run_dir, save=True):
+    """Returns the Markdown report; with save, writes it, the chart and the raw numbers to
+    OUT (latest.* and a copy of the .md and .png named by time and commit)."""
+    stamp = (f"{info['date']} · {info['nproc']} CPUs ({info['cpu']}) · raftkv "
+             f"{info['raftkv_commit']} · etcd {info['etcd']} · wrk {info['wrk']}")
+    md = ["# raftkv vs etcd", "",
+          f"{stamp}  ", f"wrk -t1, {info['seconds']} s per cell, keys of 16 bytes from a pool of "
+          f"{info['keys']}, values of 32 bytes; 3 nodes of each on 127.0.0.1, fsync on, default "
+          f"election timing, data on {info['data_fs']}. Latencies in ms. "
+          f"Binary: `{info['raftkv_bin']}`." +
+          ("" if DEFAULT_RUN else " **Not the default run** (shortened or subset)."), ""]
+    if res:
+        oc = [r["other_cpus"] for r in res.values()]
+        md += [f"Other work on the machine during the cells (CPUs busy outside the "
+                     f"servers, wrk and the driver): {statistics.median(oc):.2f} median, "
+                     f"{max(oc):.2f} max of {info['nproc']}"
+                     + (": **the machine was shared, so the numbers are skewed**"
+                        if max(oc) > 0.25 else "") + ".", ""]
+    md.append("| cell | conns | raftkv req/s | p50 | p99 | etcd req/s | p50 | p99 "
+              "| raftkv/etcd | raftkv % of ceiling |")
+    md.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for label, rc, ec in ROWS:
+        for c in CONNS:
+            a = res.get((rc, c)) if rc else None
+            b = res.get((ec, c)) if ec else None
+            if a is None and b is None:
+                continue
+            ceil = res.get(("rk_ceiling", c))
+            pct = f"{100 * a['rps'] / ceil['rps']:.0f}%" if a and ceil and ceil["rps"] else "-"
+            md.append(f"| {label} | {c} | {fmt_rps(a)} | {fmt_ms(a['p50_us']) if a else '-'} | "
+                      f"{fmt_ms(a['p99_us']) if a else '-'} | {fmt_rps(b)} | "
+                      f"{fmt_ms(b['p50_us']) if b else '-'} | {fmt_ms(b['p99_us']) if b else '-'} "
+                      f"| {ratio(a, b)} | {pct} |")
+    errs = [(k, r) for k, r in sorted(res.items()) if r["errors"]]
+    md += ["", "Cells with errors (⚠): " + ("none." if not errs else "; ".join(
+        f"{k[0]} c={k[1]}: {r['non2xx']} non-2xx, {r['connect']} connect, {r['read']} read, "
+        f"{r['write']} write, {r['timeout']} timeout of {r['requests']}" for k, r in errs))]
+    if fo:
+        md += ["", f"## Failover ({KILLS} SIGKILLs of the leader under a steady write load of "
+               f"{FAILOVER_WRITERS} sequential writers through the surviving nodes)", "",
+               "| system | kills | min s | median s | max s | writes acknowledged | "
+               "acknowledged writes lost |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+               failover_row("raftkv", fo.get("raftkv")), failover_row("etcd", fo.get("etcd"))]
+    md += ["", "## The bar", ""] + bar_lines(res, fo)
+    md += ["", "## Correctness", "",
+           "Every write cell was followed by a check of every key on every node and a "
+           "rewrite-and-read-back of the whole pool (bench/README.md)." if not problems else
+           "**FAILED**:"] + [f"- {p}" for p in problems[:50]]
+    text = "\n".join(md) + "\n"
+    if not save:
+        return text
+    os.makedirs(OUT, exist_ok=True)
+    ts = time.strftime("%Y%m%d-%H%M%S")
+    base = f"{ts}-{info['raftkv_commit']}"
+    with open(os.path.join(OUT, "latest.md"), "w") as f:
+        f.write(text)
+    shutil.copy(os.path.join(OUT, "latest.md"), os.path.join(OUT, base + ".md"))
+    raw = {"info": info, "cells": [dict(cell=k[0], conns=k[1], **r) for k, r in res.items()],
+           "failover": fo, "problems": problems}
+    with open(os.path.join(OUT, "latest.json"), "w") as f:
+        json.dump(raw, f, indent=1)
+    if chart(info, res, os.path.join(OUT, "latest.png"), run_dir, stamp):
+        shutil.copy(os.path.join(OUT, "latest.png"), os.path.join(OUT, base + ".png"))
+    return text
+
+
+def chart(info, res, png, run_dir, stamp):
+    c = max(CONNS)
+    rows = []
+    for label, rc, ec in ROWS:
+        if rc == "rk_write_f" or rc == "rk_read_f":
+            a, b = res.get((rc, c)), None
+            lab = CHART_LABELS[rc]
+        else:
+            a, b = res.get((rc, c)), res.get((ec, c))
+            lab = CHART_LABELS[rc].replace(" v3", "") if ec and ec.startswith("e3") else \
+                CHART_LABELS[rc].replace(" v3", " (etcd v2)") if ec and ec.startswith("e2") else \
+                CHART_LABELS[rc]
+        if a is None and b is None:
+            continue
+        rows.append((lab, a["rps"] if a else "NaN", b["rps"] if b else "NaN"))
+    if not rows or not shutil.which("gnuplot"):
+        return False
+    dat = os.path.join(run_dir, "chart.dat")
+    with open(dat, "w") as f:
+        for lab, a, b in rows:
+            f.write(f'"{lab}" {a} {b}\n')
+    vals = [v for r in rows for v in r[1:] if v != "NaN" and v > 0]
+    ymin = 10 ** math.floor(math.log10(min(vals) / 2)) if vals else 1
+    plots = ", ".join(
+        f'"{dat}" using {col}:xtic(1) title "{name}" lc rgb "{color}"'
+        for col, name, color in ((2, "raftkv", "#1f77b4"), (3, "etcd", "#ff7f0e"))
+        if any(r[col - 1] != "NaN" for r in rows))
+    gp = f"""
+set terminal pngcairo size 1200,650 font "sans,10"
+set output "{png}"
+set title "raftkv vs etcd, 3 nodes, {c} connections, wrk -t1, {info['seconds']} s per cell\\n{stamp}"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set logscale y
+set yrange [{ymin}:*]
+set ylabel "requests/s (log scale)"
+set grid ytics
+set key top right
+set xtics rotate by -20 left
+plot {plots}
+"""
+    r = subprocess.run(["gnuplot"], input=gp, capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        log(f"gnuplot failed: {r.stderr.strip()}")
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+
+def pick_tmp_parent():
+    p = os.environ.get("BENCH_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    if not os.environ.get("BENCH_TMPDIR") and fstype(os.path.abspath(p)) in ("tmpfs", "ramfs"):
+        p = BUILD_DIR  # the data must be on the real disk: fsync must cost what it costs
+    os.makedirs(p, exist_ok=True)
+    return p
+
+
+def main():
+    for tool in ["wrk"] + (["etcd"] if "etcd" in SYSTEMS else []):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} not found; run scripts/install-deps.sh --bench")
+    if "raftkv" in SYSTEMS and not os.access(RAFTKV_BIN, os.X_OK):
+        sys.exit(f"bench: {RAFTKV_BIN} not found; build it (make bench does) or set RAFTKV_BIN")
+
+    # A signal only sets STOP, which every wait and worker checks within 0.1 s: raising in the
+    # main thread at an arbitrary point could leave a lock of the thread pool held forever.
+    # A second signal gives up at once (the children die with this process: PDEATHSIG).
+    def on_signal(signum, frame):
+        if STOP.is_set():
+            os._exit(130)
+        log("bench: interrupted; stopping")
+        STOP.set()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    run_dir = tempfile.mkdtemp(prefix="raftkv-bench-", dir=pick_tmp_parent())
+    info = stamp_info(run_dir)
+    log(f"bench: run directory {run_dir} ({info['data_fs']}); {SECONDS} s per cell, "
+        f"connections {CONNS}, cells {','.join(SELECTED) or 'none'}, {KILLS} kills")
+    global PROCS
+    procs = PROCS = Procs()
+    res, fo, problems = {}, {}, []
+    status = 0
+    try:
+        clusters, stores = {}, {}
+        if "raftkv" in SYSTEMS:
+            clusters["raftkv"] = Raftkv(procs, run_dir)
+        if "etcd" in SYSTEMS:
+            clusters["etcd"] = Etcd(procs, run_dir)
+        for name, c in clusters.items():
+            log(f"starting {name}: " + ", ".join(n["http"] for n in c.nodes))
+            c.start_cluster()
+            li = c.leader_index()
+            log(f"  {name} leader: {c.nodes[li]['name']}")
+        if "raftkv" in clusters:
+            stores["raftkv"] = Store(clusters["raftkv"], "raftkv")
+        if "etcd" in clusters:
+            stores["v3"] = Store(clusters["etcd"], "v3")
+            stores["v2"] = Store(clusters["etcd"], "v2")
+        for s, st in stores.items():
+            log(f"preloading {NKEYS} keys into {s} and reading them back from every node")
+            problems += set_every_key(st, f"preload {s}")
+        if problems:
+            raise BenchError("preload failed: " + problems[0])
+
+        for cell in SELECTED:
+            system, mode, target, store_name = CELLS[cell]
+            c = clusters[system]
+            for conns in CONNS:
+                c.check_alive()
+                store = stores.get(store_name)
+                tag = store.new_tag() if store else "zz"
+                r = run_wrk(c, cell, conns, tag, run_dir)
+                res[(cell, conns)] = r
+                log(f"{cell:13s} c={conns:<3d} {r['rps']:>10,.0f} req/s  p50 "
+                    f"{fmt_ms(r['p50_us'])} ms  p99 {fmt_ms(r['p99_us'])} ms  on {r['node']}"
+                    f"  (other work: {r['other_cpus']:.2f} CPUs)"
+                    + (f"  ERRORS {r['errors']} (non-2xx {r['non2xx']}, timeout {r['timeout']},"
+                       f" socket {r['connect'] + r['read'] + r['write']})"
+                       if r["errors"] else ""))
+                if store:
+                    problems += verify_after_write_cell(store, f"{cell} c={conns}", tag,
+                                                        r["max_seq"])
+                c.check_alive()
+
+        if KILLS > 0:
+            for name, c in clusters.items():
+                log(f"failover: {KILLS} leader kills on {name}")
+                f, p = failover(c, run_dir)
+                fo[name] = f
+                problems += p
+                d = f["downtimes_s"]
+                log(f"  {name} failover: min {min(d):.3f} s, median "
+                    f"{statistics.median(d):.3f} s, max {max(d):.3f} s")
+    except BenchError as e:
+        log(f"bench: {e}")
+        status = 130 if STOP.is_set() else 2
+    finally:
+        STOP.set()
+        log("stopping every process")
+        procs.stop_all()
+    try:
+        if status == 2:
+            for f in sorted(os.listdir(run_dir)):
+                if f.endswith(".log") and f != "wrk.log":
+                    with open(os.path.join(run_dir, f), errors="replace") as fh:
+                        tail = fh.readlines()[-8:]
+                    print(f"--- last lines of {f}:\n" + "".join(tail), end="")
+        if status in (0, 2) and (res or fo):
+            # A run that could not finish prints what it has but keeps the last report.
+            text = write_report(info, res, fo, problems, run_dir, save=status == 0)
+            print()
+            print(text)
+            if status == 0:
+                log(f"wrote {os.path.join(OUT, 'latest.md')}, latest.png, latest.json")
+    finally:
+        if KEEP:
+            log(f"kept {run_dir}")
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    if problems:
+        log(f"bench: {len(problems)} correctness problems; first: {problems[0]}")
+        return 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
