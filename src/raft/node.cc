@@ -610,6 +610,14 @@ bool Node::MaybeSendAppend(NodeId to, bool send_if_empty) {
     // Raft paper 7: the follower needs entries that were compacted away.
     const Snapshot& snap = log_.LatestSnapshot();
     RAFT_ASSERT(!snap.IsEmpty(), "entries compacted without a snapshot");
+    if (snap.streamed) {
+      // This node became leader right after restoring from a snapshot that
+      // was streamed to its driver, before the Ready that installs it was
+      // advanced: the core does not have the image, and an empty one must
+      // never go out as if it were the state. Once advanced, storage holds
+      // the image and the next heartbeat response retries.
+      return false;
+    }
     pr->BecomeSnapshot(snap.meta.index);
     SendSnapshotChunk(to, pr);
     return true;
@@ -625,6 +633,10 @@ bool Node::MaybeSendAppend(NodeId to, bool send_if_empty) {
 
 void Node::SendSnapshotChunk(NodeId to, Progress* pr) {
   const Snapshot& snap = log_.LatestSnapshot();
+  // MaybeSendAppend starts no transfer from a streamed snapshot, and a
+  // leader never restores one.
+  RAFT_ASSERT(!snap.streamed, "sending the image of a streamed snapshot at " +
+                                  std::to_string(snap.meta.index) + ", which the core lacks");
   if (snap.meta.index != pr->pending_snapshot) {
     // A newer snapshot was taken since the transfer started: send that one.
     pr->BecomeSnapshot(snap.meta.index);
@@ -815,30 +827,39 @@ void Node::HandleSnapshotChunk(const Message& m) {
     Send(std::move(resp));
     return;
   }
-  if (m.snap_offset == 0) incoming_snap_ = Snapshot{meta, std::string()};
+  if (m.snap_offset == 0) incoming_snap_ = IncomingSnapshot{meta, 0};
   Message resp;
   resp.to = m.from;
   resp.snap_meta = meta;
   if (!incoming_snap_ || incoming_snap_->meta != meta ||
-      incoming_snap_->data.size() != m.snap_offset) {
+      incoming_snap_->next_offset != m.snap_offset) {
     // Out of order or a different snapshot: name the offset we can accept.
     bool same = incoming_snap_ && incoming_snap_->meta == meta;
     resp.type = MessageType::kSnapResp;
-    resp.snap_offset = same ? incoming_snap_->data.size() : 0;
+    resp.snap_offset = same ? incoming_snap_->next_offset : 0;
     resp.reject = true;
     Send(std::move(resp));
     return;
   }
-  incoming_snap_->data += m.snap_data;
+  // The driver stores the chunk before this node's answer leaves (types.h,
+  // Ready, step 0); the core keeps only the offset, never the image.
+  snap_chunks_.push_back(SnapshotChunk{meta, m.snap_offset, m.snap_data, m.snap_done});
+  incoming_snap_->next_offset += m.snap_data.size();
   if (!m.snap_done) {
     resp.type = MessageType::kSnapResp;
-    resp.snap_offset = incoming_snap_->data.size();
+    resp.snap_offset = incoming_snap_->next_offset;
     Send(std::move(resp));
     return;
   }
-  Snapshot snap = std::move(*incoming_snap_);
   incoming_snap_.reset();
-  Restore(snap);
+  if (!Restore(Snapshot{meta, std::string(), /*streamed=*/true})) {
+    // We already had the snapshot's last entry (Figure 13, receiver step
+    // 6): the log is kept and the image is not installed. The final chunk
+    // is not handed out, so the driver never completes this transfer; its
+    // stored chunks are replaced by the next transfer (or dropped on
+    // restart).
+    snap_chunks_.pop_back();
+  }
   // Our log now matches the leader's up to the snapshot (and no further
   // is known: entries we kept after it are unverified).
   resp.type = MessageType::kAppResp;
@@ -1004,7 +1025,9 @@ void Node::Send(Message m) {
 
 bool Node::HasReady() const {
   if (ready_outstanding_) return false;
-  if (pending_broadcast_ || !msgs_.empty() || !read_states_.empty()) return true;
+  if (pending_broadcast_ || !msgs_.empty() || !read_states_.empty() || !snap_chunks_.empty()) {
+    return true;
+  }
   if (SoftState{leader_, role_} != prev_soft_) return true;
   if (HardState{term_, vote_, log_.committed()} != prev_hard_) return true;
   if (log_.SnapshotToPersist() || log_.HasUnstableToPersist()) return true;
@@ -1035,6 +1058,10 @@ Ready Node::GetReady() {
     applied = rd.snapshot->meta.index;
     rd.must_sync = true;
   }
+  // Each chunk is acknowledged by a kSnapResp of this Ready: stored first.
+  rd.snapshot_chunks = std::move(snap_chunks_);
+  snap_chunks_.clear();
+  if (!rd.snapshot_chunks.empty()) rd.must_sync = true;
   rd.entries = log_.TakeUnstableToPersist();
   if (!rd.entries.empty()) rd.must_sync = true;
   rd.committed_entries = log_.CommittedAfter(applied, cfg_.max_committed_bytes_per_ready);

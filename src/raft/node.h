@@ -253,8 +253,19 @@ class Node {
   std::map<NodeId, uint64_t> acked_round_;  // Highest round each peer acknowledged.
   std::vector<ReadState> read_states_;
 
-  // Follower: snapshot being received in chunks.
-  std::optional<Snapshot> incoming_snap_;
+  // Follower: the snapshot being received in chunks. Only its meta and the
+  // next offset expected are kept; every accepted chunk goes to the driver
+  // (snap_chunks_, then Ready::snapshot_chunks), which stores it. Volatile:
+  // after a restart the transfer starts over from offset 0.
+  struct IncomingSnapshot {
+    SnapshotMeta meta;
+    uint64_t next_offset = 0;
+  };
+  std::optional<IncomingSnapshot> incoming_snap_;
+  // Chunks accepted since the last GetReady (one in the normal flow: the
+  // leader sends the next chunk only once this one's kSnapResp, which
+  // leaves with the Ready that carries it, has arrived).
+  std::vector<SnapshotChunk> snap_chunks_;
 
   // Ready bookkeeping.
   std::vector<Message> msgs_;

@@ -44,8 +44,32 @@ void MemoryStorage::Append(const std::vector<Entry>& entries) {
   }
 }
 
+Status MemoryStorage::WriteSnapshotChunk(const SnapshotChunk& chunk) {
+  if (chunk.offset != 0 && (!receiving_ || receiving_done_ || receiving_->meta != chunk.meta ||
+                            receiving_->data.size() != chunk.offset)) {
+    return Status(Code::kInvalidArgument,
+                  "snapshot chunk at offset " + std::to_string(chunk.offset) + " of index " +
+                      std::to_string(chunk.meta.index) + " does not continue the transfer");
+  }
+  if (chunk.offset == 0) {
+    receiving_ = Snapshot{chunk.meta, std::string()};
+    receiving_done_ = false;
+  }
+  receiving_->data += chunk.data;
+  receiving_done_ = chunk.done;
+  return Status::Ok();
+}
+
 void MemoryStorage::ApplySnapshot(const Snapshot& snapshot) {
-  snapshot_ = snapshot;
+  if (snapshot.streamed) {
+    RAFT_ASSERT(receiving_ && receiving_done_ && receiving_->meta == snapshot.meta,
+                "streamed snapshot at " + std::to_string(snapshot.meta.index) +
+                    " applied without its chunks");
+    snapshot_ = std::move(*receiving_);
+    receiving_.reset();
+  } else {
+    snapshot_ = snapshot;
+  }
   entries_.clear();
   entries_.push_back(Entry{snapshot.meta.term, snapshot.meta.index, EntryType::kNormal, {}});
 }

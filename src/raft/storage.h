@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <vector>
 
 #include "raft/status.h"
@@ -62,7 +63,15 @@ class MemoryStorage : public Storage {
   // Appends entries; an entry at an existing index truncates the log from there.
   // Entries must be contiguous and start at or before LastIndex()+1.
   void Append(const std::vector<Entry>& entries);
-  // Replaces the whole log with a snapshot received from the leader.
+  // Stores one chunk of a snapshot being received from the leader
+  // (Ready::snapshot_chunks): a chunk at offset 0 starts a transfer over;
+  // any other must continue the current transfer (same meta) at the end of
+  // what it stored, or it is refused with kInvalidArgument and nothing
+  // changes. The image is kept aside until ApplySnapshot installs it.
+  Status WriteSnapshotChunk(const SnapshotChunk& chunk);
+  // Replaces the whole log with a snapshot received from the leader. A
+  // streamed snapshot takes its image from the transfer that chunks with the
+  // same meta completed (asserted).
   void ApplySnapshot(const Snapshot& snapshot);
   // Records a snapshot of the state machine taken at applied index `index`
   // (FirstIndex()-1 <= index <= LastIndex()). Does not drop entries.
@@ -75,6 +84,10 @@ class MemoryStorage : public Storage {
  private:
   HardState hard_state_;
   Snapshot snapshot_;
+  // The snapshot being received in chunks (meta and image so far), and
+  // whether its last chunk has been stored.
+  std::optional<Snapshot> receiving_;
+  bool receiving_done_ = false;
   // entries_[0] is a placeholder for the entry at FirstIndex()-1 (only its
   // index and term are meaningful); entries_[i].index == entries_[0].index + i.
   std::deque<Entry> entries_{Entry{}};

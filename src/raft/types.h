@@ -103,8 +103,30 @@ struct SnapshotMeta {
 struct Snapshot {
   SnapshotMeta meta;
   std::string data;  // Opaque state-machine image.
+  // Only in Ready::snapshot, for a snapshot received from the leader: the
+  // image was handed to the driver chunk by chunk in Ready::snapshot_chunks
+  // (this Ready's and earlier ones'), so `data` is empty and the driver
+  // builds the image from the chunks it stored. A Storage never returns a
+  // streamed snapshot.
+  bool streamed = false;
   bool IsEmpty() const { return meta.index == 0; }
   bool operator==(const Snapshot&) const = default;
+};
+
+// One chunk of a snapshot being received from the leader (a kSnap message
+// the follower accepted), handed to the driver in Ready::snapshot_chunks.
+// The chunks of one transfer come in order: offset 0 starts a transfer (and
+// abandons any earlier one, finished or not), every other chunk continues
+// the current transfer at the end of what was stored, and the one with
+// done=true completes it. A transfer may be abandoned without notice (a
+// newer snapshot, a restart, or the follower already having the entries);
+// its chunks are then simply never completed.
+struct SnapshotChunk {
+  SnapshotMeta meta;
+  uint64_t offset = 0;
+  std::string data;
+  bool done = false;
+  bool operator==(const SnapshotChunk&) const = default;
 };
 
 enum class MessageType : uint8_t {
@@ -168,11 +190,18 @@ struct SoftState {
 };
 
 // What the driver must do, in this order:
+//   0. Store `snapshot_chunks`, in order (see SnapshotChunk). Each chunk
+//      acknowledges itself: the kSnapResp for it is among `messages`, so
+//      the chunk must be stored (fsynced: must_sync is true) before step 3.
+//      The core keeps only the meta and next offset of the transfer.
 //   1. If snapshot is set, install it in storage (it replaces the log up to
-//      its index and resets the state machine).
+//      its index and resets the state machine). If snapshot->streamed, its
+//      data is empty: the image is the one the chunks stored in step 0 (and
+//      earlier Readys) complete, the last of them with done=true.
 //   2. Append `entries` to storage (an entry at an existing index replaces
 //      that entry and everything after it) and persist hard_state if set.
-//      Both must be durable (fsynced) before step 3 when must_sync is true.
+//      Steps 0-2 must be durable (fsynced) before step 3 when must_sync is
+//      true.
 //   3. Send `messages`.
 //   4. Apply `committed_entries` in order, and serve `read_states` once the
 //      state machine has applied their index.
@@ -181,6 +210,7 @@ struct Ready {
   std::optional<SoftState> soft_state;
   std::optional<HardState> hard_state;
   std::optional<Snapshot> snapshot;
+  std::vector<SnapshotChunk> snapshot_chunks;
   std::vector<Entry> entries;
   std::vector<Message> messages;
   std::vector<Entry> committed_entries;
@@ -188,8 +218,8 @@ struct Ready {
   bool must_sync = false;
 
   bool Empty() const {
-    return !soft_state && !hard_state && !snapshot && entries.empty() && messages.empty() &&
-           committed_entries.empty() && read_states.empty();
+    return !soft_state && !hard_state && !snapshot && snapshot_chunks.empty() && entries.empty() &&
+           messages.empty() && committed_entries.empty() && read_states.empty();
   }
 };
 

@@ -49,6 +49,10 @@ raft::Status WalLogStore::SaveSnapshot(raft::Index index, const raft::ConfState&
 }
 
 void MemoryLogStore::Persist(const raft::Ready& rd, Done done) {
+  for (const raft::SnapshotChunk& c : rd.snapshot_chunks) {
+    raft::Status s = storage_.WriteSnapshotChunk(c);
+    if (!s.ok()) return done(std::move(s));
+  }
   if (rd.snapshot) storage_.ApplySnapshot(*rd.snapshot);
   storage_.Append(rd.entries);
   if (rd.hard_state) storage_.SetHardState(*rd.hard_state);

@@ -44,8 +44,12 @@ class LogStore {
   // and every SaveSnapshot. Must outlive the Node.
   virtual const raft::Storage& storage() const = 0;
 
-  // Driver thread. Starts making rd.snapshot, rd.entries and rd.hard_state
-  // durable, in that order, synced before completion when rd.must_sync.
+  // Driver thread. Starts making rd.snapshot_chunks, rd.snapshot,
+  // rd.entries and rd.hard_state durable, in that order, synced before
+  // completion when rd.must_sync. Chunks are stored as they come (never the
+  // whole image at once); a streamed rd.snapshot is installed from the file
+  // its chunks completed, and once `done` runs storage().LatestSnapshot()
+  // holds its image.
   // `rd` stays alive and its snapshot, entries and hard state unchanged until
   // `done` runs (the driver only moves out rd.messages and rd.read_states).
   // `done` runs exactly once, on the driver thread, after storage() reflects

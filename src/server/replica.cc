@@ -366,8 +366,16 @@ void Replica::Flush() {
 void Replica::OnPersisted(raft::Status s) {
   if (!s.ok()) return OnStorageFailed(std::move(s));
   raft::Ready& rd = *inflight_;
-  // 1. A snapshot from the leader replaces the state machine.
-  if (rd.snapshot) InstallSnapshot(*rd.snapshot);
+  // 1. A snapshot from the leader replaces the state machine. A streamed
+  // one's image is the file its chunks built, now the store's latest.
+  if (rd.snapshot) {
+    const raft::Snapshot& image =
+        rd.snapshot->streamed ? store_->storage().LatestSnapshot() : *rd.snapshot;
+    RAFT_ASSERT(image.meta == rd.snapshot->meta,
+                "the stored snapshot is not the one the Ready installs, at index " +
+                    std::to_string(rd.snapshot->meta.index));
+    InstallSnapshot(image);
+  }
   // 2. Votes and acknowledgements, now that what they promise is stored.
   if (!send_after_persist_.empty()) send_(std::move(send_after_persist_));
   send_after_persist_.clear();

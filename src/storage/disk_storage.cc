@@ -193,6 +193,7 @@ std::string RecoveryInfo::ToString() const {
 Update Update::FromReady(const raft::Ready& rd) {
   Update u;
   u.hard_state = rd.hard_state;
+  u.snapshot_chunks = rd.snapshot_chunks;
   if (rd.snapshot) u.snapshot = std::make_shared<raft::Snapshot>(*rd.snapshot);
   u.entries = rd.entries;
   return u;
@@ -251,6 +252,7 @@ Status DiskStorage::Open(const std::string& dir, const StorageOptions& options,
   wo.max_queued_bytes = options.max_queued_bytes;
   wo.fsync = options.fsync;
   wo.env = env;
+  wo.max_snapshot_bytes = options.max_snapshot_bytes;
   Replayer rp;
   rp.snapshot_index = snap.meta.index;
   s = Wal::Open(
@@ -310,7 +312,10 @@ Status DiskStorage::Submit(const Update& update, WalCallback done) {
     if (!s.ok()) return s;
   }
   WalBatch b;
-  if (update.snapshot) b.SetSnapshot(update.snapshot);
+  for (const raft::SnapshotChunk& c : update.snapshot_chunks) b.AddSnapshotChunk(c);
+  std::shared_ptr<raft::Snapshot> received;
+  if (update.snapshot && update.snapshot->streamed) received = std::make_shared<raft::Snapshot>();
+  if (update.snapshot) b.SetSnapshot(update.snapshot, received);
   for (size_t i = 0; i < update.entries.size(); i++) {
     if (i > 0) {
       RAFT_ASSERT(update.entries[i].index == update.entries[i - 1].index + 1,
@@ -319,11 +324,21 @@ Status DiskStorage::Submit(const Update& update, WalCallback done) {
     b.AddEntry(update.entries[i]);
   }
   if (update.hard_state) b.SetHardState(*update.hard_state);
-  return wal_->Submit(std::move(b), std::move(done));
+  Status s = wal_->Submit(std::move(b), std::move(done));
+  if (s.ok() && received) received_.push_back(std::move(received));
+  return s;
 }
 
 void DiskStorage::Apply(const Update& update) {
-  if (update.snapshot) mem_.ApplySnapshot(*update.snapshot);
+  if (update.snapshot && update.snapshot->streamed) {
+    RAFT_ASSERT(!received_.empty() && received_.front()->meta == update.snapshot->meta,
+                "Apply of a streamed snapshot at " + std::to_string(update.snapshot->meta.index) +
+                    " out of submission order");
+    mem_.ApplySnapshot(std::move(*received_.front()));
+    received_.pop_front();
+  } else if (update.snapshot) {
+    mem_.ApplySnapshot(*update.snapshot);
+  }
   mem_.Append(update.entries);
   if (update.hard_state) mem_.SetHardState(*update.hard_state);
 }

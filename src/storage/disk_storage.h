@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -68,11 +69,18 @@ struct RecoveryInfo {
 // What one Ready asks to persist.
 struct Update {
   std::optional<raft::HardState> hard_state;
-  std::shared_ptr<const raft::Snapshot> snapshot;  // A snapshot from the leader.
+  // Chunks of a snapshot being received from the leader, streamed to disk
+  // (docs/wal-format.md, "Snapshots received from the leader").
+  std::vector<raft::SnapshotChunk> snapshot_chunks;
+  // A snapshot from the leader: whole, or streamed (its image is the file
+  // that a chunk of this update completes).
+  std::shared_ptr<const raft::Snapshot> snapshot;
   std::vector<raft::Entry> entries;
 
   static Update FromReady(const raft::Ready& rd);
-  bool empty() const { return !hard_state && !snapshot && entries.empty(); }
+  bool empty() const {
+    return !hard_state && snapshot_chunks.empty() && !snapshot && entries.empty();
+  }
 };
 
 class DiskStorage : public raft::Storage {
@@ -104,6 +112,8 @@ class DiskStorage : public raft::Storage {
   Status Submit(const Update& update, WalCallback done);
   // Makes a durable update visible through raft::Storage. Call for each
   // update whose completion was ok, in submission order, before Node::Advance.
+  // A streamed snapshot becomes LatestSnapshot() with the image the writer
+  // thread read back from its file.
   void Apply(const Update& update);
   // Submit, wait for the completion, Apply. Blocks the caller for an fsync.
   Status Save(const Update& update);
@@ -130,6 +140,9 @@ class DiskStorage : public raft::Storage {
   Env* const env_;
   raft::MemoryStorage mem_;
   std::unique_ptr<Wal> wal_;
+  // Driver thread: for each submitted update with a streamed snapshot, in
+  // submission order, where the writer thread puts its image for Apply.
+  std::deque<std::shared_ptr<raft::Snapshot>> received_;
 };
 
 }  // namespace raftkv::storage

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "raft/status.h"
+
 namespace raftkv::storage {
 
 void PutU8(std::string* out, uint8_t v) { out->push_back(static_cast<char>(v)); }
@@ -71,6 +73,23 @@ bool Decoder::Bytes(size_t n, std::string_view* v) {
 
 uint64_t Checksum(std::string_view data, uint64_t seed) {
   return XXH3_64bits_withSeed(data.data(), data.size(), seed);
+}
+
+StreamingChecksum::StreamingChecksum() : state_(XXH3_createState()) {
+  RAFT_ASSERT(state_ != nullptr, "XXH3_createState: out of memory");
+  Reset();
+}
+
+StreamingChecksum::~StreamingChecksum() { XXH3_freeState(static_cast<XXH3_state_t*>(state_)); }
+
+void StreamingChecksum::Reset() { XXH3_64bits_reset(static_cast<XXH3_state_t*>(state_)); }
+
+void StreamingChecksum::Update(std::string_view data) {
+  XXH3_64bits_update(static_cast<XXH3_state_t*>(state_), data.data(), data.size());
+}
+
+uint64_t StreamingChecksum::Digest() const {
+  return XXH3_64bits_digest(static_cast<const XXH3_state_t*>(state_));
 }
 
 size_t BeginRecord(std::string* out) {

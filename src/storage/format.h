@@ -84,8 +84,11 @@ struct SnapshotHeader {
   uint64_t cluster_id = 0;
   uint64_t node_id = 0;
   raft::SnapshotMeta meta;
-  uint64_t data_bytes = 0;
+  uint64_t data_bytes = 0;  // kStreamedDataBytes: the data runs to the trailer.
 };
+// data_bytes of a snapshot received from the leader in chunks, whose length
+// was not known when its header was written (docs/wal-format.md).
+inline constexpr uint64_t kStreamedDataBytes = ~0ULL;
 
 void AppendEntryRecord(const raft::Entry& e, std::string* out);
 void AppendHardStateRecord(const raft::HardState& hs, std::string* out);
@@ -106,6 +109,21 @@ bool DecodeSnapshotHeader(std::string_view payload, SnapshotHeader* h);
 bool DecodeSegmentEnd(std::string_view payload, uint64_t* next_seq);
 
 uint64_t Checksum(std::string_view data, uint64_t seed = 0);
+
+// Checksum(data) (seed 0) of data given in pieces. Not thread-safe.
+class StreamingChecksum {
+ public:
+  StreamingChecksum();
+  ~StreamingChecksum();
+  StreamingChecksum(const StreamingChecksum&) = delete;
+  StreamingChecksum& operator=(const StreamingChecksum&) = delete;
+  void Reset();
+  void Update(std::string_view data);
+  uint64_t Digest() const;
+
+ private:
+  void* state_;  // XXH3_state_t, kept out of this header.
+};
 
 // File names.
 std::string SegmentFileName(uint64_t seq);

@@ -2,8 +2,6 @@
 
 #include <vector>
 
-#include "storage/format.h"
-
 namespace raftkv::storage {
 
 Status WriteSnapshotFile(Env* env, const std::string& dir, uint64_t cluster_id, uint64_t node_id,
@@ -59,6 +57,15 @@ Status ReadSnapshotFile(Env* env, const std::string& path, uint64_t cluster_id, 
                           std::to_string(cluster_id) + " node " + std::to_string(node_id));
   }
   uint64_t data_at = rec.size;
+  if (h.data_bytes == kStreamedDataBytes) {
+    // Received from the leader: the data runs to the trailer that ends the
+    // file. A short file has no trailer there; its magic and checksum fail.
+    if (file.size() - data_at < 16) {
+      return corrupt(file.size(), "truncated: a 16-byte trailer expected after offset " +
+                                      std::to_string(data_at));
+    }
+    h.data_bytes = file.size() - data_at - 16;
+  }
   if (file.size() - data_at < 16 || file.size() - data_at - 16 < h.data_bytes) {
     return corrupt(file.size(), "truncated: " + std::to_string(h.data_bytes) +
                                     " data bytes and a 16-byte trailer expected from offset " +
@@ -92,6 +99,90 @@ Status RemoveSnapshotsBefore(Env* env, const std::string& dir, raft::Index keep_
     }
   }
   return Status::Ok();
+}
+
+SnapshotReceiver::SnapshotReceiver(Env* env, std::string dir, uint64_t cluster_id, uint64_t node_id,
+                                   uint64_t max_file_bytes, bool sync)
+    : env_(env),
+      dir_(std::move(dir)),
+      cluster_id_(cluster_id),
+      node_id_(node_id),
+      max_file_bytes_(max_file_bytes),
+      sync_(sync) {}
+
+SnapshotReceiver::~SnapshotReceiver() = default;
+
+Status SnapshotReceiver::Write(const raft::SnapshotChunk& chunk, raft::Snapshot* completed) {
+  if (chunk.offset != 0 &&
+      (file_ == nullptr || chunk.meta != meta_ || chunk.offset != data_bytes_)) {
+    return Status(raft::Code::kInvalidArgument,
+                  "snapshot chunk at offset " + std::to_string(chunk.offset) + " of index " +
+                      std::to_string(chunk.meta.index) + " refused: the transfer in " + dir_ + "/" +
+                      kReceiveFileName +
+                      (file_ == nullptr ? " is not in progress"
+                                        : " is at index " + std::to_string(meta_.index) +
+                                              " offset " + std::to_string(data_bytes_)));
+  }
+  if (chunk.offset == 0) {
+    Status s = Start(chunk.meta);
+    if (!s.ok()) return s;
+  }
+  // The trailer must fit too: the whole file is what Open will read.
+  if (header_bytes_ + data_bytes_ + chunk.data.size() + 16 > max_file_bytes_) {
+    file_.reset();
+    return Status(raft::Code::kInvalidArgument, "snapshot at index " + std::to_string(meta_.index) +
+                                                    " is too large for max_snapshot_bytes " +
+                                                    std::to_string(max_file_bytes_));
+  }
+  Status s = file_->Append({chunk.data});
+  if (s.ok() && sync_ && !chunk.done) s = file_->Sync();
+  if (!s.ok()) {
+    file_.reset();
+    return s;
+  }
+  checksum_.Update(chunk.data);
+  data_bytes_ += chunk.data.size();
+  if (!chunk.done) return Status::Ok();
+  s = Finish(completed);
+  file_.reset();
+  return s;
+}
+
+Status SnapshotReceiver::Start(const raft::SnapshotMeta& meta) {
+  file_.reset();
+  SnapshotHeader h;
+  h.cluster_id = cluster_id_;
+  h.node_id = node_id_;
+  h.meta = meta;
+  h.data_bytes = kStreamedDataBytes;
+  std::string header;
+  AppendSnapshotHeaderRecord(h, &header);
+  std::unique_ptr<WritableFile> f;
+  Status s = env_->NewWritableFile(JoinPath(dir_, kReceiveFileName), &f);
+  if (s.ok()) s = f->Append({header});
+  if (!s.ok()) return s;
+  file_ = std::move(f);
+  meta_ = meta;
+  header_bytes_ = header.size();
+  data_bytes_ = 0;
+  checksum_.Reset();
+  return Status::Ok();
+}
+
+Status SnapshotReceiver::Finish(raft::Snapshot* completed) {
+  RAFT_ASSERT(completed != nullptr, "the last snapshot chunk needs somewhere to put the image");
+  std::string trailer;
+  PutU64(&trailer, checksum_.Digest());
+  PutU64(&trailer, kSnapshotMagic);
+  Status s = file_->Append({trailer});
+  if (s.ok() && sync_) s = file_->Sync();
+  file_.reset();
+  const std::string path = JoinPath(dir_, SnapshotFileName(meta_.index));
+  if (s.ok()) s = env_->RenameFile(JoinPath(dir_, kReceiveFileName), path);
+  if (s.ok() && sync_) s = env_->SyncDir(dir_);
+  if (s.ok()) s = RemoveSnapshotsBefore(env_, dir_, meta_.index);
+  if (s.ok()) s = ReadSnapshotFile(env_, path, cluster_id_, node_id_, max_file_bytes_, completed);
+  return s;
 }
 
 }  // namespace raftkv::storage

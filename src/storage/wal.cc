@@ -24,11 +24,26 @@ bool ParseFsyncMode(std::string_view text, FsyncMode* mode) {
   return false;
 }
 
-void WalBatch::SetSnapshot(std::shared_ptr<const raft::Snapshot> snapshot) {
+void WalBatch::AddSnapshotChunk(const raft::SnapshotChunk& chunk) {
+  RAFT_ASSERT(records_.empty() && hard_state_record_.empty() && !snapshot_,
+              "WalBatch::AddSnapshotChunk after the snapshot or records");
+  chunks_.push_back(chunk);
+}
+
+void WalBatch::SetSnapshot(std::shared_ptr<const raft::Snapshot> snapshot,
+                           std::shared_ptr<raft::Snapshot> received) {
   RAFT_ASSERT(records_.empty() && hard_state_record_.empty(),
               "WalBatch::SetSnapshot after records");
+  if (snapshot->streamed) {
+    bool completed = false;
+    for (const raft::SnapshotChunk& c : chunks_) completed |= c.done && c.meta == snapshot->meta;
+    RAFT_ASSERT(completed && received != nullptr,
+                "streamed snapshot at " + std::to_string(snapshot->meta.index) +
+                    " without its last chunk or a place for its image");
+  }
   AppendSnapshotMarkerRecord(snapshot->meta.index, snapshot->meta.term, &records_);
   snapshot_ = std::move(snapshot);
+  received_ = std::move(received);
 }
 
 void WalBatch::AddEntry(const raft::Entry& entry) {
@@ -45,7 +60,11 @@ void WalBatch::SetHardState(const raft::HardState& hs) {
 }
 
 Wal::Wal(const WalOptions& options)
-    : opts_(options), env_(options.env ? options.env : DefaultEnv()) {}
+    : opts_(options),
+      env_(options.env ? options.env : DefaultEnv()),
+      receiver_(std::make_unique<SnapshotReceiver>(env_, opts_.dir, opts_.cluster_id, opts_.node_id,
+                                                   opts_.max_snapshot_bytes,
+                                                   opts_.fsync == FsyncMode::kAlways)) {}
 
 Wal::~Wal() {
   {
@@ -438,7 +457,20 @@ Status Wal::WriteGroup(std::deque<Pending>* group) {
   uint64_t part_bytes = 0;
   for (Pending& p : *group) {
     WalBatch& b = p.batch;
-    if (b.snapshot_) {
+    // Chunks go straight to the receive file; a Ready's messages (the
+    // chunks' acknowledgements) leave only after this batch completes.
+    raft::Snapshot completed;
+    for (const raft::SnapshotChunk& c : b.chunks_) {
+      Status s = receiver_->Write(c, &completed);
+      if (!s.ok()) return s;
+    }
+    if (b.snapshot_ && b.snapshot_->streamed) {
+      // The last chunk made the snapshot file durable, before its marker.
+      RAFT_ASSERT(completed.meta == b.snapshot_->meta, "streamed snapshot at " +
+                                                           std::to_string(b.snapshot_->meta.index) +
+                                                           " not completed by its batch's chunks");
+      *b.received_ = std::move(completed);
+    } else if (b.snapshot_) {
       // The snapshot file is durable before its marker record is written.
       Status s = WriteSnapshotFile(env_, opts_.dir, opts_.cluster_id, opts_.node_id, *b.snapshot_,
                                    opts_.fsync == FsyncMode::kAlways);

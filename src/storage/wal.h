@@ -29,6 +29,7 @@
 #include "raft/types.h"
 #include "storage/env.h"
 #include "storage/format.h"
+#include "storage/snapshot_file.h"
 
 namespace raftkv::storage {
 
@@ -53,6 +54,8 @@ struct WalOptions {
   uint64_t max_queued_bytes = 512ull << 20;
   FsyncMode fsync = FsyncMode::kAlways;
   Env* env = nullptr;  // nullptr: DefaultEnv().
+  // Largest snapshot file received from the leader in chunks.
+  uint64_t max_snapshot_bytes = 4ull << 30;
 };
 
 // Monotonic counters, readable at any time.
@@ -68,17 +71,28 @@ struct WalStats {
   uint64_t segments_removed = 0;
 };
 
-// What one submit persists, in this order: an optional snapshot file (a
-// snapshot from the leader; written and fsynced before the records) with its
-// marker record, entry records, and an optional hard state record.
+// What one submit persists, in this order: chunks of a snapshot being
+// received from the leader (each written to the receive file and fsynced; the
+// last one renames it into place as the snapshot file), an optional snapshot
+// file (a snapshot from the leader, written and fsynced before the records,
+// unless it was streamed in chunks) with its marker record, entry records,
+// and an optional hard state record.
 class WalBatch {
  public:
-  // Must come before any entry.
-  void SetSnapshot(std::shared_ptr<const raft::Snapshot> snapshot);
+  // Must come before SetSnapshot and any entry.
+  void AddSnapshotChunk(const raft::SnapshotChunk& chunk);
+  // Must come before any entry. For a streamed snapshot (snapshot->streamed),
+  // a chunk of this batch completes its file, and the writer thread puts the
+  // image it reads back from that file into *received before completing the
+  // batch; `received` is null otherwise.
+  void SetSnapshot(std::shared_ptr<const raft::Snapshot> snapshot,
+                   std::shared_ptr<raft::Snapshot> received = nullptr);
   void AddEntry(const raft::Entry& entry);
   void SetHardState(const raft::HardState& hs);
 
-  bool empty() const { return records_.empty() && hard_state_record_.empty() && !snapshot_; }
+  bool empty() const {
+    return records_.empty() && hard_state_record_.empty() && !snapshot_ && chunks_.empty();
+  }
   uint64_t bytes() const { return records_.size() + hard_state_record_.size(); }
   uint64_t entry_count() const { return entries_; }
   // Largest record payload in the batch.
@@ -86,7 +100,9 @@ class WalBatch {
 
  private:
   friend class Wal;
+  std::vector<raft::SnapshotChunk> chunks_;
   std::shared_ptr<const raft::Snapshot> snapshot_;
+  std::shared_ptr<raft::Snapshot> received_;
   std::string records_;  // Snapshot marker and entries, framed.
   std::string hard_state_record_;
   raft::Index max_index_ = 0;
@@ -192,6 +208,7 @@ class Wal {
 
   // Writer thread only (and Open, before the thread starts).
   std::unique_ptr<WritableFile> active_;
+  std::unique_ptr<SnapshotReceiver> receiver_;
   uint64_t active_data_start_ = 0;  // Size of the active segment's header part.
   std::string last_hard_state_record_;
 

@@ -37,6 +37,24 @@ Index LagAndCompact(Network* net, const std::string& image) {
   return snap_index;
 }
 
+// Three voters that send snapshots in chunks of kChunk bytes.
+std::unique_ptr<Network> ChunkedNetwork() {
+  return Network::Make(3, 0, [](Config& c) { c.max_snapshot_chunk_bytes = kChunk; });
+}
+
+// Makes node 3 need the leader's snapshot of `image` (LagAndCompact) and runs
+// until it has installed it, recording each of node 3's Readies that stores
+// chunks or installs a snapshot. Returns the snapshot index.
+Index StreamRecorded(Network* net, const std::string& image, std::vector<Ready>* readies) {
+  const Index snap_index = LagAndCompact(net, image);
+  net->on_ready = [readies](NodeId id, const Ready& rd) {
+    if (id == 3 && (!rd.snapshot_chunks.empty() || rd.snapshot)) readies->push_back(rd);
+  };
+  EXPECT_GE(net->TickUntil([&] { return !net->peer(3).installed.empty(); }, 30), 0)
+      << "follower never installed the snapshot";
+  return snap_index;
+}
+
 std::vector<Message> Chunks(const std::vector<Message>& msgs, NodeId to) {
   std::vector<Message> out;
   for (const Message& m : msgs)
@@ -49,7 +67,7 @@ std::vector<Message> Chunks(const std::vector<Message>& msgs, NodeId to) {
 // max_snapshot_chunk_bytes), the last one marked done; it then installs the
 // snapshot, adopts its membership and continues from the log after it.
 TEST(SnapshotTest, LaggingFollowerCatchesUpByChunkedSnapshot) {
-  auto net = Network::Make(3, 0, [](Config& c) { c.max_snapshot_chunk_bytes = kChunk; });
+  auto net = ChunkedNetwork();
   const std::string image = SnapshotImage(1000);
   const Index snap_index = LagAndCompact(net.get(), image);
   ASSERT_TRUE(net->node(1).Propose("after").ok());
@@ -94,7 +112,7 @@ TEST(SnapshotTest, LaggingFollowerCatchesUpByChunkedSnapshot) {
 // asks for the offset it expects, or the transfer goes idle) and resends
 // from there, and the follower installs the exact image.
 TEST(SnapshotTest, LostChunkIsRecovered) {
-  auto net = Network::Make(3, 0, [](Config& c) { c.max_snapshot_chunk_bytes = kChunk; });
+  auto net = ChunkedNetwork();
   const std::string image = SnapshotImage(1000);
   const Index snap_index = LagAndCompact(net.get(), image);
   bool dropped = false;
@@ -128,7 +146,7 @@ TEST(SnapshotTest, LostChunkIsRecovered) {
 // entries a snapshot covers (it was only slightly behind), the leader sends
 // entries instead, since they are still in its log.
 TEST(SnapshotTest, FollowerBehindOnlyUncompactedEntriesGetsEntriesNotSnapshot) {
-  auto net = Network::Make(3, 0, [](Config& c) { c.max_snapshot_chunk_bytes = kChunk; });
+  auto net = ChunkedNetwork();
   net->Isolate(3);
   net->Campaign(1);
   for (int i = 0; i < 10; ++i) {
@@ -170,6 +188,191 @@ TEST(SnapshotTest, NodeRestartsFromSnapshotInStorage) {
   net->Stabilize();
   net->TickAll();
   EXPECT_EQ(net->peer(2).AppliedData().back(), "after");
+}
+
+// The follower streams the snapshot: every chunk it accepts goes to the
+// driver in the Ready that also carries its acknowledgement (so the driver
+// stores it first), one chunk per Ready, and no Ready before the last one
+// installs anything. The core never holds the image.
+TEST(SnapshotTest, FollowerHandsOutOneChunkPerReadyWithItsAck) {
+  auto net = ChunkedNetwork();
+  const std::string image = SnapshotImage(1000);
+  std::vector<Ready> readies;
+  const Index snap_index = StreamRecorded(net.get(), image, &readies);
+  ASSERT_FALSE(readies.empty());
+
+  const size_t expected_chunks = (image.size() + kChunk - 1) / kChunk;
+  ASSERT_EQ(readies.size(), expected_chunks);
+  std::string streamed;
+  for (size_t i = 0; i < readies.size(); ++i) {
+    const Ready& rd = readies[i];
+    const bool last = i + 1 == readies.size();
+    ASSERT_EQ(rd.snapshot_chunks.size(), 1u) << "Ready " << i;
+    const SnapshotChunk& c = rd.snapshot_chunks[0];
+    EXPECT_EQ(c.meta.index, snap_index);
+    EXPECT_EQ(c.offset, streamed.size());
+    EXPECT_LE(c.data.size(), kChunk);
+    EXPECT_EQ(c.done, last);
+    EXPECT_TRUE(rd.must_sync) << "a chunk is acknowledged only once it is durable";
+    streamed += c.data;
+    // The acknowledgement leaves with (after) the chunk it acknowledges.
+    if (!last) {
+      EXPECT_FALSE(rd.snapshot.has_value()) << "installed before the last chunk";
+      auto acks = test::OfType(rd.messages, MessageType::kSnapResp);
+      ASSERT_EQ(acks.size(), 1u);
+      EXPECT_FALSE(acks[0].reject);
+      EXPECT_EQ(acks[0].snap_offset, streamed.size());
+    } else {
+      EXPECT_TRUE(test::OfType(rd.messages, MessageType::kSnapResp).empty());
+      auto resp = test::OfType(rd.messages, MessageType::kAppResp);
+      ASSERT_EQ(resp.size(), 1u);
+      EXPECT_EQ(resp[0].index, snap_index);
+    }
+  }
+  EXPECT_EQ(streamed, image);
+}
+
+// On the last chunk the core restores from the snapshot's meta alone: the
+// Ready's snapshot is marked streamed and carries no data; the driver builds
+// the image from the chunks it stored, and storage then holds the full image.
+TEST(SnapshotTest, StreamedRestoreCarriesTheMarkerAndNoImage) {
+  auto net = ChunkedNetwork();
+  const std::string image = SnapshotImage(300);
+  std::vector<Ready> readies;
+  const Index snap_index = StreamRecorded(net.get(), image, &readies);
+  ASSERT_FALSE(readies.empty());
+  const std::optional<Snapshot>& restored = readies.back().snapshot;
+  ASSERT_TRUE(restored.has_value());
+  EXPECT_TRUE(restored->streamed);
+  EXPECT_TRUE(restored->data.empty());
+  EXPECT_EQ(restored->meta.index, snap_index);
+  EXPECT_EQ(restored->meta.conf, net->node(1).conf());
+  const Snapshot& stored = net->storage(3).LatestSnapshot();
+  EXPECT_FALSE(stored.streamed);
+  EXPECT_EQ(stored.meta, restored->meta);
+  EXPECT_EQ(stored.data, image);
+}
+
+// The core forgets a transfer in progress when it restarts (the driver's
+// stored chunks are dropped too): the next chunk from the leader is
+// refused with offset 0, and the transfer starts over from the beginning.
+TEST(SnapshotTest, RestartMidTransferStartsOverFromOffsetZero) {
+  auto net = ChunkedNetwork();
+  const std::string image = SnapshotImage(1000);
+  const Index snap_index = LagAndCompact(net.get(), image);
+  bool restarted = false;
+  net->on_deliver = [&](const Message& m) {
+    if (!restarted && m.type == MessageType::kSnap && m.to == 3 && m.snap_offset == 4 * kChunk) {
+      restarted = true;
+      net->Restart(3);
+    }
+  };
+  int t = net->TickUntil([&] { return !net->peer(3).installed.empty(); }, 100);
+  ASSERT_GE(t, 0) << "transfer never finished after the restart";
+  ASSERT_TRUE(restarted);
+  bool rejected_to_zero = false;
+  for (const Message& m : net->sent) {
+    if (m.type == MessageType::kSnapResp && m.from == 3 && m.reject) {
+      EXPECT_EQ(m.snap_offset, 0u) << m.DebugString();
+      rejected_to_zero = true;
+    }
+  }
+  EXPECT_TRUE(rejected_to_zero);
+  int zero_offsets = 0;
+  for (const Message& m : Chunks(net->sent, 3)) zero_offsets += m.snap_offset == 0;
+  EXPECT_EQ(zero_offsets, 2) << "the transfer did not start over once";
+  EXPECT_EQ(net->peer(3).installed[0].data, image);
+  EXPECT_EQ(net->peer(3).installed[0].meta.index, snap_index);
+}
+
+Message SnapChunk(NodeId from, NodeId to, Term term, const SnapshotMeta& meta,
+                  const std::string& image, uint64_t offset) {
+  Message m;
+  m.type = MessageType::kSnap;
+  m.from = from;
+  m.to = to;
+  m.term = term;
+  m.snap_meta = meta;
+  m.snap_offset = offset;
+  m.snap_data = image.substr(offset, kChunk);
+  m.snap_done = offset + m.snap_data.size() == image.size();
+  return m;
+}
+
+// A follower that restored from a streamed snapshot and wins an election
+// before its driver has installed that snapshot (the Ready is not yet
+// advanced) has no image in the core: it must not send a snapshot with empty
+// data as if it were the state. Once the snapshot is installed, it sends the
+// real image.
+TEST(SnapshotTest, NewLeaderSendsNoSnapshotBeforeItsStreamedOneIsInstalled) {
+  Config cfg = test::DefaultConfig(3);
+  cfg.max_snapshot_chunk_bytes = kChunk;
+  const ConfState conf = test::MakeConf({1, 2, 3});
+  test::Solo solo(cfg, test::MakeStorage(conf));
+  Node& n = *solo.node;
+  const SnapshotMeta meta{50, 2, conf};
+  const std::string image = SnapshotImage(3 * kChunk + 10);
+  for (uint64_t off = 0; off + kChunk < image.size(); off += kChunk) {
+    n.Step(SnapChunk(1, 3, 2, meta, image, off));
+    solo.Drain();
+  }
+  n.Step(SnapChunk(1, 3, 2, meta, image, 3 * kChunk));
+  Ready rd = n.GetReady();
+  ASSERT_TRUE(rd.snapshot.has_value());
+  ASSERT_TRUE(rd.snapshot->streamed);
+
+  // While that Ready is being persisted, node 3 wins an election.
+  n.Campaign();
+  for (NodeId from : {1, 2}) {
+    Message r;
+    r.type = MessageType::kPreVoteResp;
+    r.from = from;
+    r.to = 3;
+    r.term = n.term() + 1;
+    n.Step(r);
+  }
+  for (NodeId from : {1, 2}) {
+    Message r;
+    r.type = MessageType::kVoteResp;
+    r.from = from;
+    r.to = 3;
+    r.term = n.term();
+    n.Step(r);
+  }
+  ASSERT_EQ(n.role(), Role::kLeader);
+  // Node 2 rejects the probe after the snapshot (the leader's first probe
+  // goes there), hinting at an index the snapshot covers: it needs the
+  // snapshot, which the core does not have yet.
+  Message rej;
+  rej.type = MessageType::kAppResp;
+  rej.from = 2;
+  rej.to = 3;
+  rej.term = n.term();
+  rej.index = meta.index;
+  rej.reject = true;
+  rej.reject_hint = 10;
+  rej.log_term = 1;
+  n.Step(rej);
+
+  // The driver now stores the snapshot and advances.
+  test::StoreSnapshot(solo.storage.get(), rd);
+  n.Advance(rd);
+  ASSERT_EQ(solo.storage->LatestSnapshot().data, image);
+  std::vector<Message> out = solo.Drain();
+  Message hb;
+  hb.type = MessageType::kHeartbeatResp;
+  hb.from = 2;
+  hb.to = 3;
+  hb.term = n.term();
+  n.Step(hb);
+  std::vector<Message> more = solo.Drain();
+  out.insert(out.end(), more.begin(), more.end());
+  std::vector<Message> snaps = Chunks(out, 2);
+  ASSERT_FALSE(snaps.empty()) << "the new leader never sent node 2 the snapshot";
+  for (const Message& m : snaps) {
+    EXPECT_EQ(m.snap_meta, meta);
+    EXPECT_EQ(m.snap_data, image.substr(m.snap_offset, kChunk)) << m.DebugString();
+  }
 }
 
 }  // namespace

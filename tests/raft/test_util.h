@@ -99,9 +99,13 @@ inline std::string ReadyToString(const Ready& rd) {
   if (rd.hard_state)
     os << "hard{term=" << rd.hard_state->term << " vote=" << rd.hard_state->vote
        << " commit=" << rd.hard_state->commit << "} ";
+  for (const SnapshotChunk& c : rd.snapshot_chunks)
+    os << "chunk{index=" << c.meta.index << " offset=" << c.offset << " bytes=" << c.data.size()
+       << (c.done ? " done" : "") << "} ";
   if (rd.snapshot)
     os << "snap{index=" << rd.snapshot->meta.index << " term=" << rd.snapshot->meta.term
-       << " bytes=" << rd.snapshot->data.size() << "} ";
+       << " bytes=" << rd.snapshot->data.size() << (rd.snapshot->streamed ? " streamed" : "")
+       << "} ";
   for (const Entry& e : rd.entries)
     os << "ent{" << e.term << "/" << e.index << " " << e.data << "} ";
   for (const Message& m : rd.messages) os << "msg{" << m.DebugString() << "} ";
@@ -112,6 +116,17 @@ inline std::string ReadyToString(const Ready& rd) {
   return os.str();
 }
 
+// Steps 0 and 1 of the Ready contract on a MemoryStorage: stores the
+// snapshot chunks (MemoryStorage assembles them), then installs the snapshot
+// (for a streamed one, the image the chunks completed).
+inline void StoreSnapshot(MemoryStorage* storage, const Ready& rd) {
+  for (const SnapshotChunk& c : rd.snapshot_chunks) {
+    Status s = storage->WriteSnapshotChunk(c);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  }
+  if (rd.snapshot) storage->ApplySnapshot(*rd.snapshot);
+}
+
 // One node of the network and what its driver has observed.
 struct Peer {
   Config cfg;
@@ -119,8 +134,11 @@ struct Peer {
   std::unique_ptr<Node> node;
   std::vector<Entry> applied;       // Every committed entry handed out, in order.
   std::vector<ReadState> reads;     // Every read state released.
-  std::vector<Snapshot> installed;  // Every snapshot installed from a Ready.
+  std::vector<Snapshot> installed;  // Every snapshot installed from a Ready (with its image).
   Index applied_index = 0;
+  // The snapshot transfer whose chunks are stored: meta and bytes stored.
+  SnapshotMeta chunk_meta;
+  uint64_t chunk_bytes = 0;
 
   // Data of the applied normal, non-empty entries (the "state machine").
   std::vector<std::string> AppliedData() const {
@@ -234,10 +252,14 @@ class Network {
     Ready rd = p.node->GetReady();
     if (record_readies) ready_log[id].push_back(ReadyToString(rd));
     if (on_ready) on_ready(id, rd);
-    // 1. Snapshot, 2. entries and hard state.
+    // 0. Snapshot chunks, 1. snapshot, 2. entries and hard state.
+    for (const SnapshotChunk& c : rd.snapshot_chunks) {
+      if (c.offset == 0) p.chunk_meta = c.meta;
+      p.chunk_bytes = c.offset + c.data.size();
+    }
+    StoreSnapshot(p.storage.get(), rd);
     if (rd.snapshot) {
-      p.storage->ApplySnapshot(*rd.snapshot);
-      p.installed.push_back(*rd.snapshot);
+      p.installed.push_back(p.storage->LatestSnapshot());
       p.applied_index = rd.snapshot->meta.index;
     }
     if (!rd.entries.empty()) p.storage->Append(rd.entries);
@@ -416,6 +438,12 @@ class Network {
               << "acknowledged entries not yet in storage: " << m.DebugString();
         }
         break;
+      case MessageType::kSnapResp:
+        if (!m.reject) {
+          EXPECT_TRUE(m.snap_meta == p.chunk_meta && m.snap_offset <= p.chunk_bytes)
+              << "acknowledged a snapshot chunk not yet stored: " << m.DebugString();
+        }
+        break;
       default:
         break;
     }
@@ -449,7 +477,7 @@ struct Solo {
     std::vector<Message> out;
     while (node->HasReady()) {
       Ready rd = node->GetReady();
-      if (rd.snapshot) storage->ApplySnapshot(*rd.snapshot);
+      StoreSnapshot(storage.get(), rd);
       if (!rd.entries.empty()) storage->Append(rd.entries);
       if (rd.hard_state) storage->SetHardState(*rd.hard_state);
       out.insert(out.end(), rd.messages.begin(), rd.messages.end());

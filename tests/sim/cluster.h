@@ -71,7 +71,10 @@ struct RunStats {
   uint64_t partitions = 0;
   uint64_t leaders = 0;  // Leader elections observed.
   uint64_t snapshots_installed = 0;
-  uint64_t conf_changes = 0;  // Membership changes proposed and accepted.
+  uint64_t snapshot_chunks = 0;   // Chunks of snapshots from the leader stored.
+  uint64_t chunked_installs = 0;  // Installed snapshots that were streamed in 2+ chunks.
+  uint64_t transfer_crashes = 0;  // Crashes while storing snapshot chunks.
+  uint64_t conf_changes = 0;      // Membership changes proposed and accepted.
   uint64_t transfers = 0;
   uint64_t lin_states = 0;
   ClientStats clients;
@@ -127,6 +130,8 @@ class Cluster : public ClientTransport {
     // Memory mode: the last hard state written with a sync; a crash may lose
     // later ones.
     raft::HardState synced_hs;
+    // Chunks stored of the snapshot transfer in progress (stats only).
+    uint64_t transfer_chunks = 0;
     NodeState state = NodeState::kDown;
     uint64_t incarnation = 0;
     uint64_t wake_tick = 0;  // Paused: resume then. Down: restart then.
@@ -171,6 +176,8 @@ class Cluster : public ClientTransport {
   void ProcessDirty();
   void HandleReadies(SimNode* n);
   bool Persist(SimNode* n, raft::Ready* rd);
+  void NoteChunkStored(SimNode* n, const raft::SnapshotChunk& c);
+  bool InstallSnapshot(SimNode* n, const raft::Snapshot& installed, const raft::Snapshot& image);
   bool PersistWal(SimNode* n, raft::Ready* rd, bool torn);
   // Wal mode: DiskStorage::Save, with the MemEnv armed to lose power at one
   // of its fsyncs if `crash_at_sync` > 0. False if the node crashed.

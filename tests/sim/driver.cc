@@ -214,8 +214,44 @@ void Cluster::HandleReadies(SimNode* n) {
   }
 }
 
+// Counts a stored chunk of a snapshot from the leader (stats only).
+void Cluster::NoteChunkStored(SimNode* n, const raft::SnapshotChunk& c) {
+  if (c.offset == 0) n->transfer_chunks = 0;
+  n->transfer_chunks++;
+  stats_.snapshot_chunks++;
+}
+
+// Step 1 for the state machine: `image` is the snapshot the Ready installed,
+// as its storage now holds it (for a streamed one, built from its chunks).
+bool Cluster::InstallSnapshot(SimNode* n, const raft::Snapshot& installed,
+                              const raft::Snapshot& image) {
+  if (image.meta != installed.meta || image.streamed) {
+    Fail(StrFormat("driver: n%" PRIu64 " installed the snapshot at index %" PRIu64
+                   " but its storage holds the one at %" PRIu64,
+                   n->id, installed.meta.index, image.meta.index));
+    return false;
+  }
+  if (!n->kv.Restore(image.data)) {
+    Fail(StrFormat("driver: n%" PRIu64 " received a malformed snapshot at index %" PRIu64, n->id,
+                   image.meta.index));
+    return false;
+  }
+  n->conf = image.meta.conf;
+  n->applied = image.meta.index;
+  stats_.snapshots_installed++;
+  if (installed.streamed && n->transfer_chunks >= 2) stats_.chunked_installs++;
+  trace_.Textf(n->id, "install snapshot index=%" PRIu64 " term=%" PRIu64 " conf=%s%s",
+               image.meta.index, image.meta.term, DescribeConf(image.meta.conf).c_str(),
+               installed.streamed
+                   ? StrFormat(" (streamed, %" PRIu64 " chunks)", n->transfer_chunks).c_str()
+                   : "");
+  checker_.OnRestore(n->id, image.meta, n->kv.Hash());
+  return true;
+}
+
 bool Cluster::Persist(SimNode* n, raft::Ready* rd) {
-  bool has_work = rd->snapshot.has_value() || !rd->entries.empty() || rd->hard_state.has_value();
+  bool has_work = rd->snapshot.has_value() || !rd->snapshot_chunks.empty() ||
+                  !rd->entries.empty() || rd->hard_state.has_value();
   // A crash in the middle of writing this Ready: what was not yet written
   // is lost, and nothing was sent (TigerBeetle's torn writes).
   bool torn = faults_on_ && has_work && profile_.torn_ppm > 0 &&
@@ -223,24 +259,31 @@ bool Cluster::Persist(SimNode* n, raft::Ready* rd) {
   if (torn) stats_.torn_crashes++;
   if (wal_) return PersistWal(n, rd, torn);
 
-  if (rd->snapshot) {
-    const raft::Snapshot& snap = *rd->snapshot;
-    if (torn && disk_rng_.Chance(1, 3)) {
-      Crash(n, "torn write: the snapshot was not written");
+  if (rd->snapshot || !rd->snapshot_chunks.empty()) {
+    // A crash here keeps a prefix of the chunks and installs nothing.
+    const std::vector<raft::SnapshotChunk>& chunks = rd->snapshot_chunks;
+    bool snapshot_torn = torn && disk_rng_.Chance(1, 3);
+    if (snapshot_torn) stats_.transfer_crashes++;
+    size_t stored = snapshot_torn ? disk_rng_.Uniform(chunks.size() + 1) : chunks.size();
+    for (size_t i = 0; i < stored; i++) {
+      raft::Status s = n->mem.WriteSnapshotChunk(chunks[i]);
+      if (!s.ok()) {
+        Fail(StrFormat("driver: n%" PRIu64 " storing a snapshot chunk: %s", n->id,
+                       s.ToString().c_str()));
+        return false;
+      }
+      NoteChunkStored(n, chunks[i]);
+    }
+    if (snapshot_torn) {
+      Crash(n, StrFormat("torn write: %zu of %zu snapshot chunks stored, snapshot not installed",
+                         stored, chunks.size())
+                   .c_str());
       return false;
     }
-    n->mem.ApplySnapshot(snap);
-    if (!n->kv.Restore(snap.data)) {
-      Fail(StrFormat("driver: n%" PRIu64 " received a malformed snapshot at index %" PRIu64, n->id,
-                     snap.meta.index));
-      return false;
+    if (rd->snapshot) {
+      n->mem.ApplySnapshot(*rd->snapshot);
+      if (!InstallSnapshot(n, *rd->snapshot, n->mem.LatestSnapshot())) return false;
     }
-    n->conf = snap.meta.conf;
-    n->applied = snap.meta.index;
-    stats_.snapshots_installed++;
-    trace_.Textf(n->id, "install snapshot index=%" PRIu64 " term=%" PRIu64 " conf=%s",
-                 snap.meta.index, snap.meta.term, DescribeConf(snap.meta.conf).c_str());
-    checker_.OnRestore(n->id, snap.meta, n->kv.Hash());
   }
 
   if (!rd->entries.empty()) {
@@ -303,36 +346,35 @@ bool Cluster::Persist(SimNode* n, raft::Ready* rd) {
 // the first: the one covering this Ready's records, written but not yet
 // durable); MemEnv::Crash then keeps a random prefix of the unsynced bytes and
 // the restart's DiskStorage::Open must cut the torn tail. If the Save needed
-// fewer fsyncs, the crash comes right after it, before anything is sent. A
-// snapshot from the leader is saved as an Update of its own, first: the WAL
-// writes the same records in the same order, with one more fsync between.
+// fewer fsyncs, the crash comes right after it, before anything is sent. The
+// chunks and the snapshot from the leader are saved as an Update of their
+// own, first: the WAL writes the same files and records in the same order,
+// with one more fsync between. Each chunk is fsynced (the snapshot's last
+// one, its rename and directory too), so a power loss may come in the middle
+// of a transfer; the restart must then drop the receive file and keep the
+// previous snapshot and log.
 bool Cluster::PersistWal(SimNode* n, raft::Ready* rd, bool torn) {
   auto crash_at_sync = [this]() -> uint64_t {
     return env_rng_.Chance(2, 3) ? 1 : 2 + env_rng_.Uniform(3);
   };
-  if (rd->snapshot) {
-    const raft::Snapshot& snap = *rd->snapshot;
+  if (rd->snapshot || !rd->snapshot_chunks.empty()) {
     bool snapshot_torn = torn && disk_rng_.Chance(1, 3);
+    if (snapshot_torn) stats_.transfer_crashes++;
     storage::Update su;
-    su.snapshot = std::make_shared<raft::Snapshot>(snap);
-    if (!SaveWal(n, su, snapshot_torn ? crash_at_sync() : 0, "the leader's snapshot")) {
+    su.snapshot_chunks = rd->snapshot_chunks;
+    if (rd->snapshot) su.snapshot = std::make_shared<raft::Snapshot>(*rd->snapshot);
+    if (!SaveWal(n, su, snapshot_torn ? crash_at_sync() : 0,
+                 rd->snapshot ? "the leader's snapshot" : "snapshot chunks")) {
       return false;
     }
+    for (const raft::SnapshotChunk& c : rd->snapshot_chunks) NoteChunkStored(n, c);
     if (snapshot_torn) {
-      Crash(n, "crash after writing the leader's snapshot");
+      Crash(n, "crash after writing the leader's snapshot (chunks)");
       return false;
     }
-    if (!n->kv.Restore(snap.data)) {
-      Fail(StrFormat("driver: n%" PRIu64 " received a malformed snapshot at index %" PRIu64, n->id,
-                     snap.meta.index));
+    if (rd->snapshot && !InstallSnapshot(n, *rd->snapshot, n->disk->LatestSnapshot())) {
       return false;
     }
-    n->conf = snap.meta.conf;
-    n->applied = snap.meta.index;
-    stats_.snapshots_installed++;
-    trace_.Textf(n->id, "install snapshot index=%" PRIu64 " term=%" PRIu64 " conf=%s",
-                 snap.meta.index, snap.meta.term, DescribeConf(snap.meta.conf).c_str());
-    checker_.OnRestore(n->id, snap.meta, n->kv.Hash());
   }
 
   storage::DiskStorage* d = n->disk.get();
@@ -383,9 +425,12 @@ bool Cluster::SaveWal(SimNode* n, const storage::Update& u, uint64_t crash_at_sy
     return true;
   }
   if (crash_at_sync > 0 && n->env->frozen()) {
-    Crash(n, StrFormat("power lost at fsync %" PRIu64 " while writing %s (%zu entries%s%s)",
+    Crash(n, StrFormat("power lost at fsync %" PRIu64 " while writing %s (%zu entries%s%s%s)",
                        crash_at_sync, what, u.entries.size(), u.hard_state ? ", hard state" : "",
-                       u.snapshot ? ", snapshot" : "")
+                       u.snapshot ? ", snapshot" : "",
+                       u.snapshot_chunks.empty()
+                           ? ""
+                           : StrFormat(", %zu snapshot chunks", u.snapshot_chunks.size()).c_str())
                  .c_str());
     return false;
   }

@@ -132,14 +132,16 @@ void PrintRun(const SimOptions& o, const RunResult& r, FILE* out) {
       out,
       "seed=%" PRIu64 " nodes=%d disk=%s %s ticks=%" PRIu64 " msgs=%" PRIu64 " lost=%" PRIu64
       " leaders=%" PRIu64 " crashes=%" PRIu64 " torn=%" PRIu64 " pauses=%" PRIu64
-      " partitions=%" PRIu64 " snapshots=%" PRIu64 " confchanges=%" PRIu64 " transfers=%" PRIu64
-      " puts=%" PRIu64 "/%" PRIu64 "?/%" PRIu64 "x gets=%" PRIu64 "/%" PRIu64 "x refused=%" PRIu64
+      " partitions=%" PRIu64 " snapshots=%" PRIu64 " chunked=%" PRIu64 " chunks=%" PRIu64
+      " transfer_crashes=%" PRIu64 " confchanges=%" PRIu64 " transfers=%" PRIu64 " puts=%" PRIu64
+      "/%" PRIu64 "?/%" PRIu64 "x gets=%" PRIu64 "/%" PRIu64 "x refused=%" PRIu64
       " lin_states=%" PRIu64 "%s hash=%016" PRIx64 "\n",
       o.seed, o.nodes, raftkv::sim::DiskModeName(raftkv::sim::ResolveDiskMode(o.disk, o.seed)),
       r.ok ? "ok" : "FAIL", s.ticks, s.messages, s.dropped, s.leaders, s.crashes, s.torn_crashes,
-      s.pauses, s.partitions, s.snapshots_installed, s.conf_changes, s.transfers, s.clients.puts_ok,
-      s.clients.puts_unknown, s.clients.puts_failed, s.clients.gets_ok, s.clients.gets_failed,
-      s.clients.refused, s.lin_states, r.lin_inconclusive ? " (INCONCLUSIVE)" : "", r.trace_hash);
+      s.pauses, s.partitions, s.snapshots_installed, s.chunked_installs, s.snapshot_chunks,
+      s.transfer_crashes, s.conf_changes, s.transfers, s.clients.puts_ok, s.clients.puts_unknown,
+      s.clients.puts_failed, s.clients.gets_ok, s.clients.gets_failed, s.clients.refused,
+      s.lin_states, r.lin_inconclusive ? " (INCONCLUSIVE)" : "", r.trace_hash);
 }
 
 // What a campaign needs to know about one run.
@@ -147,6 +149,9 @@ struct Outcome {
   bool ok = false;
   bool inconclusive = false;
   uint64_t ticks = 0;
+  uint64_t snapshots_installed = 0;
+  uint64_t chunked_installs = 0;  // Streamed in 2 or more chunks.
+  uint64_t transfer_crashes = 0;  // Crashes while storing snapshot chunks.
 };
 
 Outcome RunInProcess(const SimOptions& o, bool verbose) {
@@ -155,7 +160,12 @@ Outcome RunInProcess(const SimOptions& o, bool verbose) {
   if (!r.ok) PrintFailure(o, r);
   std::fflush(stdout);
   std::fflush(stderr);
-  return Outcome{r.ok, r.lin_inconclusive, r.stats.ticks};
+  return Outcome{r.ok,
+                 r.lin_inconclusive,
+                 r.stats.ticks,
+                 r.stats.snapshots_installed,
+                 r.stats.chunked_installs,
+                 r.stats.transfer_crashes};
 }
 
 // Runs one seed in a child process, so that a core assertion (an abort)
@@ -225,7 +235,7 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  uint64_t runs = 0, ticks = 0, inconclusive = 0;
+  uint64_t runs = 0, ticks = 0, inconclusive = 0, snapshots = 0, chunked = 0, transfer_crashes = 0;
   std::vector<uint64_t> failed;
   uint64_t progress_every = a.seeds >= 10 ? a.seeds / 10 : 1;
   for (uint64_t seed = a.start; seed < a.start + a.seeds; seed++) {
@@ -240,6 +250,9 @@ int main(int argc, char** argv) {
     runs++;
     ticks += r.ticks;
     inconclusive += r.inconclusive;
+    snapshots += r.snapshots_installed;
+    chunked += r.chunked_installs;
+    transfer_crashes += r.transfer_crashes;
     if (!r.ok) failed.push_back(seed);
     if (runs % progress_every == 0 || runs == a.seeds) {
       std::printf("progress: %" PRIu64 "/%" PRIu64 " runs, %zu failures\n", runs, a.seeds,
@@ -247,7 +260,9 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
   }
-  std::printf("runs=%" PRIu64 " ticks=%" PRIu64 " failures=%zu", runs, ticks, failed.size());
+  std::printf("runs=%" PRIu64 " ticks=%" PRIu64 " failures=%zu snapshots=%" PRIu64
+              " chunked=%" PRIu64 " transfer_crashes=%" PRIu64,
+              runs, ticks, failed.size(), snapshots, chunked, transfer_crashes);
   if (inconclusive > 0) std::printf(" inconclusive=%" PRIu64, inconclusive);
   std::printf("\n");
   if (!failed.empty()) {

@@ -245,10 +245,12 @@ TEST(DiskStorageTest, UpdateFromReadyTakesWhatMustBePersisted) {
   rd.hard_state = raft::HardState{3, 1, 7};
   rd.entries = {MakeEntry(3, 8), MakeEntry(3, 9)};
   rd.snapshot = raft::Snapshot{};
+  rd.snapshot_chunks = {raft::SnapshotChunk{raft::SnapshotMeta{}, 0, "chunk", false}};
   rd.committed_entries = {MakeEntry(3, 7)};
   Update u = Update::FromReady(rd);
   EXPECT_EQ(u.hard_state, rd.hard_state);
   EXPECT_EQ(u.entries, rd.entries);
+  EXPECT_EQ(u.snapshot_chunks, rd.snapshot_chunks);
   ASSERT_TRUE(u.snapshot);
 }
 
