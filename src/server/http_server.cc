@@ -23,6 +23,11 @@ namespace http = beast::http;
 namespace json = boost::json;
 using asio::ip::tcp;
 using boost::system::error_code;
+// Sessions run on an io_context served by one thread: their executor is the
+// context's own, not a strand, and not type-erased.
+using SessionExecutor = asio::io_context::executor_type;
+using SessionSocket = asio::basic_stream_socket<tcp, SessionExecutor>;
+using SessionStream = beast::basic_stream<tcp, SessionExecutor>;
 
 namespace {
 
@@ -182,7 +187,7 @@ bool PercentDecode(std::string_view in, std::string* out) {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, std::shared_ptr<HttpServer::Shared> shared)
+  Session(SessionSocket socket, std::shared_ptr<HttpServer::Shared> shared)
       : stream_(std::move(socket)), shared_(std::move(shared)) {}
 
   ~Session() { shared_->connections--; }
@@ -229,6 +234,17 @@ class Session : public std::enable_shared_from_this<Session> {
                         });
       return;
     }
+    // A small body usually arrived with the header: parse it from the
+    // buffer now rather than through another asynchronous read.
+    while (buffer_.size() > 0 && !parser_->is_done()) {
+      error_code pec;
+      size_t n = parser_->put(buffer_.data(), pec);
+      buffer_.consume(n);
+      if (pec == http::error::need_more) break;
+      if (pec) return OnReadError(pec);
+      if (n == 0) break;
+    }
+    if (parser_->is_done()) return OnRequest();
     ReadBody();
   }
 
@@ -322,7 +338,7 @@ class Session : public std::enable_shared_from_this<Session> {
     Error(http::status::not_found, "not found");
   }
 
-  // Posts `fn` to this session's strand: driver callbacks use it.
+  // Posts `fn` to this session's io_context: driver callbacks use it.
   template <typename F>
   void Later(F&& fn) {
     asio::post(stream_.get_executor(), std::forward<F>(fn));
@@ -538,30 +554,55 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Error(http::status status, const std::string& message, std::string_view retry_after = "",
              std::string_view allow = "") {
-    if (!allow.empty()) res_.set(http::field::allow, allow);
-    Respond(status, JsonObject1("error", message), retry_after);
+    Respond(status, JsonObject1("error", message), retry_after, allow);
   }
 
-  void Respond(http::status status, std::string body, std::string_view retry_after = "") {
+  // Every answer is a small JSON document: its head is formatted straight
+  // into one buffer with the body and written with a single send (Beast's
+  // generic serializer costs more than the send itself at this size).
+  void Respond(http::status status, std::string_view body, std::string_view retry_after = "",
+               std::string_view allow = "") {
     bool keep = keep_alive_ && !shared_->draining;
-    res_.result(status);
-    res_.version(version_ == 10 ? 10 : 11);
-    res_.set(http::field::content_type, kContentType);
-    if (!retry_after.empty()) res_.set(http::field::retry_after, retry_after);
-    res_.keep_alive(keep);
-    res_.body() = std::move(body);
-    res_.prepare_payload();
+    out_.clear();
+    out_ += version_ == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+    AppendNumber(static_cast<unsigned>(status));
+    out_ += ' ';
+    beast::string_view reason = http::obsolete_reason(status);
+    out_.append(reason.data(), reason.size());
+    out_ += "\r\nContent-Type: ";
+    out_ += kContentType;
+    if (!retry_after.empty()) {
+      out_ += "\r\nRetry-After: ";
+      out_ += retry_after;
+    }
+    if (!allow.empty()) {
+      out_ += "\r\nAllow: ";
+      out_ += allow;
+    }
+    out_ += "\r\nContent-Length: ";
+    AppendNumber(body.size());
+    // HTTP/1.1 keeps the connection unless told; HTTP/1.0 closes it unless told.
+    if (!keep && version_ != 10) out_ += "\r\nConnection: close";
+    if (keep && version_ == 10) out_ += "\r\nConnection: keep-alive";
+    out_ += "\r\n\r\n";
+    out_ += body;
     stream_.expires_after(opts().timeout);
-    http::async_write(stream_, res_, [self = shared_from_this(), keep](error_code ec, size_t) {
-      self->res_ = {};
-      if (self->counted_) {
-        self->shared_->in_flight--;
-        self->counted_ = false;
-      }
-      if (ec) return self->Close();
-      if (!keep) return self->LingerClose();
-      self->ReadHeader();
-    });
+    asio::async_write(stream_, asio::buffer(out_),
+                      [self = shared_from_this(), keep](error_code ec, size_t) {
+                        if (self->counted_) {
+                          self->shared_->in_flight--;
+                          self->counted_ = false;
+                        }
+                        if (ec) return self->Close();
+                        if (!keep) return self->LingerClose();
+                        self->ReadHeader();
+                      });
+  }
+
+  void AppendNumber(uint64_t n) {
+    char buf[24];
+    auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), n);
+    out_.append(buf, end);
   }
 
   // Half-closes and drains what the client still sends, so that closing
@@ -594,11 +635,11 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.socket().close(ignored);
   }
 
-  beast::tcp_stream stream_;
+  SessionStream stream_;
   std::shared_ptr<HttpServer::Shared> shared_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
-  http::response<http::string_body> res_;
+  std::string out_;  // The answer being written.
   unsigned version_ = 0;
   bool keep_alive_ = true;
   bool counted_ = false;
@@ -611,9 +652,13 @@ class Session : public std::enable_shared_from_this<Session> {
 
 // ---------------------------------------------------------------------------
 
-HttpServer::HttpServer(asio::io_context& io, HttpOptions options, Replica* replica, kv::Store* kv,
-                       Forwarder* forwarder)
-    : io_(io), shared_(std::make_shared<Shared>()), acceptor_(asio::make_strand(io)) {
+HttpServer::HttpServer(asio::io_context& io, std::vector<asio::io_context*> session_ios,
+                       HttpOptions options, Replica* replica, kv::Store* kv, Forwarder* forwarder)
+    : io_(io),
+      session_ios_(std::move(session_ios)),
+      shared_(std::make_shared<Shared>()),
+      acceptor_(asio::make_strand(io)) {
+  RAFT_ASSERT(!session_ios_.empty(), "HttpServer needs an io_context for sessions");
   shared_->options = std::move(options);
   shared_->replica = replica;
   shared_->kv = kv;
@@ -635,7 +680,8 @@ raft::Status HttpServer::Listen() {
 }
 
 void HttpServer::Accept() {
-  acceptor_.async_accept(asio::make_strand(io_), [this](error_code ec, tcp::socket socket) {
+  asio::io_context& session_io = *session_ios_[next_io_++ % session_ios_.size()];
+  acceptor_.async_accept(session_io, [this](error_code ec, SessionSocket socket) {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
     if (ec) {
       spdlog::warn("http listener: accept: {}", ec.message());

@@ -1,14 +1,16 @@
 // HttpServer: the client API over HTTP/1.1 (Boost.Beast), as specified in
 // docs/http-api.md and kept byte-compatible with the original Go server.
 //
-// Keep-alive connections, each served by one session on its own strand:
-// read a request (bounded header and body sizes, a timeout), answer it, read
+// Keep-alive connections, each served by one session: read a request (bounded header and body sizes, a timeout), answer it, read
 // the next. Answers that need the Raft driver (linearizable reads, writes,
 // joins, status) are completed by a callback posted back to the session.
 // Followers forward writes and joins to the leader through the Forwarder.
 // Stale reads and /health never leave the io thread.
 //
-// Threads: runs on the io_context handed in (any number of threads).
+// Threads: the listener runs on `io`; each new connection is handed to the
+// next of `session_ios` in turn, each of which must be run by exactly one
+// thread (an io_context per thread: a session's handlers never need a
+// strand, and two connections on different threads share no lock).
 #pragma once
 
 #include <atomic>
@@ -17,6 +19,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "kv/store.h"
 #include "raft/status.h"
@@ -39,8 +42,8 @@ struct HttpOptions {
 
 class HttpServer {
  public:
-  HttpServer(boost::asio::io_context& io, HttpOptions options, Replica* replica, kv::Store* kv,
-             Forwarder* forwarder);
+  HttpServer(boost::asio::io_context& io, std::vector<boost::asio::io_context*> session_ios,
+             HttpOptions options, Replica* replica, kv::Store* kv, Forwarder* forwarder);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -68,6 +71,8 @@ class HttpServer {
   void Accept();
 
   boost::asio::io_context& io_;
+  std::vector<boost::asio::io_context*> session_ios_;
+  size_t next_io_ = 0;
   std::shared_ptr<Shared> shared_;
   boost::asio::ip::tcp::acceptor acceptor_;
 };

@@ -72,7 +72,8 @@ ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* messa
       ("peer-queue-bytes", po::value(&out->peer_queue_bytes)->default_value(d.peer_queue_bytes),
        "encoded messages queued per peer; past it messages are dropped")
       ("io-threads", po::value(&out->io_threads)->default_value(d.io_threads),
-       "threads serving HTTP and peer connections (the Raft driver has its own)")
+       "threads: the first runs the Raft driver, the peer connections and (alone) HTTP; "
+       "the others serve HTTP (default: 1 below 4 cores, else 2)")
       ("log-level", po::value(&out->log_level)->default_value(d.log_level),
        "trace, debug, info, warn, error or critical");
   // clang-format on

@@ -1,5 +1,7 @@
 #include "server/replica.h"
 
+#include <pthread.h>
+
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/post.hpp>
@@ -47,13 +49,15 @@ const MemberView* ClusterView::Find(raft::NodeId id) const {
 }
 
 Replica::Replica(ReplicaConfig config, LogStore* store, kv::Store* kv, SendFn send, PeersFn peers,
-                 MembersFn members)
+                 MembersFn members, asio::io_context* io)
     : config_(std::move(config)),
       store_(store),
       kv_(kv),
       send_(std::move(send)),
       peers_(std::move(peers)),
       members_(std::move(members)),
+      own_ioc_(io ? nullptr : std::make_unique<asio::io_context>(1)),
+      ioc_(io ? *io : *own_ioc_),
       work_(ioc_.get_executor()),
       ticker_(ioc_) {
   config_.raft.id = config_.self.id;
@@ -85,12 +89,18 @@ void Replica::Start() {
     if (!ec) OnTick();
   });
   Schedule();
-  thread_ = std::thread([this] { ioc_.run(); });
+  started_ = true;
+  if (own_ioc_) {
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "raftkv-raft");
+      ioc_.run();
+    });
+  }
 }
 
 void Replica::Stop() {
   if (stopped_.exchange(true)) return;
-  if (thread_.joinable()) {
+  if (started_) {
     std::promise<void> done;
     asio::post(ioc_, [this, &done] {
       ticker_.cancel();
@@ -113,8 +123,10 @@ void Replica::Stop() {
     });
     done.get_future().wait();
     work_.reset();
-    ioc_.stop();
-    thread_.join();
+    if (own_ioc_) {
+      ioc_.stop();
+      thread_.join();
+    }
   }
 }
 
@@ -217,7 +229,7 @@ void Replica::AddMember(MemberInfo member, Callback done) {
 }
 
 void Replica::TransferLeadershipAway(std::chrono::milliseconds wait) {
-  if (stopped_ || !thread_.joinable()) return;
+  if (stopped_ || !started_) return;
   std::promise<bool> started;
   asio::post(ioc_, [this, &started] {
     if (node_->role() != raft::Role::kLeader) return started.set_value(false);

@@ -105,7 +105,7 @@ struct ReplicaConfig {
   std::chrono::milliseconds request_timeout{5000};
   // Take a snapshot every snapshot_entries applied entries, keeping the last
   // snapshot_keep_entries in the log for slightly lagging followers.
-  uint64_t snapshot_entries = 10000;
+  uint64_t snapshot_entries = 100000;
   uint64_t snapshot_keep_entries = 5000;
   // Writes plus reads waiting on this node.
   uint64_t max_pending_requests = 100000;
@@ -121,8 +121,12 @@ class Replica {
 
   // `store` and `kv` must outlive the Replica. The node starts from what
   // store->storage() holds (restoring `kv` from its latest snapshot).
+  // With `io`, the driver runs on that io_context (which must be run by
+  // exactly one thread, e.g. the one that also serves the peer transport:
+  // messages then reach the node without a thread hop); without it, on a
+  // thread of its own.
   Replica(ReplicaConfig config, LogStore* store, kv::Store* kv, SendFn send, PeersFn peers,
-          MembersFn members = nullptr);
+          MembersFn members = nullptr, boost::asio::io_context* io = nullptr);
   ~Replica();
   Replica(const Replica&) = delete;
   Replica& operator=(const Replica&) = delete;
@@ -216,11 +220,13 @@ class Replica {
   std::atomic<uint64_t> seq_{0};
   std::atomic<bool> admitted_{false};
 
-  boost::asio::io_context ioc_{1};
+  std::unique_ptr<boost::asio::io_context> own_ioc_;  // Without an io_context given.
+  boost::asio::io_context& ioc_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   boost::asio::steady_timer ticker_;
   Clock::time_point next_tick_;
   std::thread thread_;
+  bool started_ = false;
   std::atomic<bool> stopped_{false};
 
   std::unique_ptr<raft::Node> node_;

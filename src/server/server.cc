@@ -1,5 +1,7 @@
 #include "server/server.h"
 
+#include <pthread.h>
+
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 
@@ -29,7 +31,11 @@ void RaiseFileLimit() {
 
 }  // namespace
 
-Server::Server(Options options) : options_(std::move(options)), io_(options_.io_threads) {}
+Server::Server(Options options) : options_(std::move(options)), io_(1) {
+  for (int i = 1; i < options_.io_threads; i++) {
+    session_ios_.push_back(std::make_unique<asio::io_context>(1));
+  }
+}
 
 Server::~Server() { Shutdown(); }
 
@@ -147,7 +153,8 @@ raft::Status Server::Start() {
       [this](const std::map<raft::NodeId, std::string>& peers) { transport_->SetPeers(peers); },
       [this](const std::vector<MemberInfo>& members) {
         asio::post(io_, [this, members] { OnMembers(members); });
-      });
+      },
+      &io_);
 
   forwarder_ = std::make_unique<Forwarder>(
       io_, std::chrono::milliseconds(options_.request_timeout_ms + 1000));
@@ -159,7 +166,12 @@ raft::Status Server::Start() {
   ho.max_connections = options_.max_connections;
   ho.timeout = std::chrono::milliseconds(options_.http_timeout_ms);
   ho.request_timeout = std::chrono::milliseconds(options_.request_timeout_ms);
-  http_ = std::make_unique<HttpServer>(io_, ho, replica_.get(), &kv_, forwarder_.get());
+  // HTTP sessions stay off the thread that drives Raft when there is another.
+  std::vector<asio::io_context*> ios;
+  for (auto& io : session_ios_) ios.push_back(io.get());
+  if (ios.empty()) ios.push_back(&io_);
+  http_ = std::make_unique<HttpServer>(io_, std::move(ios), ho, replica_.get(), &kv_,
+                                       forwarder_.get());
 
   s = transport_->Listen(self_.raft);
   if (!s.ok()) return s;
@@ -188,8 +200,19 @@ raft::Status Server::Start() {
   // Before any thread runs: a signal from now on means "shut down".
   signals_ = std::make_unique<asio::signal_set>(io_, SIGINT, SIGTERM);
   replica_->Start();
-  for (int i = 0; i < options_.io_threads; i++) {
-    io_threads_.emplace_back([this] { io_.run(); });
+  io_threads_.emplace_back([this] {
+    pthread_setname_np(pthread_self(), "raftkv-io0");
+    io_.run();
+  });
+  for (auto& io : session_ios_) {
+    // Idle until a connection arrives; stopped explicitly at shutdown.
+    auto* ctx = io.get();
+    std::string name = "raftkv-io" + std::to_string(io_threads_.size());
+    io_threads_.emplace_back([ctx, name] {
+      pthread_setname_np(pthread_self(), name.c_str());
+      auto work = asio::make_work_guard(*ctx);
+      ctx->run();
+    });
   }
   started_ = true;
   if (!join_targets_.empty()) {
@@ -296,6 +319,7 @@ void Server::Shutdown() {
   forwarder_->Stop();
   transport_->Stop();
   io_.stop();
+  for (auto& io : session_ios_) io->stop();
   for (std::thread& t : io_threads_) t.join();
   io_threads_.clear();
   spdlog::info("stopped");

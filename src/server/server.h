@@ -52,7 +52,11 @@ class Server {
   // Whom to ask to be added; tried in turn.
   std::vector<std::string> join_targets_;
 
+  // io_ runs the Raft driver, the peer transport, the forwarder and the
+  // listeners; session_ios_ (--io-threads minus one) the HTTP sessions, or
+  // io_ does when there are none. One thread each.
   boost::asio::io_context io_;
+  std::vector<std::unique_ptr<boost::asio::io_context>> session_ios_;
   std::vector<std::thread> io_threads_;
   kv::Store kv_;
   std::unique_ptr<LogStore> log_store_;

@@ -1,5 +1,7 @@
 #include "storage/wal.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <chrono>
 #include <future>
@@ -287,7 +289,10 @@ Status Wal::Open(const WalOptions& options, const ReplayFn& replay, WalRecovery*
     wal->active_data_start_ = 0;
   }
   Wal* w = wal.get();
-  wal->writer_ = std::thread([w] { w->WriterLoop(); });
+  wal->writer_ = std::thread([w] {
+    pthread_setname_np(pthread_self(), "raftkv-wal");
+    w->WriterLoop();
+  });
   *out = std::move(wal);
   return Status::Ok();
 }
