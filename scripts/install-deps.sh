@@ -20,6 +20,7 @@ packages=(
   libboost-program-options1.81-dev
   libxxhash-dev
   libspdlog-dev
+  libjemalloc-dev
   curl
 )
 
