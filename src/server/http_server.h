@@ -1,11 +1,11 @@
 // HttpServer: the client API over HTTP/1.1 (Boost.Beast), as specified in
 // docs/http-api.md and kept byte-compatible with the original Go server.
 //
-// Keep-alive connections, each served by one session: read a request (bounded header and body sizes, a timeout), answer it, read
-// the next. Answers that need the Raft driver (linearizable reads, writes,
-// joins, status) are completed by a callback posted back to the session.
-// Followers forward writes and joins to the leader through the Forwarder.
-// Stale reads and /health never leave the io thread.
+// Keep-alive connections, each served by one session: read a request (bounded header and body
+// sizes, a timeout), answer it, read the next. Answers that need the Raft driver (linearizable
+// reads, writes, joins, status) are completed by a callback posted back to the session. Followers
+// forward writes and joins to the leader through the Forwarder. Stale reads and /health never leave
+// the io thread.
 //
 // Threads: the listener runs on `io`; each new connection is handed to the
 // next of `session_ios` in turn, each of which must be run by exactly one

@@ -8,12 +8,17 @@ void WalLogStore::Persist(const raft::Ready& rd, Done done) {
   RAFT_ASSERT(!inflight_.has_value(), "a second Persist while one is outstanding");
   RAFT_ASSERT(post_ != nullptr, "WalLogStore used before Attach");
   storage::Update u = storage::Update::FromReady(rd);
-  if (u.empty()) {
-    // Nothing to write (messages or committed entries only): what those
-    // messages depend on was made durable by earlier Readys.
-    raft::Status s = disk_->health();
-    return done(std::move(s));
+  if (!rd.must_sync && u.entries.empty() && !u.snapshot && u.snapshot_chunks.empty()) {
+    // Nothing to write but perhaps a new commit index. The commit index is
+    // not part of Raft's durable state (a restarted node learns it again from
+    // the leader, and a lower one on disk only means replaying less at start),
+    // so it is neither written nor waited for now: it goes to disk with the
+    // next write. As etcd, which does not sync for a commit-only HardState.
+    if (u.hard_state) deferred_hard_state_ = u.hard_state;
+    return done(disk_->health());
   }
+  if (!u.hard_state) u.hard_state = deferred_hard_state_;
+  deferred_hard_state_.reset();
   inflight_ = std::move(u);
   // The completion runs on the WAL writer thread: hand it to the driver
   // thread, which alone touches DiskStorage's in-memory view.

@@ -90,7 +90,9 @@ class WalLogStore : public LogStore {
   const raft::Storage& storage() const override { return *disk_; }
   // Submits the Ready to the WAL writer thread; its completion is posted back
   // to the driver thread, which applies the update to DiskStorage's
-  // in-memory view and then runs `done`.
+  // in-memory view and then runs `done`. A Ready whose only change to store
+  // is a new commit index (must_sync false) completes at once: that hard
+  // state is written with the next update that goes to disk.
   void Persist(const raft::Ready& rd, Done done) override;
   // Writes the snapshot file and deletes the WAL segments it covers on the
   // driver thread: it blocks the driver for the snapshot's fsyncs (and a
@@ -109,6 +111,8 @@ class WalLogStore : public LogStore {
   DriverPost post_;
   // The update being written; kept for DiskStorage::Apply on completion.
   std::optional<storage::Update> inflight_;
+  // The latest commit-only hard state, not yet written (see Persist).
+  std::optional<raft::HardState> deferred_hard_state_;
 };
 
 // In memory only: for tests of the driver. Nothing survives a restart.

@@ -1,7 +1,6 @@
 #include "server/replica.h"
 
 #include <pthread.h>
-
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/post.hpp>
