@@ -20,7 +20,8 @@ RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
 FROM debian:12-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-       libboost-json1.81.0 libboost-program-options1.81.0 libspdlog1.10 libfmt9 libxxhash0 curl \
+       libboost-json1.81.0 libboost-program-options1.81.0 libspdlog1.10 libfmt9 libxxhash0 \
+       libjemalloc2 curl \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /raftkv /usr/local/bin/raftkv
 ENV DATA_DIR=/data
