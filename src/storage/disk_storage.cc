@@ -272,11 +272,10 @@ Status DiskStorage::Open(const std::string& dir, const StorageOptions& options,
   if (!rp.log.empty()) {
     raft::Index first = rp.log.front().index;
     raft::Index last = rp.log.back().index;
-    // A WAL that still has its first segment starts at index 1.
-    if (info->wal.first_seq == 1 && !rp.base_known && first != 1) {
-      return Corruption("WAL segment " + Where(rp.first_loc) + ": the log starts at index " +
-                        std::to_string(first) + ", not 1");
-    }
+    // The log must start right after the snapshot, or at index 1 without
+    // one. It may start at or below I+1 even in the first segment: the
+    // snapshot file covers the start when a crash tore off its marker
+    // before any entry was written (a new member catching up by snapshot).
     if (first > I + 1) {
       return Corruption("WAL segment " + Where(rp.first_loc) + ": the oldest entry is " +
                         std::to_string(first) + " but the snapshot ends at " + std::to_string(I) +
