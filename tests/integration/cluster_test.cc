@@ -82,8 +82,7 @@ TEST(ClusterTest, ReadmeSessionOnEveryNode) {
   }
 }
 
-TEST(ClusterTest, WritesToFollowersAreForwardedAndReadEverywhere) {
-  Cluster c(3);
+void CheckWritesToFollowersAreForwardedAndReadEverywhere(Cluster& c) {
   c.StartAll();
   int leader = c.FindLeader();
   ASSERT_GE(leader, 0);
@@ -111,6 +110,19 @@ TEST(ClusterTest, WritesToFollowersAreForwardedAndReadEverywhere) {
                           milliseconds(5000)));
     }
   }
+}
+
+TEST(ClusterTest, WritesToFollowersAreForwardedAndReadEverywhere) {
+  Cluster c(3);
+  CheckWritesToFollowersAreForwardedAndReadEverywhere(c);
+}
+
+// The same with HTTP sessions on two threads of their own (the default on 4
+// cores or more), apart from the thread that drives Raft; stopping the
+// cluster at the end shuts every thread down.
+TEST(ClusterTest, WritesAndReadsWithSessionThreadsApartFromTheDriver) {
+  Cluster c(3, {"--io-threads", "3"});
+  CheckWritesToFollowersAreForwardedAndReadEverywhere(c);
 }
 
 // Kill -9 the leader ten times: a new leader within 2 s each time, writes
