@@ -291,19 +291,22 @@ def unb64(s):
 # ---------------------------------------------------------------------------------------------
 # The clusters. Both offer the same small interface to the cells, the checks and the failover.
 
+def three_nodes(run_dir, system, prefix, peer_key, log_prefix):
+    """Names, free ports, data directories and log files of one system's three nodes."""
+    ports = free_ports(6)
+    return [{"name": f"{prefix}{i + 1}", "http": f"127.0.0.1:{ports[2 * i]}",
+             peer_key: f"127.0.0.1:{ports[2 * i + 1]}",
+             "dir": os.path.join(run_dir, system, f"{prefix}{i + 1}"),
+             "log": os.path.join(run_dir, f"{log_prefix}{i + 1}.log"), "proc": None}
+            for i in range(3)]
+
+
 class Raftkv:
     system = "raftkv"
 
     def __init__(self, procs, run_dir):
         self.procs = procs
-        ports = free_ports(6)
-        self.nodes = []
-        for i in range(3):
-            self.nodes.append({
-                "name": f"node{i + 1}", "http": f"127.0.0.1:{ports[2 * i]}",
-                "raft": f"127.0.0.1:{ports[2 * i + 1]}",
-                "dir": os.path.join(run_dir, "raftkv", f"node{i + 1}"),
-                "log": os.path.join(run_dir, f"raftkv-node{i + 1}.log"), "proc": None})
+        self.nodes = three_nodes(run_dir, "raftkv", "node", "raft", "raftkv-node")
 
     def start(self, i):
         n = self.nodes[i]
@@ -407,14 +410,7 @@ class Etcd:
 
     def __init__(self, procs, run_dir):
         self.procs = procs
-        ports = free_ports(6)
-        self.nodes = []
-        for i in range(3):
-            self.nodes.append({
-                "name": f"etcd{i + 1}", "http": f"127.0.0.1:{ports[2 * i]}",
-                "peer": f"127.0.0.1:{ports[2 * i + 1]}",
-                "dir": os.path.join(run_dir, "etcd", f"etcd{i + 1}"),
-                "log": os.path.join(run_dir, f"etcd{i + 1}.log"), "proc": None})
+        self.nodes = three_nodes(run_dir, "etcd", "etcd", "peer", "etcd")
         self.initial = ",".join(f"{n['name']}=http://{n['peer']}" for n in self.nodes)
 
     def start(self, i):
