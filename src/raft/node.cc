@@ -827,6 +827,13 @@ void Node::HandleSnapshotChunk(const Message& m) {
     Send(std::move(resp));
     return;
   }
+  if (!snap_chunks_.empty() && snap_chunks_.back().done) {
+    // The next Ready installs the snapshot that chunk completes; the driver
+    // stores chunks before it installs (types.h, Ready), so no chunk of
+    // another transfer may follow it there. Drop this one unanswered, as if
+    // lost: the leader sends it again.
+    return;
+  }
   if (m.snap_offset == 0) incoming_snap_ = IncomingSnapshot{meta, 0};
   Message resp;
   resp.to = m.from;

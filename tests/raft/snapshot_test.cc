@@ -375,5 +375,47 @@ TEST(SnapshotTest, NewLeaderSendsNoSnapshotBeforeItsStreamedOneIsInstalled) {
   }
 }
 
+// The last chunk of one snapshot and the first of a newer one arrive before
+// the driver takes a Ready. The Ready stores chunks (step 0) before it
+// installs its snapshot (step 1), so it must not carry a chunk of the newer
+// transfer after the last chunk of the one it installs: that chunk would
+// restart the receiver and leave the install without its image (found by
+// the simulator, seed 400907). The follower drops it unanswered, like a
+// lost message, and takes it when the leader sends it again.
+TEST(SnapshotTest, NoChunkAfterTheLastChunkOfTheSnapshotAReadyInstalls) {
+  Config cfg = test::DefaultConfig(3);
+  cfg.max_snapshot_chunk_bytes = kChunk;
+  const ConfState conf = test::MakeConf({1, 2, 3});
+  test::Solo solo(cfg, test::MakeStorage(conf));
+  Node& n = *solo.node;
+  const SnapshotMeta older{50, 2, conf}, newer{60, 2, conf};
+  const std::string a = SnapshotImage(kChunk - 1), b = SnapshotImage(2 * kChunk);
+  n.Step(SnapChunk(1, 3, 2, older, a, 0));  // The only chunk: done.
+  n.Step(SnapChunk(1, 3, 2, newer, b, 0));
+  Ready rd = n.GetReady();
+  ASSERT_TRUE(rd.snapshot.has_value());
+  EXPECT_EQ(rd.snapshot->meta, older);
+  ASSERT_EQ(rd.snapshot_chunks.size(), 1u);
+  EXPECT_TRUE(rd.snapshot_chunks[0].done);
+  EXPECT_EQ(rd.snapshot_chunks[0].meta, older);
+  for (const Message& m : rd.messages) {
+    EXPECT_FALSE(m.type == MessageType::kSnapResp && m.snap_meta == newer) << m.DebugString();
+  }
+  test::StoreSnapshot(solo.storage.get(), rd);
+  n.Advance(rd);
+  EXPECT_EQ(solo.storage->LatestSnapshot().data, a);
+  solo.Drain();
+  // Sent again, the newer snapshot's first chunk is taken and acknowledged.
+  n.Step(SnapChunk(1, 3, 2, newer, b, 0));
+  rd = n.GetReady();
+  ASSERT_EQ(rd.snapshot_chunks.size(), 1u);
+  EXPECT_EQ(rd.snapshot_chunks[0].meta, newer);
+  bool acked = false;
+  for (const Message& m : rd.messages) {
+    acked |= m.type == MessageType::kSnapResp && !m.reject && m.snap_offset == kChunk;
+  }
+  EXPECT_TRUE(acked);
+}
+
 }  // namespace
 }  // namespace raftkv::raft
