@@ -285,6 +285,13 @@ TEST(SnapshotTest, RestartMidTransferStartsOverFromOffsetZero) {
   EXPECT_EQ(net->peer(3).installed[0].meta.index, snap_index);
 }
 
+// Node 3 of voters {1, 2, 3}, alone, sending snapshots in chunks of kChunk.
+test::Solo ChunkedFollower3(const ConfState& conf) {
+  Config cfg = test::DefaultConfig(3);
+  cfg.max_snapshot_chunk_bytes = kChunk;
+  return test::Solo(cfg, test::MakeStorage(conf));
+}
+
 Message SnapChunk(NodeId from, NodeId to, Term term, const SnapshotMeta& meta,
                   const std::string& image, uint64_t offset) {
   Message m;
@@ -305,10 +312,8 @@ Message SnapChunk(NodeId from, NodeId to, Term term, const SnapshotMeta& meta,
 // data as if it were the state. Once the snapshot is installed, it sends the
 // real image.
 TEST(SnapshotTest, NewLeaderSendsNoSnapshotBeforeItsStreamedOneIsInstalled) {
-  Config cfg = test::DefaultConfig(3);
-  cfg.max_snapshot_chunk_bytes = kChunk;
   const ConfState conf = test::MakeConf({1, 2, 3});
-  test::Solo solo(cfg, test::MakeStorage(conf));
+  test::Solo solo = ChunkedFollower3(conf);
   Node& n = *solo.node;
   const SnapshotMeta meta{50, 2, conf};
   const std::string image = SnapshotImage(3 * kChunk + 10);
@@ -383,10 +388,8 @@ TEST(SnapshotTest, NewLeaderSendsNoSnapshotBeforeItsStreamedOneIsInstalled) {
 // the simulator, seed 400907). The follower drops it unanswered, like a
 // lost message, and takes it when the leader sends it again.
 TEST(SnapshotTest, NoChunkAfterTheLastChunkOfTheSnapshotAReadyInstalls) {
-  Config cfg = test::DefaultConfig(3);
-  cfg.max_snapshot_chunk_bytes = kChunk;
   const ConfState conf = test::MakeConf({1, 2, 3});
-  test::Solo solo(cfg, test::MakeStorage(conf));
+  test::Solo solo = ChunkedFollower3(conf);
   Node& n = *solo.node;
   const SnapshotMeta older{50, 2, conf}, newer{60, 2, conf};
   const std::string a = SnapshotImage(kChunk - 1), b = SnapshotImage(2 * kChunk);
