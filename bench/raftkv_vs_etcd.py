@@ -858,57 +858,45 @@ def ratio(a, b):
 
 
 def bar_lines(res, fo):
-    hi, lo = max(CONNS), min(CONNS)
+    """Issue 5's bar, a line each: PASS or MISS with the numbers, n/a if not measured."""
+    def ratio(a, b):
+        return f"{a['rps']:,.0f} vs {b['rps']:,.0f} req/s = {a['rps'] / b['rps']:.1f}x"
+
+    # (text, raftkv cell, etcd-or-ceiling cell, connections, pass?, numbers)
+    comparisons = [
+        ("writes at 64 connections ≥10x etcd v3 puts, p99 below etcd's", "rk_write", "e3_put", 64,
+         lambda a, b: a["rps"] >= 10 * b["rps"] and a["p99_us"] < b["p99_us"],
+         lambda a, b: f"{ratio(a, b)}; p99 {fmt_ms(a['p99_us'])} vs {fmt_ms(b['p99_us'])} ms"),
+        ("linearizable reads at 64 connections ≥5x etcd v3 linearizable ranges", "rk_read",
+         "e3_range", 64, lambda a, b: a["rps"] >= 5 * b["rps"], ratio),
+        ("stale reads at 64 connections ≥80% of the raftkv ceiling", "rk_stale", "rk_ceiling", 64,
+         lambda a, b: a["rps"] >= 0.8 * b["rps"],
+         lambda a, b: f"{a['rps']:,.0f} vs {b['rps']:,.0f} req/s = "
+                      f"{100 * a['rps'] / b['rps']:.0f}%"),
+        ("writes at 1 connection: p50 below etcd's", "rk_write", "e3_put", 1,
+         lambda a, b: a["p50_us"] < b["p50_us"],
+         lambda a, b: f"p50 {fmt_ms(a['p50_us'])} vs {fmt_ms(b['p50_us'])} ms"),
+    ]
     out = []
 
-    def get(c, n):
-        return res.get((c, n))
+    def line(text, ok, nums):
+        out.append(f"- **{'PASS' if ok else 'MISS'}** {text}: {nums}")
 
-    def line(text, cond, nums):
-        out.append(f"- **{'PASS' if cond else 'MISS'}** {text}: {nums}")
-
-    def na(text, why):
-        out.append(f"- **n/a** {text}: {why}")
-
-    t = f"writes at {64} connections ≥10x etcd v3 puts, p99 below etcd's"
-    a, b = get("rk_write", 64), get("e3_put", 64)
-    if a and b:
-        line(t, a["rps"] >= 10 * b["rps"] and a["p99_us"] < b["p99_us"],
-             f"{a['rps']:,.0f} vs {b['rps']:,.0f} req/s = {a['rps'] / b['rps']:.1f}x; "
-             f"p99 {fmt_ms(a['p99_us'])} vs {fmt_ms(b['p99_us'])} ms")
-    else:
-        na(t, "cell not run")
-    t = "linearizable reads at 64 connections ≥5x etcd v3 linearizable ranges"
-    a, b = get("rk_read", 64), get("e3_range", 64)
-    if a and b:
-        line(t, a["rps"] >= 5 * b["rps"],
-             f"{a['rps']:,.0f} vs {b['rps']:,.0f} req/s = {a['rps'] / b['rps']:.1f}x")
-    else:
-        na(t, "cell not run")
-    t = "stale reads at 64 connections ≥80% of the raftkv ceiling"
-    a, b = get("rk_stale", 64), get("rk_ceiling", 64)
-    if a and b:
-        line(t, a["rps"] >= 0.8 * b["rps"],
-             f"{a['rps']:,.0f} vs {b['rps']:,.0f} req/s = {100 * a['rps'] / b['rps']:.0f}%")
-    else:
-        na(t, "cell not run")
-    t = "writes at 1 connection: p50 below etcd's"
-    a, b = get("rk_write", 1), get("e3_put", 1)
-    if a and b:
-        line(t, a["p50_us"] < b["p50_us"],
-             f"p50 {fmt_ms(a['p50_us'])} vs {fmt_ms(b['p50_us'])} ms")
-    else:
-        na(t, "cell not run")
-    t = "failover median ≤1.0 s with 0 acknowledged writes lost"
+    for text, ca, cb, conns, ok, nums in comparisons:
+        a, b = res.get((ca, conns)), res.get((cb, conns))
+        if a and b:
+            line(text, ok(a, b), nums(a, b))
+        else:
+            out.append(f"- **n/a** {text}: cell not run")
+    text = "failover median ≤1.0 s with 0 acknowledged writes lost"
     f = fo.get("raftkv")
     if f and f["downtimes_s"]:
         med = statistics.median(f["downtimes_s"])
-        line(t, med <= 1.0 and f["lost"] == 0,
+        line(text, med <= 1.0 and f["lost"] == 0,
              f"median {med:.2f} s over {len(f['downtimes_s'])} kills, {f['lost']} of "
              f"{f['acked']} acknowledged writes lost")
     else:
-        na(t, "failover not run")
-    del hi, lo
+        out.append(f"- **n/a** {text}: failover not run")
     return out
 
 
