@@ -18,6 +18,21 @@ Status IoError(const std::string& what, const std::string& path, int err) {
   return Status(raft::Code::kIoError, what + " " + path + ": " + std::strerror(err));
 }
 
+// Opens `path` with `flags` (plus O_CLOEXEC) and reads its size.
+Status OpenWithSize(const std::string& path, int flags, int* fd, uint64_t* size) {
+  *fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (*fd < 0) return IoError("open", path, errno);
+  struct stat st;
+  if (::fstat(*fd, &st) != 0) {
+    int err = errno;
+    ::close(*fd);
+    *fd = -1;
+    return IoError("stat", path, err);
+  }
+  *size = static_cast<uint64_t>(st.st_size);
+  return Status::Ok();
+}
+
 class PosixWritableFile : public WritableFile {
  public:
   PosixWritableFile(std::string path, int fd, uint64_t size)
@@ -86,28 +101,19 @@ class PosixEnv : public Env {
   }
 
   Status ReopenWritableFile(const std::string& path, std::unique_ptr<WritableFile>* out) override {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd < 0) return IoError("open", path, errno);
-    struct stat st;
-    if (::fstat(fd, &st) != 0) {
-      int err = errno;
-      ::close(fd);
-      return IoError("stat", path, err);
-    }
-    *out = std::make_unique<PosixWritableFile>(path, fd, static_cast<uint64_t>(st.st_size));
+    int fd = -1;
+    uint64_t size = 0;
+    Status s = OpenWithSize(path, O_WRONLY, &fd, &size);
+    if (!s.ok()) return s;
+    *out = std::make_unique<PosixWritableFile>(path, fd, size);
     return Status::Ok();
   }
 
   Status ReadFile(const std::string& path, uint64_t max_bytes, std::string* out) override {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return IoError("open", path, errno);
-    struct stat st;
-    if (::fstat(fd, &st) != 0) {
-      int err = errno;
-      ::close(fd);
-      return IoError("stat", path, err);
-    }
-    uint64_t size = static_cast<uint64_t>(st.st_size);
+    int fd = -1;
+    uint64_t size = 0;
+    Status s = OpenWithSize(path, O_RDONLY, &fd, &size);
+    if (!s.ok()) return s;
     if (size > max_bytes) {
       ::close(fd);
       return Status(raft::Code::kIoError, "read " + path + ": " + std::to_string(size) +
