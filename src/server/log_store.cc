@@ -7,16 +7,20 @@ namespace raftkv::server {
 void WalLogStore::Persist(const raft::Ready& rd, Done done) {
   RAFT_ASSERT(!inflight_.has_value(), "a second Persist while one is outstanding");
   RAFT_ASSERT(post_ != nullptr, "WalLogStore used before Attach");
-  storage::Update u = storage::Update::FromReady(rd);
-  if (!rd.must_sync && u.entries.empty() && !u.snapshot && u.snapshot_chunks.empty()) {
-    // Nothing to write but perhaps a new commit index. The commit index is
-    // not part of Raft's durable state (a restarted node learns it again from
-    // the leader, and a lower one on disk only means replaying less at start),
-    // so it is neither written nor waited for now: it goes to disk with the
-    // next write. As etcd, which does not sync for a commit-only HardState.
-    if (u.hard_state) deferred_hard_state_ = u.hard_state;
+  if (!rd.must_sync) {
+    // The core sets must_sync for any entry, snapshot, chunk, term or vote,
+    // so there is nothing to write but perhaps a new commit index. The
+    // commit index is not part of Raft's durable state (a restarted node
+    // learns it again from the leader, and a lower one on disk only means
+    // replaying less at start), so it is neither written nor waited for now:
+    // it goes to disk with the next write. As etcd, which does not sync for
+    // a commit-only HardState.
+    RAFT_ASSERT(rd.entries.empty() && !rd.snapshot && rd.snapshot_chunks.empty(),
+                "a Ready with something to store but must_sync false");
+    if (rd.hard_state) deferred_hard_state_ = rd.hard_state;
     return done(disk_->health());
   }
+  storage::Update u = storage::Update::FromReady(rd);
   if (!u.hard_state) u.hard_state = deferred_hard_state_;
   deferred_hard_state_.reset();
   inflight_ = std::move(u);

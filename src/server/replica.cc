@@ -363,7 +363,8 @@ void Replica::Flush() {
     hard_state_known_ = true;
   }
   std::vector<raft::Message> now;
-  send_after_persist_.clear();
+  // OnPersisted and OnStorageFailed empty it; no persist is outstanding here.
+  RAFT_ASSERT(send_after_persist_.empty(), "messages of an earlier Ready still held");
   for (raft::Message& m : rd.messages) {
     bool early = !term_or_vote_changes && SendsBeforePersist(m.type);
     (early ? now : send_after_persist_).push_back(std::move(m));
