@@ -120,6 +120,23 @@ TEST(ClusterTest, WritesToFollowersAreForwardedAndReadEverywhere) {
 // The same with HTTP sessions on two threads of their own (the default on 4
 // cores or more), apart from the thread that drives Raft; stopping the
 // cluster at the end shuts every thread down.
+// A write reaching a follower after max_forward_hops (2) forwards is not
+// forwarded again (a loop between nodes that disagree on the leader ends);
+// one hop fewer still goes through.
+TEST(ClusterTest, ForwardingStopsAtTheHopLimit) {
+  Cluster c(3);
+  c.StartAll();
+  int leader = c.FindLeader();
+  ASSERT_GE(leader, 0);
+  HttpClient cl(c.http_port((leader + 1) % c.size()));
+  HttpResponse r = cl.Request("POST", "/keys/hop/", "{\"value\":\"2\"}", {{"X-Raftkv-Hops", "2"}});
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(r.body.find("forwarded too often"), std::string::npos) << r.body;
+  r = cl.Request("POST", "/keys/hop/", "{\"value\":\"1\"}", {{"X-Raftkv-Hops", "1"}});
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Http(c.http_port(leader), "GET", "/keys/hop/").body, ValueJson("1"));
+}
+
 TEST(ClusterTest, WritesAndReadsWithSessionThreadsApartFromTheDriver) {
   Cluster c(3, {"--io-threads", "3"});
   CheckWritesToFollowersAreForwardedAndReadEverywhere(c);
@@ -472,7 +489,9 @@ TEST(ClusterTest, JoinFourthNodeUnderLoad) {
 }
 
 TEST(ClusterTest, SigtermExitsZeroAndHandsOverLeadership) {
-  Cluster c(3);
+  // Elections time out after 2-4 s here: a leader within the bound below can
+  // only come from the handover, not from an election after the old leader left.
+  Cluster c(3, {"--election-ticks", "40"});
   c.StartAll();
   int leader = c.FindLeader();
   ASSERT_GE(leader, 0);
@@ -484,6 +503,7 @@ TEST(ClusterTest, SigtermExitsZeroAndHandsOverLeadership) {
   ASSERT_GE(next, 0);
   double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   std::printf("leader handover on SIGTERM: %.0f ms\n", ms);
+  EXPECT_LT(ms, 1800) << "the new leader came from an election timeout, not a handover";
   EXPECT_TRUE(c.PutRetry(next, "after", "2", milliseconds(3000)));
   int follower = 3 - leader - next;
   c.Terminate(follower);

@@ -48,6 +48,7 @@ TEST(SafetyChecker, LogMatchingSamePrefix) {
   // Same (index, term) and data, but after an entry of another term.
   c.OnPersist(2, 2, a.data(), a.size(), s);
   EXPECT_FALSE(c.ok());
+  EXPECT_NE(c.failure().find("log matching"), std::string::npos) << c.failure();
 }
 
 TEST(SafetyChecker, NoTruncationBelowCommit) {
@@ -109,6 +110,7 @@ TEST(SafetyChecker, StateMachinesAgreeAfterEachIndex) {
   c.OnApply(1, 3, E(1, 1, "a"), 100);
   c.OnApply(2, 3, E(1, 1, "a"), 101);
   EXPECT_FALSE(c.ok());
+  EXPECT_NE(c.failure().find("state machine safety"), std::string::npos) << c.failure();
 }
 
 TEST(SafetyChecker, SnapshotMustMatchAppliedState) {
@@ -121,6 +123,7 @@ TEST(SafetyChecker, SnapshotMustMatchAppliedState) {
   EXPECT_TRUE(c.ok()) << c.failure();
   c.OnRestore(3, meta, 555);
   EXPECT_FALSE(c.ok());
+  EXPECT_NE(c.failure().find("restored a snapshot"), std::string::npos) << c.failure();
 }
 
 TEST(SafetyChecker, LeaderCompleteness) {

@@ -23,6 +23,7 @@ TEST(SimDeterminism, SameSeedSameTrace) {
     RunResult b = RunSimulation(Options(seed, nodes));
     EXPECT_EQ(a.trace_hash, b.trace_hash) << "seed " << seed;
     EXPECT_EQ(a.events, b.events) << "seed " << seed;
+    EXPECT_TRUE(a.ok) << "seed " << seed << ": " << a.failure;
     EXPECT_EQ(a.ok, b.ok) << "seed " << seed;
     EXPECT_EQ(a.stats.ticks, b.stats.ticks) << "seed " << seed;
   }
