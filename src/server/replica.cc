@@ -371,8 +371,22 @@ void Replica::Flush() {
   }
   rd.messages.clear();
   if (!now.empty()) send_(std::move(now));
+  // Committed entries are durable on a quorum already, so they are applied
+  // now, while this Ready's own writes go to disk, as etcd's server does: a
+  // write's answer need not wait for an fsync that does not concern it. A
+  // crash loses only memory, rebuilt from the log. A snapshot from the
+  // leader is the exception: it replaces the state these entries follow, so
+  // it is installed, and they applied, once it is stored.
+  applied_early_ = !rd.snapshot;
+  if (applied_early_) ApplyAndRead(rd);
   persisting_ = true;
   store_->Persist(rd, [this](raft::Status s) { OnPersisted(std::move(s)); });
+}
+
+void Replica::ApplyAndRead(const raft::Ready& rd) {
+  ApplyEntries(rd.committed_entries);
+  for (const raft::ReadState& rs : rd.read_states) ServeReadState(rs);
+  CompleteReads();
 }
 
 void Replica::OnPersisted(raft::Status s) {
@@ -391,10 +405,8 @@ void Replica::OnPersisted(raft::Status s) {
   // 2. Votes and acknowledgements, now that what they promise is stored.
   if (!send_after_persist_.empty()) send_(std::move(send_after_persist_));
   send_after_persist_.clear();
-  // 3. Apply, then release reads.
-  ApplyEntries(rd.committed_entries);
-  for (const raft::ReadState& rs : rd.read_states) ServeReadState(rs);
-  CompleteReads();
+  // 3. Apply, then release reads, unless done before the write (Flush).
+  if (!applied_early_) ApplyAndRead(rd);
   node_->Advance(rd);
   inflight_.reset();
   persisting_ = false;

@@ -197,6 +197,7 @@ class Replica {
   void CompleteReads();
   void InstallSnapshot(const raft::Snapshot& snap);
   void ApplyEntries(const std::vector<raft::Entry>& entries);
+  void ApplyAndRead(const raft::Ready& rd);
   void ApplyConfChange(const raft::Entry& e);
   void ResolveWrites(const raft::Entry& e, const std::vector<kv::Applied>& applied, size_t* cursor);
   void AddPending(PendingWrite w);
@@ -238,6 +239,8 @@ class Replica {
   bool storage_failed_ = false;
   raft::Status storage_error_;
   std::optional<raft::Ready> inflight_;
+  // inflight_'s committed entries and read states were handled in Flush.
+  bool applied_early_ = false;
   std::vector<raft::Message> send_after_persist_;
   // The hard state of the last Ready that carried one (unknown at start).
   raft::HardState last_hard_state_;

@@ -176,6 +176,7 @@ class Cluster : public ClientTransport {
   void ProcessDirty();
   void HandleReadies(SimNode* n);
   bool Persist(SimNode* n, raft::Ready* rd);
+  bool ApplyAndRead(SimNode* n, raft::Ready* rd);
   void NoteChunkStored(SimNode* n, const raft::SnapshotChunk& c);
   bool InstallSnapshot(SimNode* n, const raft::Snapshot& installed, const raft::Snapshot& image);
   bool PersistWal(SimNode* n, raft::Ready* rd, bool torn);

@@ -183,17 +183,18 @@ void Cluster::HandleReadies(SimNode* n) {
       return;
     }
     raft::Ready rd = n->node->GetReady();
+    // As the server does (Replica::Flush): committed entries are applied
+    // before this Ready is stored, unless it installs a snapshot. They are
+    // durable on a quorum, so a crash in Persist below may lose the applied
+    // state but never the entries.
+    bool early = !rd.snapshot;
+    if (early && !ApplyAndRead(n, &rd)) return;
     // 1 and 2: snapshot, entries, hard state (maybe torn by a crash).
     if (!Persist(n, &rd)) return;
     // 3: only now may messages that depend on that state leave the node.
     for (raft::Message& m : rd.messages) net_.Send(step_, std::move(m));
     // 4: apply, then serve the reads whose index is applied.
-    for (const raft::Entry& e : rd.committed_entries) {
-      Apply(n, e);
-      if (failed()) return;
-    }
-    for (raft::ReadState& rs : rd.read_states) n->reads.push_back(std::move(rs));
-    ReleaseReads(n);
+    if (!early && !ApplyAndRead(n, &rd)) return;
     if (rd.soft_state) {
       n->role = rd.soft_state->role;
       trace_.Textf(n->id, "role %s term=%" PRIu64 " leader=n%" PRIu64,
@@ -212,6 +213,16 @@ void Cluster::HandleReadies(SimNode* n) {
     }
     MaybeCompact(n);
   }
+}
+
+bool Cluster::ApplyAndRead(SimNode* n, raft::Ready* rd) {
+  for (const raft::Entry& e : rd->committed_entries) {
+    Apply(n, e);
+    if (failed()) return false;
+  }
+  for (raft::ReadState& rs : rd->read_states) n->reads.push_back(std::move(rs));
+  ReleaseReads(n);
+  return true;
 }
 
 // Counts a stored chunk of a snapshot from the leader (stats only).
