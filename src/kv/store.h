@@ -14,12 +14,12 @@
 #pragma once
 
 #include <atomic>
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <cstdint>
 #include <shared_mutex>
 #include <span>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "kv/command.h"
@@ -79,9 +79,13 @@ class Store {
   };
   struct KeyHash {
     using is_transparent = void;
+    using is_avalanching = void;  // XXH3: the map needs no extra mixing.
     size_t operator()(std::string_view s) const;
   };
-  using Map = std::unordered_map<std::string, Record, KeyHash, std::equal_to<>>;
+  // Open addressing (Boost 1.81): a lookup touches one metadata group and one
+  // slot, where std::unordered_map chased a bucket and list nodes; applying a
+  // put was 13% of a follower's driver thread in perf.
+  using Map = boost::unordered_flat_map<std::string, Record, KeyHash, std::equal_to<>>;
 
   std::vector<const Map::value_type*> SortedLocked() const;
 

@@ -32,6 +32,7 @@ Node::Node(const Config& config, const Storage* storage)
   const Snapshot& snap = storage->LatestSnapshot();
   conf_ = snap.meta.conf;
   applied_ = snap.meta.index;
+  handed_ = applied_;
   // Remember the ConfChange entries in the log, then apply the committed
   // ones so the node starts with the membership as of its commit index.
   // Entries at or below the snapshot may still be in the log (compaction
@@ -1038,7 +1039,7 @@ bool Node::HasReady() const {
   if (SoftState{leader_, role_} != prev_soft_) return true;
   if (HardState{term_, vote_, log_.committed()} != prev_hard_) return true;
   if (log_.SnapshotToPersist() || log_.HasUnstableToPersist()) return true;
-  return log_.HasCommittedAfter(applied_);
+  return log_.HasCommittedAfter(handed_);
 }
 
 Ready Node::GetReady() {
@@ -1058,7 +1059,7 @@ Ready Node::GetReady() {
     rd.must_sync = hard.term != prev_hard_.term || hard.vote != prev_hard_.vote;
     prev_hard_ = hard;
   }
-  Index applied = applied_;
+  Index applied = handed_;
   if (log_.SnapshotToPersist()) {
     rd.snapshot = *log_.PendingSnapshot();
     log_.MarkSnapshotInProgress();
@@ -1072,6 +1073,7 @@ Ready Node::GetReady() {
   rd.entries = log_.TakeUnstableToPersist();
   if (!rd.entries.empty()) rd.must_sync = true;
   rd.committed_entries = log_.CommittedAfter(applied, cfg_.max_committed_bytes_per_ready);
+  handed_ = rd.committed_entries.empty() ? applied : rd.committed_entries.back().index;
   rd.messages = std::move(msgs_);
   msgs_.clear();
   rd.read_states = std::move(read_states_);
@@ -1095,6 +1097,16 @@ void Node::Advance(const Ready& rd) {
     self_match_ = std::max(self_match_, log_.StableLastIndex());
     if (MaybeCommit()) pending_broadcast_ = true;
   }
+}
+
+std::vector<Entry> Node::TakeCommitted() {
+  if (log_.PendingSnapshot()) return {};
+  std::vector<Entry> out = log_.CommittedAfter(handed_, cfg_.max_committed_bytes_per_ready);
+  if (!out.empty()) {
+    handed_ = out.back().index;
+    applied_ = std::max(applied_, handed_);
+  }
+  return out;
 }
 
 NodeStatus Node::GetStatus() const {

@@ -137,6 +137,16 @@ class Node {
   Ready GetReady();
   void Advance(const Ready& ready);
 
+  // Committed entries that no Ready or earlier call has handed out, for a
+  // driver whose Ready is still on its way to disk: a leader learns a commit
+  // from an acknowledgement while its own next write is being synced, and
+  // need not hold the answer until then. The caller applies them (in order,
+  // after those of any outstanding Ready) before it next calls the Node;
+  // they count as applied at once and never appear in a Ready. Empty while a
+  // snapshot is being installed, since the entries after it wait for it.
+  // Allowed with or without a Ready outstanding.
+  std::vector<Entry> TakeCommitted();
+
   NodeId id() const { return id_; }
   Role role() const { return role_; }
   NodeId Leader() const { return leader_; }
@@ -273,6 +283,9 @@ class Node {
   HardState prev_hard_;
   bool ready_outstanding_ = false;
   Index applied_ = 0;
+  // The last committed index handed out for applying, by a Ready (which
+  // Advance then confirms into applied_) or by TakeCommitted.
+  Index handed_ = 0;
 };
 
 }  // namespace raftkv::raft

@@ -344,6 +344,16 @@ void Replica::OnTick() {
 
 void Replica::Flush() {
   if (!read_batch_.empty()) IssueReads();
+  // While this node's Ready is on disk, what the others commit meanwhile (an
+  // acknowledgement reaching the leader) is applied and answered now rather
+  // than after that unrelated fsync. A frozen node applies nothing.
+  if (persisting_ && !stopped_ && !storage_failed_) {
+    std::vector<raft::Entry> committed = node_->TakeCommitted();
+    if (!committed.empty()) {
+      ApplyEntries(committed);
+      CompleteReads();
+    }
+  }
   // Stopping: no new persist (what is not persisted was not acknowledged).
   if (persisting_ || stopped_ || !node_->HasReady()) return;
   inflight_ = node_->GetReady();

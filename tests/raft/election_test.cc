@@ -353,15 +353,7 @@ TEST(ElectionTest, CandidateStepsDownOnAppendEntriesFromLeaderOfItsTerm) {
   net->Campaign(2);  // Sends nothing anyone receives: a lone candidate of term 2.
   ASSERT_EQ(net->node(2).role(), Role::kCandidate);
   ASSERT_EQ(net->node(2).term(), 2u);
-  Message m;
-  m.type = MessageType::kApp;
-  m.from = 1;
-  m.to = 2;
-  m.term = 2;
-  m.index = 1;
-  m.log_term = 1;
-  m.commit = 1;
-  net->node(2).Step(m);
+  net->node(2).Step(test::AppendMsg(1, 2, 2, 1, 1, 1));
   EXPECT_EQ(net->node(2).role(), Role::kFollower);
   EXPECT_EQ(net->node(2).term(), 2u);
   EXPECT_EQ(net->node(2).Leader(), 1u);
@@ -374,14 +366,7 @@ TEST(ElectionTest, StaleLeaderAppendEntriesIsRejected) {
   auto net = Network::Make(3);
   net->Campaign(1);
   const Term term = net->node(1).term();
-  Message m;
-  m.type = MessageType::kApp;
-  m.from = 3;
-  m.to = 2;
-  m.term = term - 1;
-  m.index = 2;
-  m.log_term = term;
-  m.entries = {test::MakeEntry(3, term - 1, "stale")};
+  Message m = test::AppendMsg(3, 2, term - 1, 2, term, 0, {test::MakeEntry(3, term - 1, "stale")});
   const Index last = net->storage(2).LastIndex();
   net->node(2).Step(m);
   net->Stabilize();

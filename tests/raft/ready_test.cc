@@ -64,15 +64,7 @@ TEST(ReadyTest, VoteRequestsComeWithCandidatesOwnVote) {
 TEST(ReadyTest, AppendAckComesWithTheEntriesItAcknowledges) {
   auto storage = MakeStorage(MakeConf({1, 2, 3}));
   Node node(test::DefaultConfig(2), storage.get());
-  Message m;
-  m.type = MessageType::kApp;
-  m.from = 1;
-  m.to = 2;
-  m.term = 2;
-  m.index = 1;
-  m.log_term = 1;
-  m.commit = 1;
-  m.entries = {MakeEntry(2, 2, "a"), MakeEntry(3, 2, "b")};
+  Message m = test::AppendMsg(1, 2, 2, 1, 1, 1, {MakeEntry(2, 2, "a"), MakeEntry(3, 2, "b")});
   node.Step(m);
   Ready rd = node.GetReady();
   auto acks = OfType(rd.messages, MessageType::kAppResp);
@@ -130,6 +122,96 @@ TEST(ReadyTest, CommittedEntriesAreHandedOutOnce) {
   }
   EXPECT_EQ(solo.applied.back().data, "p4");
   EXPECT_EQ(solo.node->GetStatus().applied, solo.applied.back().index);
+}
+
+// node.h (TakeCommitted): a leader that learns a commit while its next
+// Ready is still being persisted can take the committed entries at once;
+// they hold only what is committed (not the outstanding Ready's own entry)
+// and never come again in a Ready.
+TEST(ReadyTest, CommitLearnedWhileAReadyIsOutstandingIsTakenOnce) {
+  auto net = Network::Make(3);
+  net->Campaign(1);
+  ASSERT_EQ(net->Leader(), 1u);
+  Index x = 0, y = 0;
+  ASSERT_TRUE(net->node(1).Propose("x", &x).ok());
+  ASSERT_TRUE(net->ProcessReady(1));  // x on the leader's disk, appends queued.
+  net->DeliverAll();
+  net->ProcessReady(2);
+  net->ProcessReady(3);
+  std::vector<Message> acks = net->TakeQueue();  // The followers' acknowledgements of x.
+  ASSERT_FALSE(OfType(acks, MessageType::kAppResp).empty());
+
+  ASSERT_TRUE(net->node(1).Propose("y", &y).ok());
+  Ready rd = net->node(1).GetReady();  // Outstanding: y goes to disk.
+  ASSERT_FALSE(rd.entries.empty());
+  EXPECT_EQ(rd.entries.back().index, y);
+  for (const Entry& e : rd.committed_entries) EXPECT_LT(e.index, x);
+  EXPECT_TRUE(net->node(1).TakeCommitted().empty()) << "nothing new is committed yet";
+  for (const Message& m : acks) net->Deliver(m);
+  EXPECT_EQ(net->node(1).commit(), x);
+
+  std::vector<Entry> taken = net->node(1).TakeCommitted();
+  ASSERT_EQ(taken.size(), 1u);
+  EXPECT_EQ(taken[0].index, x);
+  EXPECT_EQ(taken[0].data, "x");
+  EXPECT_TRUE(net->node(1).TakeCommitted().empty()) << "handed out twice";
+  EXPECT_EQ(net->node(1).GetStatus().applied, x);
+  test::Peer& leader = net->peer(1);
+  leader.applied_index = x;
+  leader.applied.push_back(taken[0]);
+
+  // The outstanding Ready completes; no later Ready hands out x again, and y
+  // commits as usual.
+  net->storage(1).Append(rd.entries);
+  if (rd.hard_state) net->storage(1).SetHardState(*rd.hard_state);
+  net->node(1).Advance(rd);
+  net->on_ready = [&](NodeId id, const Ready& r) {
+    if (id != 1) return;
+    for (const Entry& e : r.committed_entries) EXPECT_GT(e.index, x) << "x handed out again";
+  };
+  net->Stabilize();
+  ASSERT_FALSE(leader.applied.empty());
+  EXPECT_EQ(leader.applied.back().index, y);
+  EXPECT_EQ(leader.applied.back().data, "y");
+}
+
+// node.h (TakeCommitted): while a Ready that installs a snapshot is
+// outstanding, entries committed after the snapshot are not handed out: the
+// state they apply to is not installed yet. They come in a Ready after it.
+TEST(ReadyTest, NothingIsTakenWhileASnapshotIsBeingInstalled) {
+  auto storage = MakeStorage(MakeConf({1, 2, 3}));
+  Node node(test::DefaultConfig(2), storage.get());
+  Message snap;
+  snap.type = MessageType::kSnap;
+  snap.from = 1;
+  snap.to = 2;
+  snap.term = 2;
+  snap.snap_meta.index = 10;
+  snap.snap_meta.term = 2;
+  snap.snap_meta.conf = MakeConf({1, 2, 3});
+  snap.snap_offset = 0;
+  snap.snap_data = "image";
+  snap.snap_done = true;
+  node.Step(snap);
+  Ready rd = node.GetReady();
+  ASSERT_TRUE(rd.snapshot.has_value());
+  ASSERT_EQ(rd.snapshot->meta.index, 10u);
+
+  // While it is stored, the leader's next append commits entries after it.
+  node.Step(test::AppendMsg(1, 2, 2, 10, 2, 12, {MakeEntry(11, 2, "a"), MakeEntry(12, 2, "b")}));
+  ASSERT_EQ(node.commit(), 12u);
+  EXPECT_TRUE(node.TakeCommitted().empty()) << "entries handed out before their snapshot";
+
+  test::StoreSnapshot(storage.get(), rd);
+  if (rd.hard_state) storage->SetHardState(*rd.hard_state);
+  node.Advance(rd);
+  Ready next = node.GetReady();
+  ASSERT_EQ(next.committed_entries.size(), 2u);
+  EXPECT_EQ(next.committed_entries[0].index, 11u);
+  EXPECT_EQ(next.committed_entries[1].index, 12u);
+  storage->Append(next.entries);
+  node.Advance(next);
+  EXPECT_TRUE(node.TakeCommitted().empty());
 }
 
 // shared/STYLE.md: "Assert the Ready/advance pairing". A second GetReady

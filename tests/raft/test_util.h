@@ -85,6 +85,21 @@ inline Config DefaultConfig(NodeId id) {
   return c;
 }
 
+// An AppendEntries from `from` to `to`: entries after (index, log_term).
+inline Message AppendMsg(NodeId from, NodeId to, Term term, Index index, Term log_term,
+                         Index commit, std::vector<Entry> entries = {}) {
+  Message m;
+  m.type = MessageType::kApp;
+  m.from = from;
+  m.to = to;
+  m.term = term;
+  m.index = index;
+  m.log_term = log_term;
+  m.commit = commit;
+  m.entries = std::move(entries);
+  return m;
+}
+
 inline bool HasType(const std::vector<Message>& msgs, MessageType t) {
   for (const Message& m : msgs)
     if (m.type == t) return true;

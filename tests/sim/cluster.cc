@@ -68,6 +68,7 @@ Cluster::Cluster(const SimOptions& options)
       rng_(DeriveSeed(options.seed, 3)),
       disk_rng_(DeriveSeed(options.seed, 5)),
       env_rng_(DeriveSeed(options.seed, 7)),
+      take_rng_(DeriveSeed(options.seed, 11)),
       wal_(ResolveDiskMode(options.disk, options.seed) == DiskMode::kWal),
       segment_bytes_(1024 + DeriveSeed(options.seed, 8) % 8192),
       net_(DeriveSeed(options.seed, 2), &trace_),

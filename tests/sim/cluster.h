@@ -74,6 +74,7 @@ struct RunStats {
   uint64_t snapshot_chunks = 0;   // Chunks of snapshots from the leader stored.
   uint64_t chunked_installs = 0;  // Installed snapshots that were streamed in 2+ chunks.
   uint64_t transfer_crashes = 0;  // Crashes while storing snapshot chunks.
+  uint64_t taken = 0;             // Entries applied through Node::TakeCommitted.
   uint64_t conf_changes = 0;      // Membership changes proposed and accepted.
   uint64_t transfers = 0;
   uint64_t lin_states = 0;
@@ -177,6 +178,7 @@ class Cluster : public ClientTransport {
   void HandleReadies(SimNode* n);
   bool Persist(SimNode* n, raft::Ready* rd);
   bool ApplyAndRead(SimNode* n, raft::Ready* rd);
+  bool MaybeTakeCommitted(SimNode* n);
   void NoteChunkStored(SimNode* n, const raft::SnapshotChunk& c);
   bool InstallSnapshot(SimNode* n, const raft::Snapshot& installed, const raft::Snapshot& image);
   bool PersistWal(SimNode* n, raft::Ready* rd, bool torn);
@@ -199,6 +201,8 @@ class Cluster : public ClientTransport {
   // Wal mode: what MemEnv::Crash keeps, and which fsync a torn write hits
   // (a stream of its own, so memory-mode runs replay as before).
   raft::Rng env_rng_;
+  // When the driver calls Node::TakeCommitted (a stream of its own too).
+  raft::Rng take_rng_;
   const bool wal_;
   const uint64_t segment_bytes_;  // Wal mode: small, so segments rotate often.
   Network net_;

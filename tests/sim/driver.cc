@@ -154,6 +154,9 @@ void Cluster::MakeGone(SimNode* n) {
 
 void Cluster::AfterInput(SimNode* n) {
   n->dirty = true;
+  // The server applies a commit learned while its Ready is on disk through
+  // TakeCommitted; here, between Readies, and below while one is out.
+  if (!MaybeTakeCommitted(n)) return;
   // Election safety is checked on every input, not only when a Ready shows
   // the role change: a node could win and lose within one batch.
   if (n->node->role() == raft::Role::kLeader && n->node->term() != n->leader_term_seen) {
@@ -189,6 +192,9 @@ void Cluster::HandleReadies(SimNode* n) {
     // state but never the entries.
     bool early = !rd.snapshot;
     if (early && !ApplyAndRead(n, &rd)) return;
+    // The Ready is outstanding: more committed entries (past the Ready's
+    // byte limit) may be taken now, and must then never come in a Ready.
+    if (!MaybeTakeCommitted(n)) return;
     // 1 and 2: snapshot, entries, hard state (maybe torn by a crash).
     if (!Persist(n, &rd)) return;
     // 3: only now may messages that depend on that state leave the node.
@@ -213,6 +219,18 @@ void Cluster::HandleReadies(SimNode* n) {
     }
     MaybeCompact(n);
   }
+}
+
+bool Cluster::MaybeTakeCommitted(SimNode* n) {
+  if (!take_rng_.Chance(1, 3)) return true;
+  std::vector<raft::Entry> es = n->node->TakeCommitted();
+  for (const raft::Entry& e : es) {
+    Apply(n, e);
+    if (failed()) return false;
+  }
+  stats_.taken += es.size();
+  ReleaseReads(n);
+  return true;
 }
 
 bool Cluster::ApplyAndRead(SimNode* n, raft::Ready* rd) {
