@@ -102,6 +102,18 @@ bool ApplyConfChange(const ConfChange& cc, ConfState* conf) {
   return false;
 }
 
+bool MaySendBeforePersist(MessageType t) {
+  switch (t) {
+    case MessageType::kApp:
+    case MessageType::kHeartbeat:
+    case MessageType::kSnap:
+    case MessageType::kReadIndex:
+      return true;
+    default:
+      return false;
+  }
+}
+
 const char* MessageTypeName(MessageType t) {
   switch (t) {
     case MessageType::kVote:

@@ -146,6 +146,13 @@ enum class MessageType : uint8_t {
 };
 
 const char* MessageTypeName(MessageType t);
+// Whether a message may leave before the Ready that carries it is durable:
+// a leader's appends, heartbeats and snapshot chunks (its term and vote were
+// durable before it could win, and it counts its own log toward a commit
+// only once persisted) and a follower's read request (it carries no state).
+// Votes and acknowledgements wait. A Ready that changes the term or vote
+// holds all of its messages (see Ready).
+bool MaySendBeforePersist(MessageType t);
 
 struct Message {
   MessageType type = MessageType::kApp;
@@ -202,7 +209,9 @@ struct SoftState {
 //      that entry and everything after it) and persist hard_state if set.
 //      Steps 0-2 must be durable (fsynced) before step 3 when must_sync is
 //      true.
-//   3. Send `messages`.
+//   3. Send `messages`. Those for which MaySendBeforePersist holds may be
+//      sent before steps 0-2 are durable, unless hard_state changes the term
+//      or vote.
 //   4. Apply `committed_entries` in order, and serve `read_states` once the
 //      state machine has applied their index.
 //   5. Call Node::Advance(ready).

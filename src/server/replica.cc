@@ -15,23 +15,6 @@ namespace asio = boost::asio;
 
 namespace {
 
-bool SendsBeforePersist(raft::MessageType t) {
-  // Replication from a leader depends on nothing this Ready persists: the
-  // leader's term and vote were made durable before it could win (its vote
-  // requests waited for them), and it counts its own log toward a commit
-  // only once persisted. A follower's read request carries no state. Votes
-  // and acknowledgements must wait for the disk.
-  switch (t) {
-    case raft::MessageType::kApp:
-    case raft::MessageType::kHeartbeat:
-    case raft::MessageType::kSnap:
-    case raft::MessageType::kReadIndex:
-      return true;
-    default:
-      return false;
-  }
-}
-
 std::string EncodeReadContext(uint64_t ctx) {
   std::string s;
   kv::PutU64(&s, ctx);
@@ -376,7 +359,7 @@ void Replica::Flush() {
   // OnPersisted and OnStorageFailed empty it; no persist is outstanding here.
   RAFT_ASSERT(send_after_persist_.empty(), "messages of an earlier Ready still held");
   for (raft::Message& m : rd.messages) {
-    bool early = !term_or_vote_changes && SendsBeforePersist(m.type);
+    bool early = !term_or_vote_changes && raft::MaySendBeforePersist(m.type);
     (early ? now : send_after_persist_).push_back(std::move(m));
   }
   rd.messages.clear();
