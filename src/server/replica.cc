@@ -615,6 +615,9 @@ void Replica::MaybeSnapshot() {
   if (config_.snapshot_entries == 0 || applied < last_snapshot_index_ + config_.snapshot_entries) {
     return;
   }
+  // The driver thread (and, with one io thread, HTTP) waits for all of this:
+  // the log line says for how long.
+  Clock::time_point start = Clock::now();
   std::string data = kv_->Snapshot();
   size_t bytes = data.size();
   raft::Index compact_to =
@@ -626,8 +629,10 @@ void Replica::MaybeSnapshot() {
   }
   last_snapshot_index_ = applied;
   snapshots_taken_++;
-  spdlog::info("snapshot at index {} ({} keys, {} bytes); log compacted through index {}", applied,
-               kv_->size(), bytes, compact_to);
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
+  spdlog::info(
+      "snapshot at index {} ({} keys, {} bytes) in {:.1f} ms; log compacted through index {}",
+      applied, kv_->size(), bytes, us / 1000.0, compact_to);
 }
 
 void Replica::OnSoftState(const raft::SoftState& ss) {
