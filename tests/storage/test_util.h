@@ -83,6 +83,8 @@ struct Faults {
   // what fits and fails with "No space left on device".
   std::atomic<int64_t> write_budget_bytes{-1};
   std::atomic<bool> fail_sync{false};
+  // The next this many file syncs fail (then they succeed again).
+  std::atomic<int64_t> fail_next_syncs{0};
   std::atomic<int64_t> sync_delay_us{0};
   std::atomic<uint64_t> syncs{0};
 };
@@ -118,7 +120,9 @@ class FaultFile : public WritableFile {
     if (int64_t d = faults_->sync_delay_us.load()) {
       std::this_thread::sleep_for(std::chrono::microseconds(d));
     }
-    if (faults_->fail_sync) return Status(raft::Code::kIoError, "fdatasync " + path() + ": EIO");
+    if (faults_->fail_sync || faults_->fail_next_syncs.fetch_sub(1) > 0) {
+      return Status(raft::Code::kIoError, "fdatasync " + path() + ": EIO");
+    }
     return base_->Sync();
   }
   Status Truncate(uint64_t size) override {
