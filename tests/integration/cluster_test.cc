@@ -576,6 +576,58 @@ TEST(ClusterTest, ConnectionLimitAndKeepAlive) {
   EXPECT_EQ(r.Header("connection"), "close");
 }
 
+// --max-pending-requests bounds what a node holds for Raft: past it a write
+// or a linearizable read is refused at once with 503 and Retry-After, and
+// stale reads still answer. The writes held count; when they end, writes are
+// accepted again.
+TEST(ClusterTest, PendingRequestLimitRefusesAtOnce) {
+  // Slow election timing: the leader keeps leading (and holding the writes)
+  // for a while after its followers die.
+  Cluster c(3, {"--max-pending-requests", "2", "--request-timeout-ms", "4000", "--election-ticks",
+                "200"});
+  c.StartAll();
+  int leader = c.FindLeader();
+  ASSERT_GE(leader, 0);
+  ASSERT_TRUE(c.PutRetry(leader, "before", "v", milliseconds(5000)));
+  ASSERT_TRUE(c.WaitConverged(milliseconds(5000)));
+  int follower = (leader + 1) % 3;
+  c.Kill(follower);
+  c.Kill(3 - leader - follower);
+  // Two writes that cannot commit now: they stay pending until they time out.
+  std::vector<HttpResponse> held(2);
+  std::vector<std::thread> writers;
+  for (int i = 0; i < 2; i++) {
+    writers.emplace_back([&, i] {
+      held[i] = Http(c.http_port(leader), "POST", "/keys/held" + std::to_string(i) + "/",
+                     R"({"value":"x"})");
+    });
+  }
+  auto pending = [&] {
+    auto st = c.Status(leader);
+    return st ? st->at("pending_writes").to_number<uint64_t>() : 0;
+  };
+  bool full = WaitFor([&] { return pending() == 2; }, milliseconds(3000));
+  EXPECT_TRUE(full) << "pending_writes " << pending();
+  if (full) {
+    auto start = Clock::now();
+    HttpResponse r = Http(c.http_port(leader), "POST", "/keys/third/", R"({"value":"x"})");
+    EXPECT_EQ(r.status, 503) << r.body;
+    EXPECT_NE(r.body.find("too many pending requests"), std::string::npos) << r.body;
+    EXPECT_EQ(r.Header("retry-after"), "1");
+    r = Http(c.http_port(leader), "GET", "/keys/before/");
+    EXPECT_EQ(r.status, 503) << r.body;
+    EXPECT_NE(r.body.find("too many pending requests"), std::string::npos) << r.body;
+    EXPECT_LT(Clock::now() - start, milliseconds(2000)) << "refusals waited for a timeout";
+    EXPECT_EQ(Http(c.http_port(leader), "GET", "/keys/before/?stale").body, ValueJson("v"));
+  }
+  for (auto& t : writers) t.join();
+  for (const HttpResponse& r : held) EXPECT_EQ(r.status, 504) << r.body;
+  // The slots are free again: with the followers back, writes go through.
+  c.Restart(follower);
+  c.Restart(3 - leader - follower);
+  EXPECT_TRUE(c.PutRetry(leader, "after", "ok", milliseconds(10000)));
+}
+
 TEST(ClusterTest, EveryErrorStatus) {
   Cluster c(3, {"--max-key-bytes", "64", "--max-value-bytes", "128", "--max-body-bytes", "1024",
                 "--request-timeout-ms", "500", "--election-ticks", "40"});
