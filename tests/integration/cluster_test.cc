@@ -6,7 +6,9 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <boost/asio.hpp>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -626,6 +628,69 @@ TEST(ClusterTest, PendingRequestLimitRefusesAtOnce) {
   c.Restart(follower);
   c.Restart(3 - leader - follower);
   EXPECT_TRUE(c.PutRetry(leader, "after", "ok", milliseconds(10000)));
+}
+
+// Opens a connection, sends `bytes` (maybe nothing), reads whatever comes and
+// returns how long the server took to close the connection (nullopt if it
+// had not after `limit`). `answer` receives what was read.
+std::optional<milliseconds> ClosedAfter(uint16_t port, const std::string& bytes,
+                                        std::string* answer, milliseconds limit) {
+  namespace asio = boost::asio;
+  asio::io_context ioc;
+  asio::ip::tcp::socket s(ioc);
+  boost::system::error_code ec;
+  s.connect({asio::ip::make_address("127.0.0.1"), port}, ec);
+  if (ec) return std::nullopt;
+  if (!bytes.empty()) asio::write(s, asio::buffer(bytes), ec);
+  auto start = Clock::now();
+  std::optional<milliseconds> closed;
+  std::array<char, 4096> buf;
+  std::function<void()> read = [&] {
+    s.async_read_some(asio::buffer(buf), [&](boost::system::error_code rec, size_t n) {
+      answer->append(buf.data(), n);
+      if (rec) {
+        closed = std::chrono::duration_cast<milliseconds>(Clock::now() - start);
+        return;
+      }
+      read();
+    });
+  };
+  read();
+  ioc.run_for(limit);
+  return closed;
+}
+
+// --http-timeout-ms: a connection that sends nothing, stops in the middle of
+// a request, or stays idle after an answer, is closed once the timeout
+// passes, and not long before.
+TEST(ClusterTest, IdleAndStalledConnectionsCloseAfterTheHttpTimeout) {
+  Cluster c(1, {"--http-timeout-ms", "600"});
+  c.StartAll();
+  const std::string whole = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+  struct Case {
+    const char* what;
+    std::string bytes;
+  } cases[] = {
+      {"idle from the start", ""},
+      {"stalled in the header", "GET /health HTTP/1.1\r\nHost: x\r\n"},
+      {"stalled in the body",
+       "POST /keys/k/ HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n{\"va"},
+      {"idle after an answer", whole},
+  };
+  for (const Case& t : cases) {
+    std::string answer;
+    std::optional<milliseconds> closed =
+        ClosedAfter(c.http_port(0), t.bytes, &answer, milliseconds(8000));
+    ASSERT_TRUE(closed.has_value()) << t.what << ": still open after 8 s";
+    EXPECT_GE(closed->count(), 500) << t.what << ": closed before the timeout";
+    EXPECT_LE(closed->count(), 4000) << t.what;
+    if (t.bytes == whole) {
+      EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0u)
+          << answer;  // Answered, kept open, then closed.
+    } else {
+      EXPECT_EQ(answer, "") << t.what << ": a timed-out request gets no answer";
+    }
+  }
 }
 
 TEST(ClusterTest, EveryErrorStatus) {
