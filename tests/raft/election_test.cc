@@ -18,11 +18,7 @@ using test::Solo;
 
 Message VoteRequest(MessageType type, NodeId from, NodeId to, Term term, Index last_index,
                     Term last_term, bool force = false) {
-  Message m;
-  m.type = type;
-  m.from = from;
-  m.to = to;
-  m.term = term;
+  Message m = test::MakeMsg(type, from, to, term);
   m.index = last_index;
   m.log_term = last_term;
   m.force = force;

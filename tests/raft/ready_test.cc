@@ -21,11 +21,7 @@ using test::OfType;
 TEST(ReadyTest, VoteGrantComesWithHardStateRecordingTheVote) {
   auto storage = MakeStorage(MakeConf({1, 2, 3}));
   Node node(test::DefaultConfig(3), storage.get());
-  Message m;
-  m.type = MessageType::kVote;
-  m.from = 1;
-  m.to = 3;
-  m.term = 2;
+  Message m = test::MakeMsg(MessageType::kVote, 1, 3, 2);
   m.index = 1;
   m.log_term = 1;
   node.Step(m);
@@ -181,18 +177,11 @@ TEST(ReadyTest, CommitLearnedWhileAReadyIsOutstandingIsTakenOnce) {
 TEST(ReadyTest, NothingIsTakenWhileASnapshotIsBeingInstalled) {
   auto storage = MakeStorage(MakeConf({1, 2, 3}));
   Node node(test::DefaultConfig(2), storage.get());
-  Message snap;
-  snap.type = MessageType::kSnap;
-  snap.from = 1;
-  snap.to = 2;
-  snap.term = 2;
-  snap.snap_meta.index = 10;
-  snap.snap_meta.term = 2;
-  snap.snap_meta.conf = MakeConf({1, 2, 3});
-  snap.snap_offset = 0;
-  snap.snap_data = "image";
-  snap.snap_done = true;
-  node.Step(snap);
+  SnapshotMeta meta;
+  meta.index = 10;
+  meta.term = 2;
+  meta.conf = MakeConf({1, 2, 3});
+  node.Step(test::SnapChunkMsg(1, 2, 2, meta, "image", 0, 64));  // The only chunk.
   Ready rd = node.GetReady();
   ASSERT_TRUE(rd.snapshot.has_value());
   ASSERT_EQ(rd.snapshot->meta.index, 10u);

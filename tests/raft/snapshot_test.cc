@@ -294,16 +294,7 @@ test::Solo ChunkedFollower3(const ConfState& conf) {
 
 Message SnapChunk(NodeId from, NodeId to, Term term, const SnapshotMeta& meta,
                   const std::string& image, uint64_t offset) {
-  Message m;
-  m.type = MessageType::kSnap;
-  m.from = from;
-  m.to = to;
-  m.term = term;
-  m.snap_meta = meta;
-  m.snap_offset = offset;
-  m.snap_data = image.substr(offset, kChunk);
-  m.snap_done = offset + m.snap_data.size() == image.size();
-  return m;
+  return test::SnapChunkMsg(from, to, term, meta, image, offset, kChunk);
 }
 
 // A follower that restored from a streamed snapshot and wins an election

@@ -85,18 +85,36 @@ inline Config DefaultConfig(NodeId id) {
   return c;
 }
 
-// An AppendEntries from `from` to `to`: entries after (index, log_term).
-inline Message AppendMsg(NodeId from, NodeId to, Term term, Index index, Term log_term,
-                         Index commit, std::vector<Entry> entries = {}) {
+// A message of `type` from `from` to `to` at `term`; the caller fills the rest.
+inline Message MakeMsg(MessageType type, NodeId from, NodeId to, Term term) {
   Message m;
-  m.type = MessageType::kApp;
+  m.type = type;
   m.from = from;
   m.to = to;
   m.term = term;
+  return m;
+}
+
+// An AppendEntries from `from` to `to`: entries after (index, log_term).
+inline Message AppendMsg(NodeId from, NodeId to, Term term, Index index, Term log_term,
+                         Index commit, std::vector<Entry> entries = {}) {
+  Message m = MakeMsg(MessageType::kApp, from, to, term);
   m.index = index;
   m.log_term = log_term;
   m.commit = commit;
   m.entries = std::move(entries);
+  return m;
+}
+
+// The chunk of snapshot `meta`'s `image` at `offset`, at most `chunk` bytes
+// (the last one marked done).
+inline Message SnapChunkMsg(NodeId from, NodeId to, Term term, const SnapshotMeta& meta,
+                            const std::string& image, uint64_t offset, uint64_t chunk) {
+  Message m = MakeMsg(MessageType::kSnap, from, to, term);
+  m.snap_meta = meta;
+  m.snap_offset = offset;
+  m.snap_data = image.substr(offset, chunk);
+  m.snap_done = offset + m.snap_data.size() == image.size();
   return m;
 }
 
