@@ -301,7 +301,56 @@ def three_nodes(run_dir, system, prefix, peer_key, log_prefix):
             for i in range(3)]
 
 
-class Raftkv:
+class Cluster:
+    """What the driver needs of a 3-node cluster; Raftkv and Etcd supply status() and how to
+    read its role, commit index and applied index."""
+
+    def alive(self, i):
+        p = self.nodes[i]["proc"]
+        return p is not None and p.poll() is None
+
+    def check_alive(self):
+        for i, n in enumerate(self.nodes):
+            if not self.alive(i):
+                raise BenchError(f"{self.system} {n['name']} exited (see {n['log']})")
+
+    def leader_index(self):
+        for i in range(3):
+            if not self.alive(i):
+                continue
+            s = self.status(i)
+            if s and self.is_leader(s):
+                return i
+        return None
+
+    def addr(self, i):
+        return self.nodes[i]["http"]
+
+    def kill(self, i):
+        os.kill(self.nodes[i]["proc"].pid, signal.SIGKILL)
+        self.nodes[i]["proc"].wait()
+
+    def converge(self, timeout=CONVERGE_TIMEOUT_S):
+        """Waits until every live node has applied what the leader had committed."""
+        def commit():
+            li = self.leader_index()
+            s = self.status(li) if li is not None else None
+            return s and self.commit_of(s)
+        c = wait_for(commit, timeout, f"a {self.system} leader")
+        wait_for(lambda: all(self.applied_of(self.status(i) or {}) >= c
+                             for i in range(3) if self.alive(i)),
+                 timeout, f"{self.system} nodes to apply index {c}")
+
+    def caught_up(self, i):
+        """Node i is a follower that knows the leader and has applied the leader's commit."""
+        li = self.leader_index()
+        if li is None or li == i:
+            return li == i
+        ls, s = self.status(li), self.status(i)
+        return bool(ls and s and s.get("leader") and self.applied_of(s) >= self.commit_of(ls))
+
+
+class Raftkv(Cluster):
     system = "raftkv"
 
     def __init__(self, procs, run_dir):
@@ -325,61 +374,30 @@ class Raftkv:
         self.start(2)
 
         def formed():
-            s = self.status(self.leader_index() if self.leader_index() is not None else 0)
+            li = self.leader_index()
+            s = self.status(0 if li is None else li)
             if not s or len(s.get("members", [])) != 3:
                 return False
             if any(m.get("role") != "voter" for m in s["members"]):
                 return False
-            return all(self.status(i) and self.status(i).get("leader") for i in range(3))
+            return all((self.status(i) or {}).get("leader") for i in range(3))
         wait_for(formed, 60, "the raftkv cluster to have 3 voters")
         self.converge()
-
-    def alive(self, i):
-        p = self.nodes[i]["proc"]
-        return p is not None and p.poll() is None
-
-    def check_alive(self):
-        for i, n in enumerate(self.nodes):
-            if not self.alive(i):
-                raise BenchError(f"raftkv {n['name']} exited (see {n['log']})")
 
     def status(self, i):
         return get_json(self.nodes[i]["http"], "/status", timeout=2)
 
-    def leader_index(self):
-        for i in range(3):
-            if not self.alive(i):
-                continue
-            s = self.status(i)
-            if s and s.get("role") == "Leader":
-                return i
-        return None
+    @staticmethod
+    def is_leader(s):
+        return s.get("role") == "Leader"
 
-    def addr(self, i):
-        return self.nodes[i]["http"]
+    @staticmethod
+    def commit_of(s):
+        return s["commit"]
 
-    def kill(self, i):
-        os.kill(self.nodes[i]["proc"].pid, signal.SIGKILL)
-        self.nodes[i]["proc"].wait()
-
-    def converge(self, timeout=CONVERGE_TIMEOUT_S):
-        """Waits until every live node has applied what the leader had committed."""
-        def commit():
-            li = self.leader_index()
-            s = self.status(li) if li is not None else None
-            return s and s["commit"]
-        c = wait_for(commit, timeout, "a raftkv leader")
-        wait_for(lambda: all((self.status(i) or {}).get("applied", -1) >= c
-                             for i in range(3) if self.alive(i)),
-                 timeout, f"raftkv nodes to apply index {c}")
-
-    def caught_up(self, i):
-        """Node i is a follower that knows the leader and has applied the leader's commit."""
-        li = self.leader_index()
-        if li is None or li == i:
-            return li == i
-        ls, s = self.status(li), self.status(i)
-        return bool(ls and s and s.get("leader") and s["applied"] >= ls["commit"])
+    @staticmethod
+    def applied_of(s):
+        return s.get("applied", -1)
 
     # Key-value access for the checks (raise on a transport error).
     def write(self, i, key, value, timeout=10, retry=True):
@@ -405,7 +423,7 @@ class Raftkv:
         return "raftkv"
 
 
-class Etcd:
+class Etcd(Cluster):
     system = "etcd"
 
     def __init__(self, procs, run_dir):
@@ -433,44 +451,20 @@ class Etcd:
                  all(self.status(i) for i in range(3)), 60, "the etcd cluster to elect a leader")
         self.converge()
 
-    alive = Raftkv.alive
-    addr = Raftkv.addr
-    kill = Raftkv.kill
-
-    def check_alive(self):
-        for i, n in enumerate(self.nodes):
-            if not self.alive(i):
-                raise BenchError(f"etcd {n['name']} exited (see {n['log']})")
-
     def status(self, i):
         return get_json(self.nodes[i]["http"], "/v3/maintenance/status", "POST", "{}", timeout=2)
 
-    def leader_index(self):
-        for i in range(3):
-            if not self.alive(i):
-                continue
-            s = self.status(i)
-            if s and s.get("leader") and s["leader"] == s["header"]["member_id"]:
-                return i
-        return None
+    @staticmethod
+    def is_leader(s):
+        return bool(s.get("leader")) and s["leader"] == s["header"]["member_id"]
 
-    def converge(self, timeout=CONVERGE_TIMEOUT_S):
-        def commit():
-            li = self.leader_index()
-            s = self.status(li) if li is not None else None
-            return s and int(s["raftIndex"])
-        c = wait_for(commit, timeout, "an etcd leader")
-        wait_for(lambda: all(int((self.status(i) or {}).get("raftAppliedIndex", -1)) >= c
-                             for i in range(3) if self.alive(i)),
-                 timeout, f"etcd members to apply index {c}")
+    @staticmethod
+    def commit_of(s):
+        return int(s["raftIndex"])
 
-    def caught_up(self, i):
-        li = self.leader_index()
-        if li is None or li == i:
-            return li == i
-        ls, s = self.status(li), self.status(i)
-        return bool(ls and s and s.get("leader") and
-                    int(s["raftAppliedIndex"]) >= int(ls["raftIndex"]))
+    @staticmethod
+    def applied_of(s):
+        return int(s.get("raftAppliedIndex", -1))
 
     def write(self, i, key, value, timeout=10, retry=True, store="v3"):
         if store == "v2":
@@ -673,14 +667,12 @@ def failover(cluster, run_dir):
     stop = threading.Event()
 
     def writer(tid):
-        n = 0
         for seq in range(FAILOVER_MAX_WRITES):
             if stop.is_set() or STOP.is_set():
                 return
             with lock:
                 nodes = sorted(alive)
-            node = nodes[(tid + n) % len(nodes)]
-            n += 1
+            node = nodes[(tid + seq) % len(nodes)]
             key = f"fw{tid}-{seq:012d}"  # 16 bytes
             if not attempt(node, key):
                 time.sleep(0.01)
@@ -746,7 +738,7 @@ def failover(cluster, run_dir):
                 problems.append(f"{name} failover kill {k + 1}: {e}")
                 downtimes.append(float("inf"))
             cluster.start(li)
-            wait_for(lambda: cluster.caught_up(li), 60,
+            wait_for(lambda: cluster.caught_up(li), FAILOVER_STEP_TIMEOUT_S,
                      f"{cluster.nodes[li]['name']} to restart and catch up")
             with lock:
                 alive.add(li)
@@ -859,16 +851,16 @@ def ratio(a, b):
 
 def bar_lines(res, fo):
     """Issue 5's bar, a line each: PASS or MISS with the numbers, n/a if not measured."""
-    def ratio(a, b):
+    def versus(a, b):
         return f"{a['rps']:,.0f} vs {b['rps']:,.0f} req/s = {a['rps'] / b['rps']:.1f}x"
 
     # (text, raftkv cell, etcd-or-ceiling cell, connections, pass?, numbers)
     comparisons = [
         ("writes at 64 connections ≥10x etcd v3 puts, p99 below etcd's", "rk_write", "e3_put", 64,
          lambda a, b: a["rps"] >= 10 * b["rps"] and a["p99_us"] < b["p99_us"],
-         lambda a, b: f"{ratio(a, b)}; p99 {fmt_ms(a['p99_us'])} vs {fmt_ms(b['p99_us'])} ms"),
+         lambda a, b: f"{versus(a, b)}; p99 {fmt_ms(a['p99_us'])} vs {fmt_ms(b['p99_us'])} ms"),
         ("linearizable reads at 64 connections ≥5x etcd v3 linearizable ranges", "rk_read",
-         "e3_range", 64, lambda a, b: a["rps"] >= 5 * b["rps"], ratio),
+         "e3_range", 64, lambda a, b: a["rps"] >= 5 * b["rps"], versus),
         ("stale reads at 64 connections ≥80% of the raftkv ceiling", "rk_stale", "rk_ceiling", 64,
          lambda a, b: a["rps"] >= 0.8 * b["rps"],
          lambda a, b: f"{a['rps']:,.0f} vs {b['rps']:,.0f} req/s = "
