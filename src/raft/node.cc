@@ -1056,7 +1056,8 @@ Ready Node::GetReady() {
     rd.hard_state = hard;
     // Term and vote must be durable before any message that depends on
     // them (a vote, an append acknowledgement) leaves the node.
-    rd.must_sync = hard.term != prev_hard_.term || hard.vote != prev_hard_.vote;
+    rd.term_or_vote_changed = hard.term != prev_hard_.term || hard.vote != prev_hard_.vote;
+    rd.must_sync = rd.term_or_vote_changed;
     prev_hard_ = hard;
   }
   Index applied = handed_;

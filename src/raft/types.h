@@ -210,8 +210,7 @@ struct SoftState {
 //      Steps 0-2 must be durable (fsynced) before step 3 when must_sync is
 //      true.
 //   3. Send `messages`. Those for which MaySendBeforePersist holds may be
-//      sent before steps 0-2 are durable, unless hard_state changes the term
-//      or vote.
+//      sent before steps 0-2 are durable, unless term_or_vote_changed.
 //   4. Apply `committed_entries` in order, and serve `read_states` once the
 //      state machine has applied their index.
 //   5. Call Node::Advance(ready).
@@ -225,6 +224,8 @@ struct Ready {
   std::vector<Entry> committed_entries;
   std::vector<ReadState> read_states;
   bool must_sync = false;
+  // hard_state carries a new term or vote: every message waits for it.
+  bool term_or_vote_changed = false;
 
   bool Empty() const {
     return !soft_state && !hard_state && !snapshot && snapshot_chunks.empty() && entries.empty() &&

@@ -348,18 +348,11 @@ void Replica::Flush() {
   // durable: a lone voter becomes leader in the same Ready as its new term,
   // and its first appends (to learners) must not outlive a crash that loses
   // that term.
-  bool term_or_vote_changes =
-      rd.hard_state && (!hard_state_known_ || rd.hard_state->term != last_hard_state_.term ||
-                        rd.hard_state->vote != last_hard_state_.vote);
-  if (rd.hard_state) {
-    last_hard_state_ = *rd.hard_state;
-    hard_state_known_ = true;
-  }
   std::vector<raft::Message> now;
   // OnPersisted and OnStorageFailed empty it; no persist is outstanding here.
   RAFT_ASSERT(send_after_persist_.empty(), "messages of an earlier Ready still held");
   for (raft::Message& m : rd.messages) {
-    bool early = !term_or_vote_changes && raft::MaySendBeforePersist(m.type);
+    bool early = !rd.term_or_vote_changed && raft::MaySendBeforePersist(m.type);
     (early ? now : send_after_persist_).push_back(std::move(m));
   }
   rd.messages.clear();

@@ -242,9 +242,6 @@ class Replica {
   // inflight_'s committed entries and read states were handled in Flush.
   bool applied_early_ = false;
   std::vector<raft::Message> send_after_persist_;
-  // The hard state of the last Ready that carried one (unknown at start).
-  raft::HardState last_hard_state_;
-  bool hard_state_known_ = false;
   raft::SoftState soft_;
   bool leader_name_pending_ = false;
   raft::ConfState conf_applied_;  // Membership as of the applied index.

@@ -34,6 +34,7 @@ TEST(ReadyTest, VoteGrantComesWithHardStateRecordingTheVote) {
   EXPECT_EQ(rd.hard_state->term, 2u);
   EXPECT_EQ(rd.hard_state->vote, 1u);
   EXPECT_TRUE(rd.must_sync);
+  EXPECT_TRUE(rd.term_or_vote_changed) << "the grant may not leave before the vote is durable";
   node.Advance(rd);
 }
 
@@ -88,6 +89,7 @@ TEST(ReadyTest, LeaderCountsItsOwnEntryOnlyAfterPersisting) {
   Ready rd = solo.node->GetReady();
   ASSERT_FALSE(rd.entries.empty());
   EXPECT_EQ(rd.entries.back().index, index);
+  EXPECT_FALSE(rd.term_or_vote_changed) << "a leader's appends in its term wait for nothing";
   for (const Entry& e : rd.committed_entries)
     EXPECT_LT(e.index, index) << "committed before its own write was persisted";
   EXPECT_LT(solo.node->commit(), index);
