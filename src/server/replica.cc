@@ -363,8 +363,7 @@ void Replica::Flush() {
   // crash loses only memory, rebuilt from the log. A snapshot from the
   // leader is the exception: it replaces the state these entries follow, so
   // it is installed, and they applied, once it is stored.
-  applied_early_ = !rd.snapshot;
-  if (applied_early_) ApplyAndRead(rd);
+  if (!rd.snapshot) ApplyAndRead(rd);
   persisting_ = true;
   store_->Persist(rd, [this](raft::Status s) { OnPersisted(std::move(s)); });
 }
@@ -392,7 +391,7 @@ void Replica::OnPersisted(raft::Status s) {
   if (!send_after_persist_.empty()) send_(std::move(send_after_persist_));
   send_after_persist_.clear();
   // 3. Apply, then release reads, unless done before the write (Flush).
-  if (!applied_early_) ApplyAndRead(rd);
+  if (rd.snapshot) ApplyAndRead(rd);
   node_->Advance(rd);
   inflight_.reset();
   persisting_ = false;
@@ -608,6 +607,9 @@ void Replica::MaybeSnapshot() {
   if (config_.snapshot_entries == 0 || applied < last_snapshot_index_ + config_.snapshot_entries) {
     return;
   }
+  // A follower may have applied (TakeCommitted) entries that its disk does
+  // not hold yet; the snapshot waits for them rather than fail in TermAt.
+  if (applied > store_->storage().LastIndex()) return;
   // The driver thread (and, with one io thread, HTTP) waits for all of this:
   // the log line says for how long.
   Clock::time_point start = Clock::now();

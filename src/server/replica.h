@@ -239,8 +239,6 @@ class Replica {
   bool storage_failed_ = false;
   raft::Status storage_error_;
   std::optional<raft::Ready> inflight_;
-  // inflight_'s committed entries and read states were handled in Flush.
-  bool applied_early_ = false;
   std::vector<raft::Message> send_after_persist_;
   raft::SoftState soft_;
   bool leader_name_pending_ = false;
