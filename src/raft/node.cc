@@ -1060,11 +1060,11 @@ Ready Node::GetReady() {
     rd.must_sync = rd.term_or_vote_changed;
     prev_hard_ = hard;
   }
-  Index applied = handed_;
+  Index from = handed_;  // Committed entries after it go out in this Ready.
   if (log_.SnapshotToPersist()) {
     rd.snapshot = *log_.PendingSnapshot();
     log_.MarkSnapshotInProgress();
-    applied = rd.snapshot->meta.index;
+    from = rd.snapshot->meta.index;
     rd.must_sync = true;
   }
   // Each chunk is acknowledged by a kSnapResp of this Ready: stored first.
@@ -1073,8 +1073,8 @@ Ready Node::GetReady() {
   if (!rd.snapshot_chunks.empty()) rd.must_sync = true;
   rd.entries = log_.TakeUnstableToPersist();
   if (!rd.entries.empty()) rd.must_sync = true;
-  rd.committed_entries = log_.CommittedAfter(applied, cfg_.max_committed_bytes_per_ready);
-  handed_ = rd.committed_entries.empty() ? applied : rd.committed_entries.back().index;
+  rd.committed_entries = log_.CommittedAfter(from, cfg_.max_committed_bytes_per_ready);
+  handed_ = rd.committed_entries.empty() ? from : rd.committed_entries.back().index;
   rd.messages = std::move(msgs_);
   msgs_.clear();
   rd.read_states = std::move(read_states_);
@@ -1105,7 +1105,7 @@ std::vector<Entry> Node::TakeCommitted() {
   std::vector<Entry> out = log_.CommittedAfter(handed_, cfg_.max_committed_bytes_per_ready);
   if (!out.empty()) {
     handed_ = out.back().index;
-    applied_ = std::max(applied_, handed_);
+    applied_ = handed_;  // Never below applied_: Readies hand out no more than handed_.
   }
   return out;
 }

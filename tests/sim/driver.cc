@@ -155,7 +155,9 @@ void Cluster::MakeGone(SimNode* n) {
 void Cluster::AfterInput(SimNode* n) {
   n->dirty = true;
   // The server applies a commit learned while its Ready is on disk through
-  // TakeCommitted; here, between Readies, and below while one is out.
+  // TakeCommitted. This driver persists synchronously, so no input arrives
+  // while a Ready is out: it calls TakeCommitted between Readies here, and
+  // in HandleReadies while one is out (for what the Ready's byte limit left).
   if (!MaybeTakeCommitted(n)) return;
   // Election safety is checked on every input, not only when a Ready shows
   // the role change: a node could win and lose within one batch.
