@@ -212,59 +212,50 @@ TEST(DiskStorageTest, SnapshotFileWithoutItsMarkerDropsAConflictingLog) {
   }
 }
 
-// The same crash, with the snapshot ahead of the whole log: recovery opens
-// with an empty log after the snapshot, and the entries appended after it
-// must replay on the next open although the WAL has no marker bridging the
-// gap (found by the simulator, seed 4097 with --disk=wal).
-TEST(DiskStorageTest, EntriesAfterASnapshotWhoseMarkerWasLostReplay) {
-  TempDir d;
+// A snapshot file at `index` (term `term`) written behind the WAL's back, as
+// a crash between the file's rename and the WAL's marker leaves it, over a
+// log of 1..log_last (term 1; none if 0). The entries appended after the
+// snapshot must replay on the next open although no marker bridges the gap.
+void CheckEntriesReplayAfterALostMarker(const std::string& dir, raft::Index log_last,
+                                        raft::Index index, raft::Term term) {
   {
-    auto ds = MustOpen(d.path(), Opts());
-    ASSERT_TRUE(ds->Save(Entries(1, 1, 10)).ok());
+    auto ds = MustOpen(dir, Opts());
+    if (log_last > 0) {
+      ASSERT_TRUE(ds->Save(Entries(1, 1, log_last)).ok());
+    }
   }
   raft::Snapshot snap;
-  snap.meta.index = 15;
-  snap.meta.term = 2;
+  snap.meta.index = index;
+  snap.meta.term = term;
   snap.data = "leader";
-  ASSERT_TRUE(WriteSnapshotFile(DefaultEnv(), d.path(), kCluster, kNode, snap, true).ok());
+  ASSERT_TRUE(WriteSnapshotFile(DefaultEnv(), dir, kCluster, kNode, snap, true).ok());
   {
-    auto ds = MustOpen(d.path(), Opts());
-    EXPECT_EQ(ds->FirstIndex(), 16u);
-    EXPECT_EQ(ds->LastIndex(), 15u);
-    ASSERT_TRUE(ds->Save(Entries(2, 16, 18)).ok());
+    auto ds = MustOpen(dir, Opts());
+    EXPECT_EQ(ds->FirstIndex(), index + 1);
+    EXPECT_EQ(ds->LastIndex(), index);
+    ASSERT_TRUE(ds->Save(Entries(term, index + 1, index + 3)).ok());
   }
-  auto ds = MustOpen(d.path(), Opts());
-  EXPECT_EQ(ds->LatestSnapshot().meta.index, 15u);
-  EXPECT_EQ(ds->FirstIndex(), 16u);
-  EXPECT_EQ(ds->LastIndex(), 18u);
-  ExpectEntries(*ds, 2, 16, 18);
+  auto ds = MustOpen(dir, Opts());
+  EXPECT_EQ(ds->LatestSnapshot().meta.index, index);
+  EXPECT_EQ(ds->FirstIndex(), index + 1);
+  EXPECT_EQ(ds->LastIndex(), index + 3);
+  ExpectEntries(*ds, term, index + 1, index + 3);
 }
 
-// The same crash on a node whose first segment holds no entry yet (a new
-// member catching up by snapshot): the entries appended after the snapshot
-// are the first in segment 1, and must replay although the log does not
-// start at index 1 (found by the simulator, seed 300360 with --disk=wal).
+// The same crash, with the snapshot ahead of the whole log (found by the
+// simulator, seed 4097 with --disk=wal).
+TEST(DiskStorageTest, EntriesAfterASnapshotWhoseMarkerWasLostReplay) {
+  TempDir d;
+  ASSERT_NO_FATAL_FAILURE(CheckEntriesReplayAfterALostMarker(d.path(), 10, 15, 2));
+}
+
+// The same on a node whose first segment holds no entry yet (a new member
+// catching up by snapshot): the entries after the snapshot are the first in
+// segment 1, and replay although the log does not start at index 1 (found by
+// the simulator, seed 300360 with --disk=wal).
 TEST(DiskStorageTest, FirstEntriesAfterASnapshotWhoseMarkerWasLostReplay) {
   TempDir d;
-  { auto ds = MustOpen(d.path(), Opts()); }
-  raft::Snapshot snap;
-  snap.meta.index = 28;
-  snap.meta.term = 4;
-  snap.data = "leader";
-  ASSERT_TRUE(WriteSnapshotFile(DefaultEnv(), d.path(), kCluster, kNode, snap, true).ok());
-  {
-    auto ds = MustOpen(d.path(), Opts());
-    EXPECT_EQ(ds->FirstIndex(), 29u);
-    EXPECT_EQ(ds->LastIndex(), 28u);
-    ASSERT_TRUE(ds->Save(Entries(4, 29, 31)).ok());
-  }
-  {
-    auto ds = MustOpen(d.path(), Opts());
-    EXPECT_EQ(ds->LatestSnapshot().meta.index, 28u);
-    EXPECT_EQ(ds->FirstIndex(), 29u);
-    EXPECT_EQ(ds->LastIndex(), 31u);
-    ExpectEntries(*ds, 4, 29, 31);
-  }
+  ASSERT_NO_FATAL_FAILURE(CheckEntriesReplayAfterALostMarker(d.path(), 0, 28, 4));
   // Without the snapshot file nothing covers 1..28: corruption.
   ASSERT_TRUE(DefaultEnv()->RemoveFile(d.path() + "/" + SnapshotFileName(28)).ok());
   std::unique_ptr<DiskStorage> ds;

@@ -9,10 +9,12 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -85,6 +87,25 @@ struct Faults {
   std::atomic<bool> fail_sync{false};
   // The next this many file syncs fail (then they succeed again).
   std::atomic<int64_t> fail_next_syncs{0};
+  // While held, a file sync waits (after counting itself in `syncs`).
+  void HoldSyncs() {
+    std::lock_guard l(gate_mu);
+    syncs_held = true;
+  }
+  void ReleaseSyncs() {
+    {
+      std::lock_guard l(gate_mu);
+      syncs_held = false;
+    }
+    gate_cv.notify_all();
+  }
+  void WaitWhileHeld() {
+    std::unique_lock l(gate_mu);
+    gate_cv.wait(l, [this] { return !syncs_held; });
+  }
+  std::mutex gate_mu;
+  std::condition_variable gate_cv;
+  bool syncs_held = false;
   std::atomic<int64_t> sync_delay_us{0};
   std::atomic<uint64_t> syncs{0};
 };
@@ -120,7 +141,11 @@ class FaultFile : public WritableFile {
     if (int64_t d = faults_->sync_delay_us.load()) {
       std::this_thread::sleep_for(std::chrono::microseconds(d));
     }
-    if (faults_->fail_sync || faults_->fail_next_syncs.fetch_sub(1) > 0) {
+    faults_->WaitWhileHeld();
+    int64_t left = faults_->fail_next_syncs.load();
+    while (left > 0 && !faults_->fail_next_syncs.compare_exchange_weak(left, left - 1)) {
+    }
+    if (faults_->fail_sync || left > 0) {
       return Status(raft::Code::kIoError, "fdatasync " + path() + ": EIO");
     }
     return base_->Sync();

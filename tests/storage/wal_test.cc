@@ -235,24 +235,34 @@ TEST(WalTest, FsyncErrorFailsTheBatchAndTheWal) {
 TEST(WalTest, QueuedBatchesBehindAFailureAllFail) {
   TempDir d;
   FaultEnv env;
-  env.faults.sync_delay_us = 20000;
   auto wal = MustOpen(Opts(d.path(), &env));
   const uint64_t syncs_before = env.faults.syncs;
   env.faults.fail_next_syncs = 1;  // Only the first sync fails.
+  env.faults.HoldSyncs();
   std::atomic<int> failed{0};
   std::promise<void> done;
   constexpr int kN = 50;
   std::atomic<int> completed{0};
-  for (int i = 0; i < kN; i++) {
+  auto submit = [&](int i) {
     Status s = wal->Submit(OneEntry(i + 1), [&](const Status& st) {
       if (!st.ok()) failed++;
       if (++completed == kN) done.set_value();
     });
-    if (!s.ok()) {
-      failed++;
-      if (++completed == kN) done.set_value();
-    }
+    EXPECT_TRUE(s.ok()) << "batch " << i << " refused before the failure: " << s.ToString();
+  };
+  // The first batch reaches its sync and waits there; the others queue
+  // behind it, then the sync fails.
+  submit(0);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (env.faults.syncs == syncs_before && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
   }
+  if (env.faults.syncs - syncs_before != 1) {
+    env.faults.ReleaseSyncs();  // Or the writer thread never ends.
+    FAIL() << "the first batch never reached its sync";
+  }
+  for (int i = 1; i < kN; i++) submit(i);
+  env.faults.ReleaseSyncs();
   done.get_future().wait();
   EXPECT_EQ(failed, kN);
   // The failed sync, and the one after truncating its batch away; none for
