@@ -49,10 +49,12 @@ local function base64(s)
 end
 
 -- A written value: "<id %05d>.<TAG>.<seq %010d>." and 12 x, 32 bytes (ids below 100,000,
--- a two-character tag). A write request is built in one string.format: the bytes around the
--- value are fixed per key, so init() builds them once (heads, tail). Building each request
--- with wrk.format cost wrk about 7 us of CPU per request, on the cores the servers share.
-local heads, tail, value_fmt = {}, "", ""
+-- a two-character tag). The bytes around the sequence number are fixed per key, so init()
+-- builds them once (heads, tail) and a request costs one string.format: building each with
+-- wrk.format cost wrk about 7 us of CPU per request, on the cores the servers share.
+-- etcd v3 takes the value in base64; bytes 9..20 (the ten digits, "." and "x") are four whole
+-- 3-byte groups, so they encode alone, between the key's fixed groups and the x padding.
+local heads, tail = {}, ""
 
 -- The request for a body of `before`, n bytes of value and `after`, cut at the value.
 local function head_of(method, path, headers, before, n, after)
@@ -61,54 +63,44 @@ local function head_of(method, path, headers, before, n, after)
   return full:sub(1, full:find("\1", #full - #body + 1, true) - 1)
 end
 
--- etcd v3 takes the value in base64. Bytes 9..20 of a value are its ten sequence digits, "."
--- and "x": the 3-byte groups at 9, 12 and 15 are three digits each and the one at 18 is a
--- digit, "." and "x", so their base64 comes from two tables. Bytes 0..8 are fixed per key
--- (in heads) and bytes 21..31 are x (in tail).
-local b64_3digits, b64_digit_dot_x = {}, {}
-
 local function put_request(id)
-  seq = seq + 1
   if mode == "e3_put" then
-    local s = seq
-    return heads[id] .. b64_3digits[math.floor(s / 10000000) % 1000] ..
-      b64_3digits[math.floor(s / 10000) % 1000] .. b64_3digits[math.floor(s / 10) % 1000] ..
-      b64_digit_dot_x[s % 10] .. tail
+    return heads[id] .. base64(string.format("%010d.x", seq)) .. tail
   end
-  return string.format(value_fmt, heads[id], id, seq)
+  return string.format("%s%05d.%s.%010d.xxxxxxxxxxxx%s", heads[id], id, tag, seq, tail)
 end
 
 local function build_put_requests()
   if nkeys > 100000 or #tag ~= 2 then
     error("write modes need at most 100000 keys and a two-character tag")
   end
-  local x12 = string.rep("x", 12)
   if mode == "e3_put" then
-    for n = 0, 999 do b64_3digits[n] = base64(string.format("%03d", n)) end
-    for d = 0, 9 do b64_digit_dot_x[d] = base64(d .. ".x") end
     tail = base64(string.rep("x", 11)) .. '"}'
   elseif mode == "rk_write" then
     tail = '"}'
   end
-  value_fmt = "%s%05d." .. tag .. ".%010d." .. x12 .. tail
   for id = 0, nkeys - 1 do
     local k = keys[id]
     if mode == "rk_write" then
       heads[id] = head_of("POST", "/keys/" .. k .. "/", json_headers, '{"value":"', 32, tail)
     elseif mode == "e2_put" then
       heads[id] = head_of("PUT", "/v2/keys/" .. k, form_headers, "value=", 32, "")
-    elseif mode == "e3_put" then
+    else
+      -- Of the value's 44 base64 characters, 12 are fixed per key (appended to the head),
+      -- 16 come from the sequence number and 16 are the padding's (in tail).
       local before = '{"key":"' .. keys_b64[id] .. '","value":"'
-      -- Of the value's 44 base64 characters, tail holds the last 16: 12 are fixed per key
-      -- (appended to the head) and 16 come from the sequence number.
       heads[id] = head_of("POST", "/v3/kv/put", json_headers, before, 28, tail) ..
         base64(string.format("%05d.%s.", id, tag))
     end
   end
 end
 
+local modes = { health = true, version = true, rk_read = true, rk_stale = true, e3_range = true,
+                e3_range_ser = true, e2_get = true, rk_write = true, e2_put = true, e3_put = true }
+
 function init(args)
   mode = args[1] or mode
+  if not modes[mode] then error("unknown mode " .. mode) end
   tag = args[2] or tag
   nkeys = tonumber(args[3] or nkeys)
   max_requests = tonumber(args[4] or max_requests)
@@ -146,14 +138,9 @@ function request()
   if seq >= max_requests then
     wrk.thread:stop()
   end
+  seq = seq + 1
   local id = math.random(0, nkeys - 1)
-  local r = reqs[id]
-  if r then
-    seq = seq + 1
-    return r
-  end
-  if heads[id] then return put_request(id) end
-  error("unknown mode " .. mode)
+  return reqs[id] or put_request(id)
 end
 
 local threads = {}
