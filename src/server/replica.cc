@@ -1,6 +1,5 @@
 #include "server/replica.h"
 
-#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/post.hpp>
@@ -31,15 +30,14 @@ const MemberView* ClusterView::Find(raft::NodeId id) const {
 }
 
 Replica::Replica(ReplicaConfig config, LogStore* store, kv::Store* kv, SendFn send, PeersFn peers,
-                 MembersFn members, asio::io_context* io)
+                 MembersFn members, asio::io_context& io)
     : config_(std::move(config)),
       store_(store),
       kv_(kv),
       send_(std::move(send)),
       peers_(std::move(peers)),
       members_(std::move(members)),
-      own_ioc_(io ? nullptr : std::make_unique<asio::io_context>(1)),
-      ioc_(io ? *io : *own_ioc_),
+      ioc_(io),
       work_(ioc_.get_executor()),
       ticker_(ioc_) {
   config_.raft.id = config_.self.id;
@@ -72,12 +70,6 @@ void Replica::Start() {
   });
   Schedule();
   started_ = true;
-  if (own_ioc_) {
-    thread_ = std::thread([this] {
-      pthread_setname_np(pthread_self(), "raftkv-raft");
-      ioc_.run();
-    });
-  }
 }
 
 void Replica::Stop() {
@@ -105,10 +97,6 @@ void Replica::Stop() {
     });
     done.get_future().wait();
     work_.reset();
-    if (own_ioc_) {
-      ioc_.stop();
-      thread_.join();
-    }
   }
 }
 

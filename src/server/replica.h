@@ -1,7 +1,7 @@
-// Replica: the Raft driver. It owns the raft::Node and runs it on one
-// dedicated thread (its own io_context), wiring it to the LogStore, the
-// key-value Store and the peer transport, and turning client requests into
-// proposals and read barriers.
+// Replica: the Raft driver. It owns the raft::Node and runs it on an
+// io_context that one thread runs (the server's, which also serves the peer
+// transport), wiring it to the LogStore, the key-value Store and the peer
+// transport, and turning client requests into proposals and read barriers.
 //
 // Threads: every public method may be called from any thread; requests are
 // posted to the driver thread and answered through their callback, which
@@ -30,7 +30,6 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "kv/command.h"
@@ -121,22 +120,21 @@ class Replica {
 
   // `store` and `kv` must outlive the Replica. The node starts from what
   // store->storage() holds (restoring `kv` from its latest snapshot).
-  // With `io`, the driver runs on that io_context (which must be run by
-  // exactly one thread, e.g. the one that also serves the peer transport:
-  // messages then reach the node without a thread hop); without it, on a
-  // thread of its own.
+  // The driver runs on `io`, which exactly one thread must run (the one that
+  // also serves the peer transport: messages reach the node without a hop).
   Replica(ReplicaConfig config, LogStore* store, kv::Store* kv, SendFn send, PeersFn peers,
-          MembersFn members = nullptr, boost::asio::io_context* io = nullptr);
+          MembersFn members, boost::asio::io_context& io);
   ~Replica();
   Replica(const Replica&) = delete;
   Replica& operator=(const Replica&) = delete;
 
   // Before Start: makes this fresh node the founding member of a one-node cluster.
   raft::Status Bootstrap();
-  // Starts the driver thread and the ticker.
+  // Starts the ticker and the driver loop.
   void Start();
   // Fails every request still waiting (kShuttingDown), stops the driver
-  // thread and closes the LogStore. Idempotent; blocks.
+  // loop and closes the LogStore. Idempotent; blocks until done on the io
+  // thread (so not to be called from it).
   void Stop();
 
   // Peer messages (from the transport).
@@ -221,12 +219,10 @@ class Replica {
   std::atomic<uint64_t> seq_{0};
   std::atomic<bool> admitted_{false};
 
-  std::unique_ptr<boost::asio::io_context> own_ioc_;  // Without an io_context given.
   boost::asio::io_context& ioc_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   boost::asio::steady_timer ticker_;
   Clock::time_point next_tick_;
-  std::thread thread_;
   bool started_ = false;
   std::atomic<bool> stopped_{false};
 

@@ -153,7 +153,7 @@ raft::Status Server::Start() {
       [this](const std::vector<MemberInfo>& members) {
         asio::post(io_, [this, members] { OnMembers(members); });
       },
-      &io_);
+      io_);
 
   forwarder_ = std::make_unique<Forwarder>(
       io_, std::chrono::milliseconds(options_.request_timeout_ms + 1000));
