@@ -5,6 +5,7 @@
 #include <boost/asio/post.hpp>
 #include <cstdlib>
 #include <future>
+#include <thread>
 
 #include "kv/encoding.h"
 
