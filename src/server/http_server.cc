@@ -471,9 +471,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void HandleStatus() {
     shared_->replica->GetStatus([self = shared_from_this()](StatusReport r) {
       std::string body = StatusJson(r);
-      self->Later([self, body = std::move(body)]() mutable {
-        self->Respond(http::status::ok, std::move(body));
-      });
+      self->Later([self, body = std::move(body)] { self->Respond(http::status::ok, body); });
     });
   }
 
@@ -513,8 +511,7 @@ class Session : public std::enable_shared_from_this<Session> {
           self->Later([self, r = std::move(r), leader_name]() mutable {
             switch (r.error) {
               case ForwardResponse::Error::kNone:
-                return self->Respond(static_cast<http::status>(r.status), std::move(r.body),
-                                     r.retry_after);
+                return self->Respond(static_cast<http::status>(r.status), r.body, r.retry_after);
               case ForwardResponse::Error::kUnreachable:
                 return self->Error(http::status::service_unavailable,
                                    "leader " + leader_name + " unreachable: " + r.message, "1");
