@@ -59,12 +59,9 @@ Status ReadSnapshotFile(Env* env, const std::string& path, uint64_t cluster_id, 
   uint64_t data_at = rec.size;
   if (h.data_bytes == kStreamedDataBytes) {
     // Received from the leader: the data runs to the trailer that ends the
-    // file. A short file has no trailer there; its magic and checksum fail.
-    if (file.size() - data_at < 16) {
-      return corrupt(file.size(), "truncated: a 16-byte trailer expected after offset " +
-                                      std::to_string(data_at));
-    }
-    h.data_bytes = file.size() - data_at - 16;
+    // file (a file too short for one fails the check below). A cut file has
+    // no trailer there; its magic and checksum fail.
+    h.data_bytes = file.size() - data_at >= 16 ? file.size() - data_at - 16 : 0;
   }
   if (file.size() - data_at < 16 || file.size() - data_at - 16 < h.data_bytes) {
     return corrupt(file.size(), "truncated: " + std::to_string(h.data_bytes) +
