@@ -74,6 +74,30 @@ TEST(SimRun, CalmRunCommitsAndPasses) {
   EXPECT_GT(r.stats.clients.gets_ok, 50u);
 }
 
+// The fault profiles reach what they are there to test: over a few seeds,
+// crashes (some mid-transfer or torn), snapshots streamed in several chunks,
+// and committed entries taken while a Ready is out. A change that stopped
+// producing any of them would leave the campaigns green and hollow.
+TEST(SimRun, FaultsReachCrashesChunkedSnapshotsAndTakenCommits) {
+  RunStats sum;
+  for (uint64_t seed = 20; seed < 32; seed++) {
+    SimOptions o = Options(seed, seed % 2 == 0 ? 3 : 5);
+    o.ticks = 3000;
+    RunResult r = RunSimulation(o);
+    ASSERT_TRUE(r.ok) << "seed " << seed << ": " << r.failure;
+    sum.crashes += r.stats.crashes;
+    sum.torn_crashes += r.stats.torn_crashes;
+    sum.snapshots_installed += r.stats.snapshots_installed;
+    sum.chunked_installs += r.stats.chunked_installs;
+    sum.taken += r.stats.taken;
+  }
+  EXPECT_GT(sum.crashes, 0u);
+  EXPECT_GT(sum.torn_crashes, 0u);
+  EXPECT_GT(sum.snapshots_installed, 0u);
+  EXPECT_GT(sum.chunked_installs, 0u);
+  EXPECT_GT(sum.taken, 0u);
+}
+
 TEST(SimKv, CommandRoundTrip) {
   Command c{42, "k1", "c1.42"};
   Command d;
