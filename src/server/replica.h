@@ -1,22 +1,14 @@
-// Replica: the Raft driver. It owns the raft::Node and runs it on an
-// io_context that one thread runs (the server's, which also serves the peer
-// transport), wiring it to the LogStore, the key-value Store and the peer
-// transport, and turning client requests into proposals and read barriers.
+// Replica: the server's Asio shell around the Raft driver (driver.h). It
+// runs the Driver on an io_context that one thread runs (the server's, which
+// also serves the peer transport, so that messages reach the node without a
+// hop), posts every request to that thread, and ticks the driver with a
+// fixed-rate timer. All Raft and request logic is in the Driver, which the
+// simulator runs too.
 //
 // Threads: every public method may be called from any thread; requests are
 // posted to the driver thread and answered through their callback, which
 // runs on the driver thread and must be cheap (HTTP sessions post back to
 // their own executor). view() is a lock-protected snapshot for any thread.
-//
-// The driver loop (see log_store.h for the persistence contract):
-//   events (peer messages, proposals, reads, ticks) -> node.Step/Propose/...
-//   Flush: batch pending reads into one ReadIndex; if no persist is running
-//   and the node has a Ready: send the leader's replication messages at once
-//   (Raft thesis 10.2.1: a leader may write its log in parallel with
-//   replicating it; it counts itself toward a commit only once persisted),
-//   hand the Ready to the LogStore, and on completion send the other
-//   messages, apply committed entries, release reads, Advance, and maybe
-//   snapshot + compact the log.
 #pragma once
 
 #include <atomic>
@@ -27,88 +19,12 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
-#include <optional>
 #include <string>
 #include <vector>
 
-#include "kv/command.h"
-#include "kv/store.h"
-#include "raft/node.h"
-#include "server/identity.h"
-#include "server/log_store.h"
+#include "server/driver.h"
 
 namespace raftkv::server {
-
-// How a client request ended. The HTTP layer maps each code to a status.
-enum class Code : uint8_t {
-  kOk = 0,
-  kNotLeader,      // This node does not lead; view() names the leader if known.
-  kUnavailable,    // No leader or no quorum reachable: retry later (503).
-  kTimeout,        // A write's outcome is unknown after its deadline (504).
-  kNotCommitted,   // Leadership changed and the write was not committed (503; safe to retry).
-  kInvalid,        // The request cannot succeed as sent (400).
-  kBusy,           // A limit on pending work was reached (503).
-  kShuttingDown,   // The node is stopping (503).
-  kStorageFailed,  // The disk refused a write; this node takes no writes until restarted (503).
-};
-
-struct Outcome {
-  Code code = Code::kOk;
-  std::string message;
-  raft::Index index = 0;  // The applied index, for successful writes and reads.
-  bool ok() const { return code == Code::kOk; }
-};
-
-using Callback = std::function<void(Outcome)>;
-
-struct MemberView {
-  MemberInfo info;
-  raft::MemberRole role = raft::MemberRole::kVoter;
-  bool promote = false;
-};
-
-// What the HTTP layer needs to route a request without asking the driver.
-struct ClusterView {
-  raft::NodeId self = raft::kNoNode;
-  raft::NodeId leader = raft::kNoNode;
-  raft::Role role = raft::Role::kFollower;
-  raft::Term term = 0;
-  std::vector<MemberView> members;  // As of the commit index.
-
-  const MemberView* Find(raft::NodeId id) const;
-  bool IsLeader() const { return role == raft::Role::kLeader; }
-};
-
-struct StatusReport {
-  raft::NodeStatus node;
-  uint64_t revision = 0;
-  raft::Index snapshot_index = 0;
-  uint64_t snapshots_taken = 0;
-  uint64_t snapshots_installed = 0;
-  size_t keys = 0;
-  size_t pending_writes = 0;
-  size_t pending_reads = 0;
-  bool admitted = false;
-  std::shared_ptr<const ClusterView> view;
-  std::string storage;
-  bool storage_durable = false;
-  // "ok", or why this node stopped accepting writes ("storage failed: ...").
-  std::string health = "ok";
-};
-
-struct ReplicaConfig {
-  MemberInfo self;
-  raft::Config raft;  // raft.id is overwritten with self.id.
-  std::chrono::milliseconds tick{50};
-  std::chrono::milliseconds request_timeout{5000};
-  // Take a snapshot every snapshot_entries applied entries, keeping the last
-  // snapshot_keep_entries in the log for slightly lagging followers.
-  uint64_t snapshot_entries = 100000;
-  uint64_t snapshot_keep_entries = 5000;
-  // Writes plus reads waiting on this node.
-  uint64_t max_pending_requests = 100000;
-};
 
 class Replica {
  public:
@@ -158,64 +74,21 @@ class Replica {
 
   std::shared_ptr<const ClusterView> view() const;
   // Any thread: "" while the storage is healthy, else "storage failed: ..."
-  // (the node then refuses writes; see OnStorageFailed).
+  // (the node then refuses writes; see Driver::OnStorageFailed).
   std::string health() const;
   // Whether this node has been admitted to its cluster (bootstrapped or
   // joined). Set by the Server; shown in /status.
   void set_admitted(bool admitted) { admitted_ = admitted; }
-  const MemberInfo& self() const { return config_.self; }
+  const MemberInfo& self() const { return driver_->self(); }
   uint64_t NextSeq() { return seq_.fetch_add(1, std::memory_order_relaxed) + 1; }
 
  private:
   using Clock = std::chrono::steady_clock;
 
-  struct PendingWrite {
-    raft::Index index = 0;
-    raft::Term term = 0;
-    kv::RequestId id;
-    bool conf = false;
-    Clock::time_point deadline;
-    Callback done;
-  };
-  struct ReadRound {
-    std::vector<Callback> waiters;
-    Clock::time_point deadline;
-  };
-
-  // Driver thread only from here on.
   void Post(std::function<void()> fn);
-  void Schedule();
-  void Flush();
-  void OnPersisted(raft::Status s);
-  void OnStorageFailed(raft::Status s);
-  Outcome StorageFailedOutcome() const;
-  void OnTick();
-  void IssueReads();
-  void ServeReadState(const raft::ReadState& rs);
-  void CompleteReads();
-  void InstallSnapshot(const raft::Snapshot& snap);
-  void ApplyEntries(const std::vector<raft::Entry>& entries);
-  void ApplyAndRead(const raft::Ready& rd);
-  void ApplyConfChange(const raft::Entry& e);
-  void ResolveWrites(const raft::Entry& e, const std::vector<kv::Applied>& applied, size_t* cursor);
-  void AddPending(PendingWrite w);
-  void FailPending(Code code, const std::string& why);
-  void FailReads(Code code, const std::string& why);
-  void MaybeSnapshot();
-  void OnSoftState(const raft::SoftState& ss);
-  void MaybePublishView(bool force);
-  void LogState();
-  bool IsMember(raft::NodeId id) const;
-  std::string NameOf(raft::NodeId id) const;
-  size_t PendingCount() const;
-  [[noreturn]] void Fatal(const std::string& why);
+  void ArmTicker();
 
-  ReplicaConfig config_;
-  LogStore* store_;
-  kv::Store* kv_;
-  SendFn send_;
-  PeersFn peers_;
-  MembersFn members_;
+  const std::chrono::milliseconds tick_;
   std::atomic<uint64_t> seq_{0};
   std::atomic<bool> admitted_{false};
 
@@ -225,42 +98,8 @@ class Replica {
   Clock::time_point next_tick_;
   bool started_ = false;
   std::atomic<bool> stopped_{false};
-
-  std::unique_ptr<raft::Node> node_;
-  bool flush_scheduled_ = false;
-  bool persisting_ = false;
-  // Set by Stop() while a persist is outstanding: run once it completes.
-  std::function<void()> stop_done_;
-  // The LogStore failed a persist: the node is frozen (OnStorageFailed).
-  bool storage_failed_ = false;
-  raft::Status storage_error_;
-  std::optional<raft::Ready> inflight_;
-  std::vector<raft::Message> send_after_persist_;
-  raft::SoftState soft_;
-  bool leader_name_pending_ = false;
-  raft::ConfState conf_applied_;  // Membership as of the applied index.
-  raft::ConfState conf_published_;
-  raft::Index last_snapshot_index_ = 0;
-  uint64_t snapshots_taken_ = 0;
-  uint64_t snapshots_installed_ = 0;
-
-  // Writes (and membership changes) waiting to be applied, by serial
-  // (= arrival order = deadline order), and the same by log index.
-  std::map<uint64_t, PendingWrite> pending_;
-  std::multimap<raft::Index, uint64_t> pending_by_index_;
-  uint64_t next_serial_ = 1;
-
-  // Reads: the batch for the next ReadIndex, rounds waiting for their
-  // ReadState (by context), and rounds waiting for the apply index.
-  std::vector<Callback> read_batch_;
-  std::map<uint64_t, ReadRound> reads_inflight_;
-  std::multimap<raft::Index, ReadRound> reads_ready_;
-  uint64_t next_read_ctx_ = 1;
-  size_t pending_reads_ = 0;
-
-  mutable std::mutex view_mu_;
-  std::shared_ptr<const ClusterView> view_;
-  std::string health_;  // Guarded by view_mu_; see health().
+  // Touched on the io thread only, once constructed.
+  std::unique_ptr<Driver> driver_;
 };
 
 }  // namespace raftkv::server

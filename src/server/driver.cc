@@ -1,0 +1,590 @@
+#include "server/driver.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+
+#include "kv/encoding.h"
+
+namespace raftkv::server {
+
+namespace {
+
+std::string EncodeReadContext(uint64_t ctx) {
+  std::string s;
+  kv::PutU64(&s, ctx);
+  return s;
+}
+
+}  // namespace
+
+const MemberView* ClusterView::Find(raft::NodeId id) const {
+  for (const MemberView& m : members) {
+    if (m.info.id == id) return &m;
+  }
+  return nullptr;
+}
+
+Driver::Driver(ReplicaConfig config, LogStore* store, kv::Store* kv, DriverHooks hooks)
+    : config_(std::move(config)), store_(store), kv_(kv), hooks_(std::move(hooks)) {
+  RAFT_ASSERT(hooks_.post && hooks_.send && hooks_.now, "a driver needs post, send and now");
+  config_.raft.id = config_.self.id;
+  store_->Attach(hooks_.post);
+  const raft::Snapshot& snap = store_->storage().LatestSnapshot();
+  if (!snap.IsEmpty()) {
+    raft::Status s = kv_->Restore(snap.data);
+    if (!s.ok()) Fatal("restoring the state machine from the stored snapshot: " + s.ToString());
+    conf_applied_ = snap.meta.conf;
+    last_snapshot_index_ = snap.meta.index;
+  }
+  node_ = std::make_unique<raft::Node>(config_.raft, &store_->storage());
+  soft_ = raft::SoftState{node_->Leader(), node_->role()};
+  MaybePublishView(true);
+}
+
+raft::Status Driver::Bootstrap() {
+  raft::Status s = node_->Bootstrap(EncodeMemberContext(config_.self));
+  if (s.ok()) spdlog::info("bootstrapping a new one-node cluster");
+  return s;
+}
+
+void Driver::Start() { Schedule(); }
+
+void Driver::Shutdown(std::function<void()> closed) {
+  RAFT_ASSERT(!stopped_, "Shutdown called twice");
+  stopped_ = true;
+  FailAll(Code::kShuttingDown, "the node is shutting down");
+  // Flush starts no new persist from now on. One still running must end
+  // before the store closes: its completion still sends the votes and
+  // acknowledgements that wait for it. After a storage failure nothing is
+  // outstanding (the failed completion has run).
+  stop_done_ = [this, closed = std::move(closed)] {
+    raft::Status s = store_->Close();
+    if (!s.ok()) spdlog::error("closing the log store: {}", s.ToString());
+    closed();
+  };
+  if (!persisting_ || storage_failed_) {
+    auto fn = std::move(stop_done_);
+    stop_done_ = nullptr;
+    fn();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Requests.
+
+bool Driver::Refuse(const Callback& done) {
+  if (stopped_) {
+    done(Outcome{Code::kShuttingDown, "the node is shutting down"});
+  } else if (storage_failed_) {
+    done(StorageFailedOutcome());
+  } else if (writes_.size() + reads_.size() >= config_.max_pending_requests) {
+    done(Outcome{Code::kBusy, "too many pending requests"});
+  } else {
+    return false;
+  }
+  return true;
+}
+
+void Driver::Receive(std::vector<raft::Message> msgs) {
+  // A node whose disk failed takes no further part: it could not persist
+  // what the messages ask for, so it neither votes nor acknowledges.
+  if (storage_failed_) return;
+  for (raft::Message& m : msgs) node_->Step(m);
+  Schedule();
+}
+
+void Driver::Propose(std::string command, kv::RequestId id, Callback done) {
+  if (Refuse(done)) return;
+  raft::Index index = 0;
+  raft::Term term = 0;
+  raft::Status s = node_->Propose(std::move(command), &index, &term);
+  if (!s.ok()) {
+    switch (s.code()) {
+      case raft::Code::kNotLeader:
+        return done(Outcome{Code::kNotLeader, "not the leader"});
+      case raft::Code::kEntryTooLarge:
+        return done(Outcome{Code::kInvalid, "command too large: " + s.message()});
+      case raft::Code::kTooManyUncommitted:
+      case raft::Code::kTransferInProgress:
+        return done(Outcome{Code::kBusy, s.ToString()});
+      default:
+        return done(Outcome{Code::kUnavailable, s.ToString()});
+    }
+  }
+  writes_.Add(PendingWrite{index, term, id, false, hooks_.now() + config_.request_timeout,
+                           std::move(done)});
+  Schedule();
+}
+
+void Driver::ReadBarrier(Callback done) {
+  if (Refuse(done)) return;
+  reads_.Queue(std::move(done));
+  Schedule();
+}
+
+void Driver::AddMember(MemberInfo member, Callback done) {
+  if (storage_failed_) return done(StorageFailedOutcome());
+  if (node_->role() != raft::Role::kLeader) {
+    return done(Outcome{Code::kNotLeader, "not the leader"});
+  }
+  for (const raft::Member& m : node_->conf().members) {
+    MemberInfo info;
+    DecodeMemberContext(m.context, &info);
+    if (m.id == member.id) {
+      if (info.raft == member.raft && (member.http.empty() || info.http == member.http)) {
+        return done(Outcome{Code::kOk, "already a member"});
+      }
+      return done(Outcome{Code::kInvalid,
+                          "node '" + member.name + "' is already a member with other addresses"});
+    }
+    if (info.raft == member.raft) {
+      return done(Outcome{Code::kInvalid,
+                          "address " + member.raft + " is used by member '" + info.name + "'"});
+    }
+  }
+  spdlog::info("membership: proposing to add learner {} (raft={} http={})", member.name,
+               member.raft, member.http);
+  ProposeConfChange(raft::ConfChange{raft::ConfChangeType::kAddLearner, member.id, true,
+                                     EncodeMemberContext(member)},
+                    std::move(done));
+}
+
+void Driver::RemoveMember(raft::NodeId id, Callback done) {
+  if (storage_failed_) return done(StorageFailedOutcome());
+  spdlog::info("membership: proposing to remove {}", NameOf(id));
+  ProposeConfChange(raft::ConfChange{raft::ConfChangeType::kRemoveNode, id, false, ""},
+                    std::move(done));
+}
+
+void Driver::ProposeConfChange(const raft::ConfChange& cc, Callback done) {
+  raft::Index index = 0;
+  raft::Term term = 0;
+  raft::Status s = node_->ProposeConfChange(cc, &index, &term);
+  if (!s.ok()) {
+    if (s.code() == raft::Code::kNotLeader) return done(Outcome{Code::kNotLeader, s.message()});
+    if (s.code() == raft::Code::kInvalidArgument) {
+      return done(Outcome{Code::kInvalid, s.message()});
+    }
+    return done(Outcome{Code::kBusy, s.ToString()});
+  }
+  writes_.Add(
+      PendingWrite{index, term, {}, true, hooks_.now() + config_.request_timeout, std::move(done)});
+  Schedule();
+}
+
+raft::Status Driver::TransferLeadership(raft::NodeId to) {
+  raft::Status s = node_->TransferLeadership(to);
+  Schedule();
+  return s;
+}
+
+bool Driver::TransferLeadershipAway() {
+  if (node_->role() != raft::Role::kLeader) return false;
+  raft::NodeStatus st = node_->GetStatus();
+  raft::NodeId best = raft::kNoNode;
+  raft::Index best_match = 0;
+  for (const raft::PeerStatus& p : st.peers) {
+    if (p.role == raft::MemberRole::kVoter && p.recent_active && p.match >= best_match) {
+      best = p.id;
+      best_match = p.match;
+    }
+  }
+  if (best == raft::kNoNode) return false;
+  spdlog::info("shutdown: transferring leadership to {}", NameOf(best));
+  return TransferLeadership(best).ok();
+}
+
+StatusReport Driver::Status() const {
+  StatusReport r;
+  r.node = node_->GetStatus();
+  r.revision = kv_->revision();
+  r.snapshot_index = store_->storage().LatestSnapshot().meta.index;
+  r.snapshots_taken = snapshots_taken_;
+  r.snapshots_installed = snapshots_installed_;
+  r.keys = kv_->size();
+  r.pending_writes = writes_.size();
+  r.pending_reads = reads_.size();
+  r.view = view();
+  r.storage = store_->Describe();
+  r.storage_durable = store_->durable();
+  if (storage_failed_) r.health = "storage failed: " + storage_error_.ToString();
+  return r;
+}
+
+std::shared_ptr<const ClusterView> Driver::view() const {
+  std::lock_guard lock(view_mu_);
+  return view_;
+}
+
+std::string Driver::health() const {
+  std::lock_guard lock(view_mu_);
+  return health_;
+}
+
+// ---------------------------------------------------------------------------
+// The driver loop.
+
+void Driver::Schedule() {
+  if (flush_scheduled_) return;
+  flush_scheduled_ = true;
+  // Posting (rather than flushing now) lets every event already queued be
+  // stepped first: they all leave in one Ready (batching).
+  hooks_.post([this] {
+    flush_scheduled_ = false;
+    Flush();
+  });
+}
+
+void Driver::Tick() {
+  // After a storage failure the node is frozen (see OnPersisted): no
+  // election timeouts, no heartbeats; requests still expire below.
+  if (!storage_failed_) node_->Tick();
+  TimePoint now = hooks_.now();
+  for (PendingWrite& w : writes_.TakeExpired(now)) {
+    w.done(Outcome{Code::kTimeout,
+                   "timed out after " + std::to_string(config_.request_timeout.count()) +
+                       " ms; the write's outcome is unknown (it may still be applied)"});
+  }
+  auto [issued, released] = reads_.TakeExpired(now);
+  Answer(&issued, Outcome{Code::kUnavailable, "read timed out: no quorum"});
+  Answer(&released,
+         Outcome{Code::kUnavailable, "read timed out waiting for this node to catch up"});
+  Schedule();
+}
+
+void Driver::Flush() {
+  if (reads_.HasBatch()) IssueReads();
+  // While this node's Ready is on disk, what the others commit meanwhile (an
+  // acknowledgement reaching the leader) is applied and answered now rather
+  // than after that unrelated fsync. A frozen node applies nothing.
+  if (persisting_ && !stopped_ && !storage_failed_) {
+    std::vector<raft::Entry> committed = node_->TakeCommitted();
+    if (!committed.empty()) {
+      ApplyEntries(committed);
+      CompleteReads();
+    }
+  }
+  // Stopping: no new persist (what is not persisted was not acknowledged).
+  if (persisting_ || stopped_ || !node_->HasReady()) return;
+  inflight_ = node_->GetReady();
+  raft::Ready& rd = *inflight_;
+  if (rd.soft_state) OnSoftState(*rd.soft_state);
+  // The peer map must know a member before the first message to it leaves.
+  MaybePublishView(false);
+  // A Ready that changes the term or vote holds every message until it is
+  // durable: a lone voter becomes leader in the same Ready as its new term,
+  // and its first appends (to learners) must not outlive a crash that loses
+  // that term.
+  std::vector<raft::Message> now;
+  // OnPersisted and OnStorageFailed empty it; no persist is outstanding here.
+  RAFT_ASSERT(send_after_persist_.empty(), "messages of an earlier Ready still held");
+  for (raft::Message& m : rd.messages) {
+    bool early = !rd.term_or_vote_changed && raft::MaySendBeforePersist(m.type);
+    (early ? now : send_after_persist_).push_back(std::move(m));
+  }
+  rd.messages.clear();
+  if (!now.empty()) hooks_.send(std::move(now));
+  // Committed entries are durable on a quorum already, so they are applied
+  // now, while this Ready's own writes go to disk, as etcd's server does: a
+  // write's answer need not wait for an fsync that does not concern it. A
+  // crash loses only memory, rebuilt from the log. A snapshot from the
+  // leader is the exception: it replaces the state these entries follow, so
+  // it is installed, and they applied, once it is stored.
+  if (!rd.snapshot) ApplyAndRead(rd);
+  persisting_ = true;
+  store_->Persist(rd, [this](raft::Status s) { OnPersisted(std::move(s)); });
+}
+
+void Driver::ApplyAndRead(const raft::Ready& rd) {
+  ApplyEntries(rd.committed_entries);
+  for (const raft::ReadState& rs : rd.read_states) ServeReadState(rs);
+  CompleteReads();
+}
+
+void Driver::OnPersisted(raft::Status s) {
+  if (!s.ok()) return OnStorageFailed(std::move(s));
+  raft::Ready& rd = *inflight_;
+  // 1. A snapshot from the leader replaces the state machine. A streamed
+  // one's image is the file its chunks built, now the store's latest.
+  if (rd.snapshot) {
+    const raft::Snapshot& image =
+        rd.snapshot->streamed ? store_->storage().LatestSnapshot() : *rd.snapshot;
+    RAFT_ASSERT(image.meta == rd.snapshot->meta,
+                "the stored snapshot is not the one the Ready installs, at index " +
+                    std::to_string(rd.snapshot->meta.index));
+    InstallSnapshot(image);
+  }
+  // 2. Votes and acknowledgements, now that what they promise is stored.
+  if (!send_after_persist_.empty()) hooks_.send(std::move(send_after_persist_));
+  send_after_persist_.clear();
+  // 3. Apply, then release reads, unless done before the write (Flush).
+  if (rd.snapshot) ApplyAndRead(rd);
+  node_->Advance(rd);
+  inflight_.reset();
+  persisting_ = false;
+  if (stop_done_) {
+    // Shutdown() waited for this persist; it closes the store now.
+    auto fn = std::move(stop_done_);
+    stop_done_ = nullptr;
+    return fn();
+  }
+  MaybeSnapshot();
+  MaybePublishView(false);
+  Schedule();
+}
+
+void Driver::OnStorageFailed(raft::Status s) {
+  // The disk refused this Ready (disk full, I/O error). Nothing it holds may
+  // be acknowledged, and the WAL refuses every later write (it never retries
+  // after a failed fsync: the page cache state is unknown). The node stays
+  // up, frozen: the Ready is never advanced, so no vote, acknowledgement or
+  // heartbeat leaves it again, and the others elect a leader without it;
+  // writes and linearizable reads are refused, stale reads and /status
+  // still answer. An operator frees space or replaces the disk and
+  // restarts it; recovery then runs as after a crash.
+  storage_failed_ = true;
+  storage_error_ = s;
+  send_after_persist_.clear();
+  spdlog::critical(
+      "storage failed: {}; this node no longer accepts writes or takes part in Raft; "
+      "fix the disk and restart it",
+      s.ToString());
+  FailAll(Code::kStorageFailed, "storage failed: " + s.ToString());
+  {
+    std::lock_guard lock(view_mu_);
+    health_ = "storage failed: " + s.ToString();
+  }
+  if (stop_done_) {
+    auto fn = std::move(stop_done_);
+    stop_done_ = nullptr;
+    fn();
+  }
+}
+
+Outcome Driver::StorageFailedOutcome() const {
+  return Outcome{Code::kStorageFailed, "storage failed: " + storage_error_.ToString()};
+}
+
+void Driver::IssueReads() {
+  uint64_t ctx = next_read_ctx_++;
+  std::vector<Callback> batch = reads_.TakeBatch();
+  raft::Status s = node_->ReadIndex(EncodeReadContext(ctx));
+  if (!s.ok()) {
+    Code code = s.code() == raft::Code::kTooManyReads ? Code::kBusy : Code::kUnavailable;
+    std::string why = s.code() == raft::Code::kNotLeader ? "no leader" : s.ToString();
+    return Answer(&batch, Outcome{code, why});
+  }
+  reads_.Issued(ctx, std::move(batch), hooks_.now() + config_.request_timeout);
+}
+
+void Driver::ServeReadState(const raft::ReadState& rs) {
+  // Another context, or one that timed out or failed already: ignored.
+  if (rs.context.size() == 8) reads_.Released(kv::LoadLE(rs.context.data(), 8), rs.index);
+}
+
+void Driver::CompleteReads() {
+  uint64_t applied = kv_->revision();
+  std::vector<Callback> servable = reads_.TakeServable(applied);
+  Answer(&servable, Outcome{Code::kOk, "", applied});
+}
+
+void Driver::InstallSnapshot(const raft::Snapshot& snap) {
+  raft::Status s = kv_->Restore(snap.data);
+  if (!s.ok()) Fatal("installing the snapshot from the leader: " + s.ToString());
+  RAFT_ASSERT(kv_->revision() == snap.meta.index,
+              "snapshot image revision " + std::to_string(kv_->revision()) + " != its index " +
+                  std::to_string(snap.meta.index));
+  conf_applied_ = snap.meta.conf;
+  last_snapshot_index_ = snap.meta.index;
+  snapshots_installed_++;
+  spdlog::info("installed a snapshot from the leader at index {} term {} ({} keys, {} bytes)",
+               snap.meta.index, snap.meta.term, kv_->size(), snap.data.size());
+  if (hooks_.observer) hooks_.observer->OnSnapshotInstalled(snap.meta);
+  // Writes proposed here at or below the snapshot cannot be matched anymore.
+  for (PendingWrite& w : writes_.TakeThrough(snap.meta.index)) {
+    w.done(Outcome{Code::kTimeout, "leadership changed; the write's outcome is unknown"});
+  }
+}
+
+void Driver::ApplyEntries(std::span<const raft::Entry> entries) {
+  if (entries.empty()) return;
+  std::vector<kv::Applied> applied;
+  raft::Status s = kv_->Apply(entries, &applied);
+  if (!s.ok()) Fatal("applying committed entries: " + s.ToString());
+  if (hooks_.observer) hooks_.observer->OnApplied(entries);
+  size_t cursor = 0;
+  for (const raft::Entry& e : entries) {
+    if (e.type == raft::EntryType::kConfChange) ApplyConfChange(e);
+    if (writes_.AnyThrough(e.index)) ResolveWrites(e, applied, &cursor);
+  }
+}
+
+void Driver::ResolveWrites(const raft::Entry& e, const std::vector<kv::Applied>& applied,
+                           size_t* cursor) {
+  // The request id of the command applied at e.index, if it is one.
+  const kv::RequestId* id = nullptr;
+  while (*cursor < applied.size() && applied[*cursor].index < e.index) (*cursor)++;
+  if (*cursor < applied.size() && applied[*cursor].index == e.index) id = &applied[*cursor].id;
+  // Pending entries below e.index were skipped (none should be: indexes are
+  // applied without gaps); those at it are decided by the term (Log
+  // Matching, Raft paper 5.3: the entry committed at an index is the one
+  // proposed there in that term).
+  for (PendingWrite& w : writes_.TakeThrough(e.index)) {
+    if (w.index != e.index) {
+      w.done(Outcome{Code::kTimeout, "the write's outcome is unknown"});
+    } else if (w.term == e.term) {
+      RAFT_ASSERT(w.conf || (id != nullptr && *id == w.id),
+                  "entry " + std::to_string(e.index) + " applied with another request id");
+      w.done(Outcome{Code::kOk, "", e.index});
+    } else {
+      w.done(Outcome{Code::kNotCommitted,
+                     "leadership changed before the write committed; it was not applied"});
+    }
+  }
+}
+
+void Driver::ApplyConfChange(const raft::Entry& e) {
+  raft::ConfChange cc;
+  RAFT_ASSERT(raft::DecodeConfChange(e.data, &cc),
+              "malformed conf change at " + std::to_string(e.index));
+  if (!raft::ApplyConfChange(cc, &conf_applied_)) return;  // A no-op on every node alike.
+  switch (cc.type) {
+    case raft::ConfChangeType::kAddLearner: {
+      MemberInfo info;
+      DecodeMemberContext(cc.context, &info);
+      const raft::Member* m = conf_applied_.Find(cc.node);
+      spdlog::info("membership: added {} {} (raft={} http={}) at index {}",
+                   m && m->role == raft::MemberRole::kVoter ? "voter" : "learner", info.name,
+                   info.raft, info.http, e.index);
+      break;
+    }
+    case raft::ConfChangeType::kPromoteLearner:
+      spdlog::info("membership: promoted {} to voter at index {}", NameOf(cc.node), e.index);
+      break;
+    case raft::ConfChangeType::kRemoveNode:
+      spdlog::info("membership: removed {:x} at index {}", cc.node, e.index);
+      break;
+  }
+}
+
+void Driver::FailAll(Code code, const std::string& why) {
+  for (PendingWrite& w : writes_.TakeAll()) {
+    w.done(Outcome{code, why + "; the write's outcome is unknown"});
+  }
+  std::vector<Callback> reads = reads_.TakeAll();
+  Answer(&reads, Outcome{code, why});
+}
+
+void Driver::MaybeSnapshot() {
+  if (storage_failed_) return;
+  uint64_t applied = kv_->revision();
+  if (config_.snapshot_entries == 0 || applied < last_snapshot_index_ + config_.snapshot_entries) {
+    return;
+  }
+  // A follower may have applied (TakeCommitted) entries that its disk does
+  // not hold yet; the snapshot waits for them rather than fail in TermAt.
+  if (applied > store_->storage().LastIndex()) return;
+  // The driver thread (and, with one io thread, HTTP) waits for all of this:
+  // the log line says for how long.
+  TimePoint start = hooks_.now();
+  std::string data = kv_->Snapshot();
+  size_t bytes = data.size();
+  raft::Index compact_to =
+      applied > config_.snapshot_keep_entries ? applied - config_.snapshot_keep_entries : 0;
+  raft::Status s = store_->SaveSnapshot(applied, conf_applied_, std::move(data), compact_to);
+  if (!s.ok()) {
+    spdlog::warn("snapshot at index {} failed: {}", applied, s.ToString());
+    return;
+  }
+  last_snapshot_index_ = applied;
+  snapshots_taken_++;
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(hooks_.now() - start).count();
+  spdlog::info(
+      "snapshot at index {} ({} keys, {} bytes) in {:.1f} ms; log compacted through index {}",
+      applied, kv_->size(), bytes, us / 1000.0, compact_to);
+}
+
+void Driver::OnSoftState(const raft::SoftState& ss) {
+  bool leader_changed = ss.leader != soft_.leader || ss.role != soft_.role;
+  soft_ = ss;
+  LogState();
+  if (hooks_.observer) hooks_.observer->OnSoftState(ss);
+  if (leader_changed) {
+    // Their ReadIndex went to a leader that is gone; the core dropped them.
+    std::vector<Callback> failed = reads_.TakeIssued();
+    Answer(&failed, Outcome{Code::kUnavailable, "leadership changed; retry"});
+  }
+  MaybePublishView(true);
+}
+
+void Driver::MaybePublishView(bool force) {
+  const raft::ConfState& conf = node_->conf();
+  bool conf_changed = conf != conf_published_;
+  if (!force && !conf_changed) return;
+  auto v = std::make_shared<ClusterView>();
+  v->self = config_.self.id;
+  v->leader = soft_.leader;
+  v->role = soft_.role;
+  v->term = node_->term();
+  std::map<raft::NodeId, std::string> peers;
+  std::vector<MemberInfo> infos;
+  for (const raft::Member& m : conf.members) {
+    MemberView mv;
+    mv.info.id = m.id;
+    DecodeMemberContext(m.context, &mv.info);
+    mv.role = m.role;
+    mv.promote = m.promote;
+    if (!mv.info.raft.empty()) peers[m.id] = mv.info.raft;
+    if (conf_changed) infos.push_back(mv.info);
+    v->members.push_back(std::move(mv));
+  }
+  {
+    std::lock_guard lock(view_mu_);
+    view_ = std::move(v);
+  }
+  if (conf_changed) {
+    conf_published_ = conf;
+    if (hooks_.peers) hooks_.peers(peers);
+    if (hooks_.members) hooks_.members(infos);
+    // A node that learns the membership only from its leader logs the
+    // leader's name once it knows it.
+    if (leader_name_pending_ && IsMember(soft_.leader)) LogState();
+  }
+}
+
+bool Driver::IsMember(raft::NodeId id) const {
+  if (id == config_.self.id) return true;
+  for (const raft::Member& m : node_->conf().members) {
+    if (m.id == id) return true;
+  }
+  return false;
+}
+
+void Driver::LogState() {
+  // The original (hashicorp/raft) logged role changes this way.
+  leader_name_pending_ = soft_.leader != raft::kNoNode && !IsMember(soft_.leader);
+  spdlog::info("state={} leader={} term={}", raft::RoleName(soft_.role),
+               soft_.leader == raft::kNoNode ? "" : NameOf(soft_.leader), node_->term());
+}
+
+std::string Driver::NameOf(raft::NodeId id) const {
+  if (id == config_.self.id) return config_.self.name;
+  for (const raft::Member& m : node_->conf().members) {
+    if (m.id != id) continue;
+    MemberInfo info;
+    if (DecodeMemberContext(m.context, &info) && !info.name.empty()) return info.name;
+  }
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(id));
+  return buf;
+}
+
+void Driver::Fatal(const std::string& why) {
+  if (hooks_.fatal) hooks_.fatal(why);
+  spdlog::critical("{}; stopping", why);
+  spdlog::default_logger()->flush();
+  std::_Exit(1);
+}
+
+}  // namespace raftkv::server

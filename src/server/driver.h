@@ -1,0 +1,243 @@
+// Driver: the Raft driver, free of I/O. It owns the raft::Node and runs it
+// against a LogStore (where each Ready is made durable) and the kv::Store
+// (where committed entries are applied), and turns client requests into
+// proposals and read barriers. It owns every request waiting on the node, the
+// read rounds, snapshots of the state machine and apply.
+//
+// It touches no socket, timer, thread or clock of its own: the harness hands
+// it a way to post work to the driver thread, a way to send messages, a clock,
+// and calls Tick() at a fixed rate. Two harnesses run it: the server's Asio
+// shell (Replica, replica.h) and the deterministic simulator (tests/sim),
+// which is how the code production runs is the code the simulator checks.
+//
+// Threads: every method runs on the driver thread (the one `post` runs work
+// on), except view() and health(), which any thread may call. Callbacks run
+// on the driver thread and must be cheap.
+//
+// The driver loop (see log_store.h for the persistence contract):
+//   events (peer messages, proposals, reads, ticks) -> node.Step/Propose/...
+//   Flush (posted, so that every event already queued is stepped first and
+//   they all leave in one Ready): batch pending reads into one ReadIndex; if
+//   a Ready is on disk, apply what the node committed meanwhile
+//   (TakeCommitted); else, if the node has a Ready: send the messages that may
+//   leave before it is durable (Raft thesis 10.2.1: a leader writes its log in
+//   parallel with replicating it), apply its committed entries (unless it
+//   installs a snapshot), and hand it to the LogStore. On completion: install
+//   its snapshot, send the other messages, apply (if not done), release
+//   reads, Advance, and maybe snapshot + compact the log.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kv/command.h"
+#include "kv/store.h"
+#include "raft/node.h"
+#include "server/identity.h"
+#include "server/log_store.h"
+#include "server/pending.h"
+
+namespace raftkv::server {
+
+struct MemberView {
+  MemberInfo info;
+  raft::MemberRole role = raft::MemberRole::kVoter;
+  bool promote = false;
+};
+
+// What the HTTP layer needs to route a request without asking the driver.
+struct ClusterView {
+  raft::NodeId self = raft::kNoNode;
+  raft::NodeId leader = raft::kNoNode;
+  raft::Role role = raft::Role::kFollower;
+  raft::Term term = 0;
+  std::vector<MemberView> members;  // As of the commit index.
+
+  const MemberView* Find(raft::NodeId id) const;
+  bool IsLeader() const { return role == raft::Role::kLeader; }
+};
+
+struct StatusReport {
+  raft::NodeStatus node;
+  uint64_t revision = 0;
+  raft::Index snapshot_index = 0;
+  uint64_t snapshots_taken = 0;
+  uint64_t snapshots_installed = 0;
+  size_t keys = 0;
+  size_t pending_writes = 0;
+  size_t pending_reads = 0;
+  bool admitted = false;
+  std::shared_ptr<const ClusterView> view;
+  std::string storage;
+  bool storage_durable = false;
+  // "ok", or why this node stopped accepting writes ("storage failed: ...").
+  std::string health = "ok";
+};
+
+struct ReplicaConfig {
+  MemberInfo self;
+  raft::Config raft;  // raft.id is overwritten with self.id.
+  std::chrono::milliseconds tick{50};
+  std::chrono::milliseconds request_timeout{5000};
+  // Take a snapshot every snapshot_entries applied entries, keeping the last
+  // snapshot_keep_entries in the log for slightly lagging followers.
+  uint64_t snapshot_entries = 100000;
+  uint64_t snapshot_keep_entries = 5000;
+  // Writes plus reads waiting on this node.
+  uint64_t max_pending_requests = 100000;
+};
+
+// What a harness may watch (the simulator's checkers; later, metrics). Every
+// call is on the driver thread, after the fact.
+class DriverObserver {
+ public:
+  virtual ~DriverObserver() = default;
+  // The store applied `entries` (consecutive); it now reflects the last one.
+  virtual void OnApplied(std::span<const raft::Entry> entries) { (void)entries; }
+  // The store was replaced by the snapshot image at `meta`.
+  virtual void OnSnapshotInstalled(const raft::SnapshotMeta& meta) { (void)meta; }
+  // The node's leader or role changed (from a Ready, before it is persisted).
+  virtual void OnSoftState(const raft::SoftState& ss) { (void)ss; }
+};
+
+// What the driver needs from its harness.
+struct DriverHooks {
+  // Runs `fn` on the driver thread later, after the work already queued.
+  // Any thread may call it (a LogStore's completion arrives through it).
+  std::function<void(std::function<void()>)> post;
+  // Sends messages to their peers (best effort, may drop).
+  std::function<void(std::vector<raft::Message>)> send;
+  // The peers' raft addresses, whenever the membership (as of the commit
+  // index) changes; may be empty.
+  std::function<void(const std::map<raft::NodeId, std::string>&)> peers;
+  // The members, on the same occasions; may be empty.
+  std::function<void(const std::vector<MemberInfo>&)> members;
+  // The driver's clock, for request deadlines.
+  std::function<TimePoint()> now;
+  // A corrupt snapshot or a command this version does not know: the node
+  // must stop. Logs and exits the process when empty. Must not return.
+  std::function<void(const std::string&)> fatal;
+  DriverObserver* observer = nullptr;
+};
+
+class Driver {
+ public:
+  // `store` and `kv` must outlive the Driver. The node starts from what
+  // store->storage() holds (restoring `kv` from its latest snapshot).
+  Driver(ReplicaConfig config, LogStore* store, kv::Store* kv, DriverHooks hooks);
+  Driver(const Driver&) = delete;
+  Driver& operator=(const Driver&) = delete;
+
+  // Before Start: makes this fresh node the founding member of a one-node cluster.
+  raft::Status Bootstrap();
+  // Starts the driver loop (the harness calls Tick() from now on).
+  void Start();
+  // Fails every request still waiting (kShuttingDown), starts no new persist
+  // and, once none is outstanding, closes the LogStore and runs `closed`.
+  void Shutdown(std::function<void()> closed);
+
+  // One tick of the Raft clock (ReplicaConfig::tick long); expires requests.
+  void Tick();
+  // Peer messages.
+  void Receive(std::vector<raft::Message> msgs);
+  // Proposes an encoded kv command whose request id is `id`; `done` runs once
+  // it is applied (kOk), or fails (kNotLeader, kBusy, kTimeout, kNotCommitted, ...).
+  // A refusal (nothing was proposed) is answered before Propose returns.
+  void Propose(std::string command, kv::RequestId id, Callback done);
+  // A linearizable read barrier (Raft thesis 6.4): `done` runs with kOk once
+  // this node has applied an index at least the leader's commit index at
+  // some point after the call; reading the Store then is linearizable.
+  void ReadBarrier(Callback done);
+  // Leader only: adds `member` as a learner that is promoted once caught up.
+  // kOk once the change is applied (or at once if it already is a member
+  // with the same addresses).
+  void AddMember(MemberInfo member, Callback done);
+  // Leader only: removes member `id`; kOk once the change is applied.
+  void RemoveMember(raft::NodeId id, Callback done);
+  // Leader only: starts handing leadership to `to` (Raft thesis 3.10).
+  raft::Status TransferLeadership(raft::NodeId to);
+  // Leader only: starts handing leadership to the most up-to-date voter that
+  // is active; false if there is none (or this node does not lead).
+  bool TransferLeadershipAway();
+  StatusReport Status() const;
+
+  // Any thread.
+  std::shared_ptr<const ClusterView> view() const;
+  // Any thread: "" while the storage is healthy, else "storage failed: ..."
+  // (the node then refuses writes; see OnStorageFailed).
+  std::string health() const;
+
+  // For harnesses that check the node (the simulator): read only.
+  const raft::Node& node() const { return *node_; }
+  // Membership as of the applied index.
+  const raft::ConfState& conf_applied() const { return conf_applied_; }
+  const MemberInfo& self() const { return config_.self; }
+
+ private:
+  void Schedule();
+  void Flush();
+  void OnPersisted(raft::Status s);
+  void OnStorageFailed(raft::Status s);
+  Outcome StorageFailedOutcome() const;
+  // Refuses a new request at once: the node is stopping, frozen or full.
+  bool Refuse(const Callback& done);
+  void IssueReads();
+  void ServeReadState(const raft::ReadState& rs);
+  void CompleteReads();
+  void InstallSnapshot(const raft::Snapshot& snap);
+  void ApplyEntries(std::span<const raft::Entry> entries);
+  void ApplyAndRead(const raft::Ready& rd);
+  void ApplyConfChange(const raft::Entry& e);
+  void ResolveWrites(const raft::Entry& e, const std::vector<kv::Applied>& applied, size_t* cursor);
+  void ProposeConfChange(const raft::ConfChange& cc, Callback done);
+  void FailAll(Code code, const std::string& why);
+  void MaybeSnapshot();
+  void OnSoftState(const raft::SoftState& ss);
+  void MaybePublishView(bool force);
+  void LogState();
+  bool IsMember(raft::NodeId id) const;
+  std::string NameOf(raft::NodeId id) const;
+  [[noreturn]] void Fatal(const std::string& why);
+
+  ReplicaConfig config_;
+  LogStore* store_;
+  kv::Store* kv_;
+  DriverHooks hooks_;
+
+  std::unique_ptr<raft::Node> node_;
+  bool flush_scheduled_ = false;
+  bool persisting_ = false;
+  bool stopped_ = false;
+  // Set by Shutdown() while a persist is outstanding: run once it completes.
+  std::function<void()> stop_done_;
+  // The LogStore failed a persist: the node is frozen (OnStorageFailed).
+  bool storage_failed_ = false;
+  raft::Status storage_error_;
+  std::optional<raft::Ready> inflight_;
+  std::vector<raft::Message> send_after_persist_;
+  raft::SoftState soft_;
+  bool leader_name_pending_ = false;
+  raft::ConfState conf_applied_;  // Membership as of the applied index.
+  raft::ConfState conf_published_;
+  raft::Index last_snapshot_index_ = 0;
+  uint64_t snapshots_taken_ = 0;
+  uint64_t snapshots_installed_ = 0;
+
+  PendingWrites writes_;
+  PendingReads reads_;
+  uint64_t next_read_ctx_ = 1;
+
+  mutable std::mutex view_mu_;
+  std::shared_ptr<const ClusterView> view_;
+  std::string health_;  // Guarded by view_mu_; see health().
+};
+
+}  // namespace raftkv::server

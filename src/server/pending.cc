@@ -1,0 +1,131 @@
+#include "server/pending.h"
+
+namespace raftkv::server {
+
+void Answer(std::vector<Callback>* callbacks, const Outcome& outcome) {
+  for (Callback& cb : *callbacks) cb(outcome);
+}
+
+void PendingWrites::Add(PendingWrite w) {
+  uint64_t serial = next_serial_++;
+  by_index_.emplace(w.index, serial);
+  by_serial_.emplace(serial, std::move(w));
+}
+
+std::vector<PendingWrite> PendingWrites::TakeThrough(raft::Index index) {
+  std::vector<PendingWrite> out;
+  while (!by_index_.empty() && by_index_.begin()->first <= index) {
+    auto it = by_serial_.find(by_index_.begin()->second);
+    by_index_.erase(by_index_.begin());
+    if (it == by_serial_.end()) continue;
+    out.push_back(std::move(it->second));
+    by_serial_.erase(it);
+  }
+  return out;
+}
+
+std::vector<PendingWrite> PendingWrites::TakeExpired(TimePoint now) {
+  std::vector<PendingWrite> out;
+  // Deadlines are in arrival order.
+  while (!by_serial_.empty() && by_serial_.begin()->second.deadline <= now) {
+    uint64_t serial = by_serial_.begin()->first;
+    PendingWrite w = std::move(by_serial_.begin()->second);
+    by_serial_.erase(by_serial_.begin());
+    auto [lo, hi] = by_index_.equal_range(w.index);
+    for (auto j = lo; j != hi; ++j) {
+      if (j->second == serial) {
+        by_index_.erase(j);
+        break;
+      }
+    }
+    out.push_back(std::move(w));
+  }
+  return out;
+}
+
+std::vector<PendingWrite> PendingWrites::TakeAll() {
+  std::vector<PendingWrite> out;
+  out.reserve(by_serial_.size());
+  for (auto& [serial, w] : by_serial_) out.push_back(std::move(w));
+  by_serial_.clear();
+  by_index_.clear();
+  return out;
+}
+
+void PendingReads::Queue(Callback done) {
+  batch_.push_back(std::move(done));
+  count_++;
+}
+
+std::vector<Callback> PendingReads::TakeCounted(std::vector<Callback> cbs) {
+  count_ -= cbs.size();
+  return cbs;
+}
+
+std::vector<Callback> PendingReads::TakeBatch() {
+  std::vector<Callback> out = std::move(batch_);
+  batch_.clear();
+  return TakeCounted(std::move(out));
+}
+
+void PendingReads::Issued(uint64_t ctx, std::vector<Callback> batch, TimePoint deadline) {
+  count_ += batch.size();
+  issued_.emplace(ctx, Round{std::move(batch), deadline});
+}
+
+bool PendingReads::Released(uint64_t ctx, raft::Index index) {
+  auto it = issued_.find(ctx);
+  if (it == issued_.end()) return false;
+  released_.emplace(index, std::move(it->second));
+  issued_.erase(it);
+  return true;
+}
+
+std::vector<Callback> PendingReads::TakeServable(raft::Index applied) {
+  std::vector<Callback> out;
+  while (!released_.empty() && released_.begin()->first <= applied) {
+    for (Callback& cb : released_.begin()->second.waiters) out.push_back(std::move(cb));
+    released_.erase(released_.begin());
+  }
+  return TakeCounted(std::move(out));
+}
+
+std::vector<Callback> PendingReads::TakeIssued() {
+  std::vector<Callback> out;
+  for (auto& [ctx, r] : issued_) {
+    for (Callback& cb : r.waiters) out.push_back(std::move(cb));
+  }
+  issued_.clear();
+  return TakeCounted(std::move(out));
+}
+
+std::pair<std::vector<Callback>, std::vector<Callback>> PendingReads::TakeExpired(TimePoint now) {
+  std::vector<Callback> issued;
+  for (auto it = issued_.begin(); it != issued_.end();) {
+    if (it->second.deadline > now) {
+      ++it;
+      continue;
+    }
+    for (Callback& cb : it->second.waiters) issued.push_back(std::move(cb));
+    it = issued_.erase(it);
+  }
+  std::vector<Callback> released;
+  for (auto it = released_.begin(); it != released_.end();) {
+    if (it->second.deadline > now) {
+      ++it;
+      continue;
+    }
+    for (Callback& cb : it->second.waiters) released.push_back(std::move(cb));
+    it = released_.erase(it);
+  }
+  return {TakeCounted(std::move(issued)), TakeCounted(std::move(released))};
+}
+
+std::vector<Callback> PendingReads::TakeAll() {
+  std::vector<Callback> all = TakeBatch();
+  for (Callback& cb : TakeIssued()) all.push_back(std::move(cb));
+  for (Callback& cb : TakeServable(UINT64_MAX)) all.push_back(std::move(cb));
+  return all;
+}
+
+}  // namespace raftkv::server
