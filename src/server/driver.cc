@@ -36,6 +36,7 @@ Driver::Driver(ReplicaConfig config, LogStore* store, kv::Store* kv, DriverHooks
     if (!s.ok()) Fatal("restoring the state machine from the stored snapshot: " + s.ToString());
     conf_applied_ = snap.meta.conf;
     last_snapshot_index_ = snap.meta.index;
+    applied_term_ = snap.meta.term;
   }
   node_ = std::make_unique<raft::Node>(config_.raft, &store_->storage());
   soft_ = raft::SoftState{node_->Leader(), node_->role()};
@@ -397,6 +398,7 @@ void Driver::InstallSnapshot(const raft::Snapshot& snap) {
                   std::to_string(snap.meta.index));
   conf_applied_ = snap.meta.conf;
   last_snapshot_index_ = snap.meta.index;
+  applied_term_ = snap.meta.term;
   snapshots_installed_++;
   spdlog::info("installed a snapshot from the leader at index {} term {} ({} keys, {} bytes)",
                snap.meta.index, snap.meta.term, kv_->size(), snap.data.size());
@@ -412,6 +414,7 @@ void Driver::ApplyEntries(std::span<const raft::Entry> entries) {
   std::vector<kv::Applied> applied;
   raft::Status s = kv_->Apply(entries, &applied);
   if (!s.ok()) Fatal("applying committed entries: " + s.ToString());
+  applied_term_ = entries.back().term;
   if (hooks_.observer) hooks_.observer->OnApplied(entries);
   size_t cursor = 0;
   for (const raft::Entry& e : entries) {
@@ -483,8 +486,15 @@ void Driver::MaybeSnapshot() {
     return;
   }
   // A follower may have applied (TakeCommitted) entries that its disk does
-  // not hold yet; the snapshot waits for them rather than fail in TermAt.
-  if (applied > store_->storage().LastIndex()) return;
+  // not hold yet, and its disk may still hold, at those indexes, entries of
+  // an older term that the ones applied replace in the node's memory. The
+  // snapshot (whose term the store reads from its log) waits until the disk
+  // holds the applied entry itself; by Log Matching it then holds the
+  // applied log up to there.
+  raft::Term stored_term = 0;
+  if (!store_->storage().TermAt(applied, &stored_term).ok() || stored_term != applied_term_) {
+    return;
+  }
   // The driver thread (and, with one io thread, HTTP) waits for all of this:
   // the log line says for how long.
   TimePoint start = hooks_.now();

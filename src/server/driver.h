@@ -228,6 +228,8 @@ class Driver {
   raft::ConfState conf_applied_;  // Membership as of the applied index.
   raft::ConfState conf_published_;
   raft::Index last_snapshot_index_ = 0;
+  // The term of the entry at the applied index (kv_->revision()).
+  raft::Term applied_term_ = 0;
   uint64_t snapshots_taken_ = 0;
   uint64_t snapshots_installed_ = 0;
 

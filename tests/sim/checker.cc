@@ -93,7 +93,7 @@ void SafetyChecker::OnHardState(raft::NodeId node, const raft::HardState& prev,
 }
 
 void SafetyChecker::OnApply(raft::NodeId node, raft::Term node_term, const raft::Entry& e,
-                            uint64_t state_hash) {
+                            std::optional<uint64_t> state_hash) {
   if (e.index >= committed_.size()) committed_.resize(e.index + 1);
   Committed& c = committed_[e.index];
   uint64_t h = EntryHash(e);
@@ -112,11 +112,12 @@ void SafetyChecker::OnApply(raft::NodeId node, raft::Term node_term, const raft:
   } else {
     c.commit_term_bound = std::min(c.commit_term_bound, node_term);
   }
+  if (!state_hash) return;
   if (!c.has_state) {
     c.has_state = true;
-    c.state_hash = state_hash;
+    c.state_hash = *state_hash;
     c.state_node = node;
-  } else if (c.state_hash != state_hash) {
+  } else if (c.state_hash != *state_hash) {
     Fail(StrFormat("state machine safety: n%" PRIu64 " and n%" PRIu64
                    " have different key-value maps after applying index %" PRIu64,
                    node, c.state_node, e.index));

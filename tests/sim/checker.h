@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -52,8 +53,10 @@ class SafetyChecker {
                    raft::Index last_index);
 
   // `node` (whose term is node_term) applied entry e; state_hash is the hash
-  // of its key-value map afterwards.
-  void OnApply(raft::NodeId node, raft::Term node_term, const raft::Entry& e, uint64_t state_hash);
+  // of its key-value map afterwards, if known (the driver applies in
+  // batches: the state is known after a batch's last entry only).
+  void OnApply(raft::NodeId node, raft::Term node_term, const raft::Entry& e,
+               std::optional<uint64_t> state_hash);
 
   // `node` restored its state machine from a snapshot.
   void OnRestore(raft::NodeId node, const raft::SnapshotMeta& meta, uint64_t state_hash);

@@ -4,24 +4,25 @@
 
 namespace raftkv::sim {
 
-namespace {
-
-constexpr char kReadPrefix = 'r';
-
-std::string ReadContext(uint64_t op_id) { return kReadPrefix + std::to_string(op_id); }
-
-bool ParseReadContext(const std::string& ctx, uint64_t* op_id) {
-  if (ctx.size() < 2 || ctx[0] != kReadPrefix || ctx.size() > 21) return false;
-  uint64_t v = 0;
-  for (size_t i = 1; i < ctx.size(); i++) {
-    if (ctx[i] < '0' || ctx[i] > '9') return false;
-    v = v * 10 + static_cast<uint64_t>(ctx[i] - '0');
-  }
-  *op_id = v;
-  return true;
+std::optional<server::Outcome> CallDriver(const std::function<void(server::Callback)>& start,
+                                          server::Callback later) {
+  struct Call {
+    bool returned = false;
+    std::optional<server::Outcome> now;
+    server::Callback later;
+  };
+  auto call = std::make_shared<Call>();
+  call->later = std::move(later);
+  start([call](server::Outcome o) {
+    if (!call->returned) {
+      call->now = std::move(o);
+    } else if (call->later) {
+      call->later(std::move(o));
+    }
+  });
+  call->returned = true;
+  return call->now;
 }
-
-}  // namespace
 
 Clients::Clients(uint64_t seed, const ClientOptions& options, Trace* trace)
     : rng_(seed), options_(options), trace_(trace) {
@@ -77,25 +78,34 @@ void Clients::Start(Client* c, uint64_t tick, ClientTransport* transport) {
   bool is_get = rng_.Chance(options_.get_percent, 100);
   std::string key = "k" + std::to_string(rng_.Uniform(options_.keys));
   uint64_t op_id = next_op_id_;
-  raft::NodeId leader = raft::kNoNode;
-  raft::Status s;
-  raft::Index index = 0;
-  raft::Term term = 0;
+  server::Driver* driver = transport->DriverOf(node);
+  // The op this request becomes if the driver takes it.
+  size_t op_index = ops_.size();
+  uint64_t cid = c->id;
   std::string value;
+  std::optional<server::Outcome> refused;
   if (is_get) {
-    s = transport->ReadIndex(node, ReadContext(op_id), &leader);
+    refused = CallDriver([driver](server::Callback cb) { driver->ReadBarrier(std::move(cb)); },
+                         [this, cid, op_index, transport](server::Outcome o) {
+                           OnGetDone(cid, op_index, o, transport);
+                         });
   } else {
     // Values are unique per key (the checker relies on it): the op id is.
     value = "c" + std::to_string(c->id) + "." + std::to_string(op_id);
-    Command cmd{op_id, key, value};
-    s = transport->Propose(node, EncodeCommand(cmd), &index, &term, &leader);
+    kv::RequestId id{c->id, op_id};
+    std::string cmd = kv::EncodePut(id, key, value);
+    refused =
+        CallDriver([driver, &cmd, id](
+                       server::Callback cb) { driver->Propose(std::move(cmd), id, std::move(cb)); },
+                   [this, cid, op_index](server::Outcome o) { OnPutDone(cid, op_index, o); });
   }
-  if (!s.ok()) {
+  raft::NodeId leader = driver->node().Leader();
+  if (refused) {
     // Refused: it had no effect, so trying again is a new invocation.
     stats_.refused++;
     c->leader_hint = leader;
     trace_->Textf(node, "c%" PRIu64 " %s %s via n%" PRIu64 " refused: %s (leader n%" PRIu64 ")",
-                  c->id, is_get ? "get" : "put", key.c_str(), node, raft::CodeName(s.code()),
+                  c->id, is_get ? "get" : "put", key.c_str(), node, refused->message.c_str(),
                   leader);
     c->next_tick = tick + 1 + rng_.Uniform(options_.retry_max_ticks + 1);
     return;
@@ -111,22 +121,14 @@ void Clients::Start(Client* c, uint64_t tick, ClientTransport* transport) {
   op.response = kNever;
   ops_.push_back(std::move(op));
   failed_.push_back(false);
-  info_.push_back(OpInfo{node, tick, 0, index});
-  c->op = ops_.size() - 1;
+  info_.push_back(OpInfo{node, tick, 0, 0});
+  c->op = op_index;
   c->node = node;
   c->incarnation = transport->Incarnation(node);
-  c->index = index;
   c->phase = is_get ? Phase::kGet : Phase::kPut;
   c->deadline = tick + (is_get ? options_.get_timeout_ticks : options_.put_timeout_ticks);
-  if (is_get) {
-    trace_->Textf(node, "c%" PRIu64 " get #%" PRIu64 " %s via n%" PRIu64, c->id, op_id, key.c_str(),
-                  node);
-  } else {
-    trace_->Textf(node,
-                  "c%" PRIu64 " put #%" PRIu64 " %s=%s via n%" PRIu64 " at index %" PRIu64
-                  " term %" PRIu64,
-                  c->id, op_id, key.c_str(), value.c_str(), node, index, term);
-  }
+  trace_->Textf(node, "c%" PRIu64 " %s #%" PRIu64 " %s%s%s via n%" PRIu64, c->id,
+                is_get ? "get" : "put", op_id, key.c_str(), is_get ? "" : "=", value.c_str(), node);
 }
 
 void Clients::Complete(Client* c, uint64_t delay_max) {
@@ -134,46 +136,57 @@ void Clients::Complete(Client* c, uint64_t delay_max) {
   c->next_tick = tick_ + 1 + rng_.Uniform(delay_max + 1);
 }
 
-void Clients::OnApplied(raft::NodeId node, uint64_t incarnation, raft::Index index,
-                        uint64_t op_id) {
-  for (Client& c : clients_) {
-    if (c.phase != Phase::kPut || c.node != node || c.incarnation != incarnation) continue;
-    KvOp& op = ops_[c.op];
-    if (op_id == op.id) {
-      op.response = ++clock_;
-      info_[c.op].response_tick = tick_;
-      stats_.puts_ok++;
-      trace_->Textf(node, "c%" PRIu64 " put #%" PRIu64 " ok", c.id, op.id);
-      c.leader_hint = node;
-      Complete(&c, options_.think_max_ticks);
-    } else if (index == c.index) {
-      // Raft's log matching: our entry can only ever sit at this index, and
-      // another one was committed there, so ours never will be.
-      stats_.puts_failed++;
-      failed_[c.op] = true;
-      trace_->Textf(node, "c%" PRIu64 " put #%" PRIu64 " failed (index %" PRIu64 " taken)", c.id,
-                    op.id, index);
-      Complete(&c, options_.retry_max_ticks);
-    }
+void Clients::OnPutDone(uint64_t cid, size_t op_index, const server::Outcome& o) {
+  Client& c = clients_[cid - 1];
+  if (c.phase != Phase::kPut || c.op != op_index) return;  // Given up on already.
+  KvOp& op = ops_[c.op];
+  if (o.ok()) {
+    op.response = ++clock_;
+    info_[c.op].response_tick = tick_;
+    info_[c.op].index = o.index;
+    stats_.puts_ok++;
+    trace_->Textf(c.node, "c%" PRIu64 " put #%" PRIu64 " ok at index %" PRIu64, c.id, op.id,
+                  o.index);
+    c.leader_hint = c.node;
+    Complete(&c, options_.think_max_ticks);
+  } else if (o.code == server::Code::kNotCommitted) {
+    // Another entry was committed at its index (Log Matching): it never
+    // will be.
+    stats_.puts_failed++;
+    failed_[c.op] = true;
+    trace_->Textf(c.node, "c%" PRIu64 " put #%" PRIu64 " failed: %s", c.id, op.id,
+                  o.message.c_str());
+    Complete(&c, options_.retry_max_ticks);
+  } else {
+    stats_.puts_unknown++;
+    trace_->Textf(c.node, "c%" PRIu64 " put #%" PRIu64 " UNKNOWN: %s", c.id, op.id,
+                  o.message.c_str());
+    Complete(&c, options_.retry_max_ticks);
   }
 }
 
-void Clients::OnRead(raft::NodeId node, uint64_t incarnation, const std::string& context,
-                     const KvStore& kv) {
-  uint64_t op_id = 0;
-  if (!ParseReadContext(context, &op_id)) return;
-  for (Client& c : clients_) {
-    if (c.phase != Phase::kGet || c.node != node || c.incarnation != incarnation) continue;
-    KvOp& op = ops_[c.op];
-    if (op.id != op_id) continue;
-    op.found = kv.Get(op.key, &op.value);
-    op.response = ++clock_;
-    info_[c.op].response_tick = tick_;
-    stats_.gets_ok++;
-    trace_->Textf(node, "c%" PRIu64 " get #%" PRIu64 " %s = %s", c.id, op.id, op.key.c_str(),
-                  op.found ? op.value.c_str() : "(absent)");
-    Complete(&c, options_.think_max_ticks);
+void Clients::OnGetDone(uint64_t cid, size_t op_index, const server::Outcome& o,
+                        ClientTransport* transport) {
+  Client& c = clients_[cid - 1];
+  if (c.phase != Phase::kGet || c.op != op_index) return;
+  KvOp& op = ops_[c.op];
+  if (!o.ok()) {
+    stats_.gets_failed++;
+    failed_[c.op] = true;
+    trace_->Textf(c.node, "c%" PRIu64 " get #%" PRIu64 " failed: %s", c.id, op.id,
+                  o.message.c_str());
+    Complete(&c, options_.retry_max_ticks);
+    return;
   }
+  // As the HTTP handler does once the barrier is passed: read the store.
+  const kv::Store* kv = transport->StoreOf(c.node);
+  op.found = kv->Get(op.key, &op.value);
+  op.response = ++clock_;
+  info_[c.op].response_tick = tick_;
+  stats_.gets_ok++;
+  trace_->Textf(c.node, "c%" PRIu64 " get #%" PRIu64 " %s = %s (applied %" PRIu64 ")", c.id, op.id,
+                op.key.c_str(), op.found ? op.value.c_str() : "(absent)", o.index);
+  Complete(&c, options_.think_max_ticks);
 }
 
 void Clients::OnNodeDown(raft::NodeId node) {
@@ -222,7 +235,7 @@ std::string Clients::Describe(uint64_t id) const {
     const OpInfo& in = info_[i];
     std::string s = DescribeOp(ops_[i]) + ": sent to n" + std::to_string(in.node) + " at tick " +
                     std::to_string(in.invoke_tick);
-    if (ops_[i].kind == OpKind::kPut) s += " (index " + std::to_string(in.index) + ")";
+    if (in.index != 0) s += " (applied at index " + std::to_string(in.index) + ")";
     if (ops_[i].response != kNever) s += ", answered at tick " + std::to_string(in.response_tick);
     return s;
   }

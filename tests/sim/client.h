@@ -1,30 +1,36 @@
 // Clients: the simulated users of the key-value store, and the history of
 // their operations that the linearizability checker reads at the end.
 //
-// Each client has at most one operation outstanding. A Put is proposed to
-// some node (the leader the client believes in, sometimes a random node);
-// if the node refuses (not leader, too many uncommitted entries...), nothing
-// happened, and the client tries again later as a new invocation. Once a
-// node accepted the proposal the outcome is known only if that same node
-// (same incarnation) applies the entry: applying it means success, applying
-// another entry at its index means it definitely failed. If the node
-// crashes first, or the client times out, the outcome stays unknown and the
-// op is "pending forever" in the history: it may or may not have happened.
+// Clients make the requests the HTTP handlers make, through the same calls
+// on the node's server::Driver: a Put is kv::EncodePut with a request id,
+// handed to Driver::Propose; a linearizable Get is Driver::ReadBarrier, then
+// a read of the node's kv::Store. So a request the driver resolves wrongly
+// (a write answered ok that was not applied, a read released early) shows up
+// as a linearizability failure.
 //
-// A Get asks a node (leader or follower) for a ReadIndex; when that node
-// releases the read and has applied its index, the node's map answers. A
-// read that times out or whose node crashes is dropped: it had no effect.
+// Each client has at most one operation outstanding. A Put goes to some node
+// (the leader the client believes in, sometimes a random node). If the
+// driver answers before Propose returns, it refused: nothing happened, and
+// the client tries again later as a new invocation. Otherwise kOk means
+// applied, kNotCommitted means it never will be, and anything else (a
+// timeout, the node shutting down) leaves the outcome unknown: the op is
+// "pending forever" in the history, it may or may not have happened. So is
+// one whose node crashes (its answers die with it) or that the client gives
+// up on. A Get that does not end in kOk had no effect and is dropped.
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include "kv.h"
+#include "kv/store.h"
 #include "linearizability.h"
 #include "raft/rng.h"
 #include "raft/status.h"
 #include "raft/types.h"
+#include "server/driver.h"
 #include "trace.h"
 
 namespace raftkv::sim {
@@ -35,15 +41,18 @@ class ClientTransport {
   virtual ~ClientTransport() = default;
   // Nodes that take requests now, in id order.
   virtual void UpNodes(std::vector<raft::NodeId>* out) const = 0;
-  // Node::Propose on `node`; *leader is the node's leader hint afterwards.
-  virtual raft::Status Propose(raft::NodeId node, std::string data, raft::Index* index,
-                               raft::Term* term, raft::NodeId* leader) = 0;
-  // Node::ReadIndex on `node`.
-  virtual raft::Status ReadIndex(raft::NodeId node, std::string context, raft::NodeId* leader) = 0;
+  // The running driver of `node` and its store (nullptr if it is not up).
+  virtual server::Driver* DriverOf(raft::NodeId node) = 0;
+  virtual const kv::Store* StoreOf(raft::NodeId node) const = 0;
   // Bumped every time the node restarts: answers from another incarnation
   // say nothing about requests made to this one.
   virtual uint64_t Incarnation(raft::NodeId node) const = 0;
 };
+
+// Runs start(cb): the outcome, if cb ran before start returned (a refusal);
+// otherwise none, and `later` gets the outcome whenever it comes.
+std::optional<server::Outcome> CallDriver(const std::function<void(server::Callback)>& start,
+                                          server::Callback later);
 
 struct ClientOptions {
   int clients = 4;
@@ -74,12 +83,6 @@ class Clients {
   // While stopped, clients start no new operations (the run is ending).
   void set_stopped(bool stopped) { stopped_ = stopped; }
 
-  // `node` (in `incarnation`) applied the entry at `index`; op_id is the
-  // command's id, or 0 for an entry that is not a client command.
-  void OnApplied(raft::NodeId node, uint64_t incarnation, raft::Index index, uint64_t op_id);
-  // `node` released the read `context` and has applied its index: read `kv`.
-  void OnRead(raft::NodeId node, uint64_t incarnation, const std::string& context,
-              const KvStore& kv);
   // `node` crashed or left: whatever waits on it will never be answered.
   void OnNodeDown(raft::NodeId node);
   // The run is over: outstanding Puts become unknown, Gets are dropped.
@@ -103,11 +106,14 @@ class Clients {
     size_t op = 0;  // Index into ops_.
     raft::NodeId node = raft::kNoNode;
     uint64_t incarnation = 0;
-    raft::Index index = 0;
     uint64_t deadline = 0;
   };
 
   void Start(Client* c, uint64_t tick, ClientTransport* transport);
+  // The driver's answer to op `op` of client `c` (ignored if the client
+  // has moved on).
+  void OnPutDone(uint64_t c, size_t op, const server::Outcome& o);
+  void OnGetDone(uint64_t c, size_t op, const server::Outcome& o, ClientTransport* transport);
   void Complete(Client* c, uint64_t tick_delay_max);
   raft::NodeId PickNode(Client* c, const std::vector<raft::NodeId>& up);
 
@@ -121,7 +127,7 @@ class Clients {
     raft::NodeId node = raft::kNoNode;
     uint64_t invoke_tick = 0;
     uint64_t response_tick = 0;
-    raft::Index index = 0;  // Put: the index its entry was proposed at.
+    raft::Index index = 0;  // Put: the index the driver applied it at.
   };
   std::vector<OpInfo> info_;  // Per op.
   uint64_t clock_ = 0;        // Logical time of invocations and responses.

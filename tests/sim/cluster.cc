@@ -1,9 +1,13 @@
 #include "cluster.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cinttypes>
 #include <csignal>
 #include <cstdio>
+
+#include "kv/command.h"
 
 namespace raftkv::sim {
 
@@ -14,8 +18,8 @@ constexpr uint64_t kWarmupMaxTicks = 400;
 // Calm ticks allowed, after everything heals, for a final write to commit.
 constexpr uint64_t kTailMaxTicks = 1500;
 constexpr uint64_t kFinalTimeoutTicks = 50;
-// The liveness check's own writes, apart from the clients' op ids.
-constexpr uint64_t kFinalOpIdBase = uint64_t{1} << 62;
+// The liveness check's own writes: a request id apart from the clients'.
+constexpr uint64_t kFinalClient = uint64_t{1} << 62;
 // Voter bounds for membership changes: keep a real quorum, do not grow forever.
 constexpr size_t kMinVoters = 3;
 constexpr int kExtraMembers = 2;
@@ -68,11 +72,15 @@ Cluster::Cluster(const SimOptions& options)
       rng_(DeriveSeed(options.seed, 3)),
       disk_rng_(DeriveSeed(options.seed, 5)),
       env_rng_(DeriveSeed(options.seed, 7)),
-      take_rng_(DeriveSeed(options.seed, 11)),
+      persist_rng_(DeriveSeed(options.seed, 11)),
       wal_(ResolveDiskMode(options.disk, options.seed) == DiskMode::kWal),
       segment_bytes_(1024 + DeriveSeed(options.seed, 8) % 8192),
       net_(DeriveSeed(options.seed, 2), &trace_),
-      clients_(DeriveSeed(options.seed, 4), DrawClientOptions(options.seed), &trace_) {}
+      clients_(DeriveSeed(options.seed, 4), DrawClientOptions(options.seed), &trace_),
+      request_timeout_ticks_(20 + DeriveSeed(options.seed, 12) % 61) {
+  // The drivers log as the server does; the trace is the simulator's log.
+  spdlog::set_level(spdlog::level::off);
+}
 
 Cluster::~Cluster() {
   if (g_current == this) g_current = nullptr;
@@ -104,8 +112,8 @@ int Cluster::DownOrPaused() const {
 Cluster::SimNode* Cluster::Leader() {
   SimNode* best = nullptr;
   for (auto& n : nodes_) {
-    if (!n || n->state != NodeState::kUp || n->node->role() != raft::Role::kLeader) continue;
-    if (best == nullptr || n->node->term() > best->node->term()) best = n.get();
+    if (!n || n->state != NodeState::kUp || n->node().role() != raft::Role::kLeader) continue;
+    if (best == nullptr || n->node().term() > best->node().term()) best = n.get();
   }
   return best;
 }
@@ -123,27 +131,14 @@ void Cluster::UpNodes(std::vector<raft::NodeId>* out) const {
   }
 }
 
-raft::Status Cluster::Propose(raft::NodeId node, std::string data, raft::Index* index,
-                              raft::Term* term, raft::NodeId* leader) {
+server::Driver* Cluster::DriverOf(raft::NodeId node) {
   SimNode* n = Find(node);
-  if (n == nullptr || n->state != NodeState::kUp) {
-    return raft::Status(raft::Code::kUnavailable, "node down");
-  }
-  raft::Status s = n->node->Propose(std::move(data), index, term);
-  *leader = n->node->Leader();
-  AfterInput(n);
-  return s;
+  return n != nullptr && n->state == NodeState::kUp ? n->driver.get() : nullptr;
 }
 
-raft::Status Cluster::ReadIndex(raft::NodeId node, std::string context, raft::NodeId* leader) {
-  SimNode* n = Find(node);
-  if (n == nullptr || n->state != NodeState::kUp) {
-    return raft::Status(raft::Code::kUnavailable, "node down");
-  }
-  raft::Status s = n->node->ReadIndex(std::move(context));
-  *leader = n->node->Leader();
-  AfterInput(n);
-  return s;
+const kv::Store* Cluster::StoreOf(raft::NodeId node) const {
+  const SimNode* n = Find(node);
+  return n != nullptr && n->state == NodeState::kUp ? n->kv.get() : nullptr;
 }
 
 uint64_t Cluster::Incarnation(raft::NodeId node) const {
@@ -172,7 +167,9 @@ void Cluster::DeliverDue(uint64_t step) {
       continue;
     }
     trace_.Msg(EventKind::kDeliver, m);
-    n->node->Step(m);
+    std::vector<raft::Message> one;
+    one.push_back(std::move(m));
+    n->driver->Receive(std::move(one));
     AfterInput(n);
   }
 }
@@ -188,7 +185,6 @@ void Cluster::ScheduledEvents() {
       StartNode(n.get());
     } else if (n->state == NodeState::kPaused && n->wake_tick <= tick_) {
       n->state = NodeState::kUp;
-      n->dirty = true;
       trace_.Textf(n->id, "resume");
     }
   }
@@ -284,11 +280,11 @@ void Cluster::FaultEvents() {
   if (profile_.transfer_ppm > 0 && rng_.Chance(profile_.transfer_ppm, kMillion)) {
     SimNode* l = Leader();
     if (l != nullptr) {
-      std::vector<raft::NodeId> voters = l->node->conf().Voters();
+      std::vector<raft::NodeId> voters = l->node().conf().Voters();
       voters.erase(std::remove(voters.begin(), voters.end(), l->id), voters.end());
       if (!voters.empty()) {
         raft::NodeId target = voters[rng_.Uniform(voters.size())];
-        raft::Status s = l->node->TransferLeadership(target);
+        raft::Status s = l->driver->TransferLeadership(target);
         AfterInput(l);
         stats_.transfers += s.ok();
         trace_.Textf(l->id, "transfer leadership to n%" PRIu64 ": %s", target,
@@ -301,16 +297,20 @@ void Cluster::FaultEvents() {
 void Cluster::MembershipEvents(bool warmup) {
   SimNode* l = Leader();
   if (l == nullptr) return;
-  const raft::ConfState& conf = l->node->conf();
+  server::Driver* d = l->driver.get();
+  const raft::ConfState& conf = l->node().conf();
+  auto add = [d](raft::NodeId id) {
+    server::MemberInfo m{id, "n" + std::to_string(id), "sim:" + std::to_string(id), ""};
+    return CallDriver([d, &m](server::Callback cb) { d->AddMember(m, std::move(cb)); }, nullptr);
+  };
   if (warmup) {
     // Grow the bootstrapped one-node cluster to N, one change at a time:
     // each joins as a learner and is promoted once caught up.
     for (raft::NodeId id = 2; id <= static_cast<raft::NodeId>(options_.nodes); id++) {
       if (conf.Find(id) != nullptr) continue;
-      raft::ConfChange cc{raft::ConfChangeType::kAddLearner, id, true, "n" + std::to_string(id)};
-      raft::Status s = l->node->ProposeConfChange(cc);
+      std::optional<server::Outcome> refused = add(id);
       AfterInput(l);
-      if (s.ok()) trace_.Textf(l->id, "warm-up: propose add n%" PRIu64, id);
+      if (!refused) trace_.Textf(l->id, "warm-up: propose add n%" PRIu64, id);
       return;
     }
     return;
@@ -325,14 +325,14 @@ void Cluster::MembershipEvents(bool warmup) {
   for (const raft::Member& m : conf.members) {
     if (m.role == raft::MemberRole::kLearner || voters > kMinVoters) removable.push_back(m.id);
   }
+  std::string before = DescribeConf(conf);
   if (can_add && (removable.empty() || rng_.Chance(1, 2))) {
     raft::NodeId id = next_id_;
-    raft::ConfChange cc{raft::ConfChangeType::kAddLearner, id, true, "n" + std::to_string(id)};
-    raft::Status s = l->node->ProposeConfChange(cc);
+    std::optional<server::Outcome> refused = add(id);
     AfterInput(l);
-    trace_.Textf(l->id, "propose add n%" PRIu64 " (conf %s): %s", id, DescribeConf(conf).c_str(),
-                 s.ToString().c_str());
-    if (s.ok()) {
+    trace_.Textf(l->id, "propose add n%" PRIu64 " (conf %s): %s", id, before.c_str(),
+                 refused ? refused->message.c_str() : "ok");
+    if (!refused) {
       // The new node starts empty and waits for the leader to contact it.
       next_id_++;
       stats_.conf_changes++;
@@ -340,12 +340,12 @@ void Cluster::MembershipEvents(bool warmup) {
     }
   } else if (!removable.empty()) {
     raft::NodeId id = removable[rng_.Uniform(removable.size())];
-    raft::ConfChange cc{raft::ConfChangeType::kRemoveNode, id, false, ""};
-    raft::Status s = l->node->ProposeConfChange(cc);
+    std::optional<server::Outcome> refused =
+        CallDriver([d, id](server::Callback cb) { d->RemoveMember(id, std::move(cb)); }, nullptr);
     AfterInput(l);
-    stats_.conf_changes += s.ok();
-    trace_.Textf(l->id, "propose remove n%" PRIu64 " (conf %s): %s", id, DescribeConf(conf).c_str(),
-                 s.ToString().c_str());
+    stats_.conf_changes += !refused;
+    trace_.Textf(l->id, "propose remove n%" PRIu64 " (conf %s): %s", id, before.c_str(),
+                 refused ? refused->message.c_str() : "ok");
   }
 }
 
@@ -361,29 +361,41 @@ void Cluster::StartTail() {
       StartNode(n.get());
     } else if (n->state == NodeState::kPaused) {
       n->state = NodeState::kUp;
-      n->dirty = true;
     }
   }
 }
 
 void Cluster::LivenessDriver() {
   if (final_done_) return;
-  if (final_op_id_ != 0) {
+  if (final_attempt_ != 0) {
     SimNode* n = Find(final_node_);
     if (n != nullptr && n->state == NodeState::kUp && n->incarnation == final_incarnation_ &&
         tick_ < final_deadline_) {
       return;
     }
-    final_op_id_ = 0;
+    final_attempt_ = 0;
   }
   SimNode* l = Leader();
   if (l == nullptr) return;
-  uint64_t op_id = kFinalOpIdBase + tick_;
-  Command cmd{op_id, "final", "f" + std::to_string(tick_)};
-  raft::Status s = l->node->Propose(EncodeCommand(cmd));
+  // Through the driver, as a client's write: done once it answers ok.
+  uint64_t attempt = tick_ + 1;
+  kv::RequestId id{kFinalClient, attempt};
+  std::string cmd = kv::EncodePut(id, "final", "f" + std::to_string(tick_));
+  server::Driver* d = l->driver.get();
+  std::optional<server::Outcome> refused = CallDriver(
+      [d, &cmd, id](server::Callback cb) { d->Propose(std::move(cmd), id, std::move(cb)); },
+      [this, attempt, node = l->id](server::Outcome o) {
+        if (attempt != final_attempt_) return;
+        if (!o.ok()) {
+          final_attempt_ = 0;
+          return;
+        }
+        final_done_ = true;
+        trace_.Textf(node, "liveness: final write applied at index %" PRIu64, o.index);
+      });
   AfterInput(l);
-  if (!s.ok()) return;
-  final_op_id_ = op_id;
+  if (refused) return;
+  final_attempt_ = attempt;
   final_node_ = l->id;
   final_incarnation_ = l->incarnation;
   final_deadline_ = tick_ + kFinalTimeoutTicks;
@@ -406,7 +418,7 @@ RunResult Cluster::Run() {
   }
   next_id_ = static_cast<raft::NodeId>(options_.nodes) + 1;
   if (!failed()) {
-    raft::Status s = nodes_[1]->node->Bootstrap("n1");
+    raft::Status s = nodes_[1]->driver->Bootstrap();
     if (!s.ok()) Fail("bootstrap: " + s.ToString());
     AfterInput(nodes_[1].get());
   }
@@ -421,12 +433,12 @@ RunResult Cluster::Run() {
 
     if (!warm_ && !tail) {
       SimNode* l = Leader();
-      if (l != nullptr && l->node->conf().Voters().size() == static_cast<size_t>(options_.nodes)) {
+      if (l != nullptr && l->node().conf().Voters().size() == static_cast<size_t>(options_.nodes)) {
         warm_ = true;
         faults_on_ = options_.faults;
         if (faults_on_) net_.set_faults(profile_.net);
         trace_.Textf(raft::kNoNode, "warm-up done: conf %s; faults %s",
-                     DescribeConf(l->node->conf()).c_str(), faults_on_ ? "on" : "off");
+                     DescribeConf(l->node().conf()).c_str(), faults_on_ ? "on" : "off");
       } else if (tick_ >= kWarmupMaxTicks) {
         Fail(StrFormat("liveness (warm-up): no %d-voter cluster after %" PRIu64 " calm ticks",
                        options_.nodes, kWarmupMaxTicks));
@@ -440,7 +452,7 @@ RunResult Cluster::Run() {
 
     for (auto& n : nodes_) {
       if (!n || n->state != NodeState::kUp) continue;
-      n->node->Tick();
+      n->driver->Tick();
       AfterInput(n.get());
     }
     ProcessDirty();
@@ -451,6 +463,8 @@ RunResult Cluster::Run() {
       step_ = tick_ * kStepsPerTick + sub;
       trace_.SetTime(tick_, sub);
       DeliverDue(step_);
+      ProcessDirty();
+      CompletePersists(step_);
       ProcessDirty();
     }
   }
@@ -467,10 +481,10 @@ RunResult Cluster::Run() {
         status += n->state == NodeState::kGone ? "gone" : "not up";
         continue;
       }
-      raft::NodeStatus st = n->node->GetStatus();
+      raft::NodeStatus st = n->node().GetStatus();
       status += StrFormat("%s term=%" PRIu64 " leader=n%" PRIu64 " commit=%" PRIu64
                           " applied=%" PRIu64 " last=%" PRIu64 " conf=%s",
-                          RoleShortName(st.role), st.term, st.leader, st.commit, n->applied,
+                          RoleShortName(st.role), st.term, st.leader, st.commit, n->kv->revision(),
                           st.last_index, DescribeConf(st.conf).c_str());
     }
     Fail(StrFormat("liveness: no write committed within %" PRIu64

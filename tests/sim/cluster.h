@@ -1,8 +1,11 @@
 // The deterministic cluster simulator.
 //
-// One run: N raft::Nodes (each with a MemoryStorage as its disk and a tiny
-// key-value map as its state machine) talk over a simulated Network, driven
-// by a single thread on a virtual clock. One tick of the clock ticks every
+// One run: N nodes talk over a simulated Network, driven by a single thread
+// on a virtual clock. Each node is the server's own server::Driver (driver.h)
+// with the real kv::Store as its state machine and, as its disk, a
+// MemoryStorage or the real storage::DiskStorage over an in-memory Env; its
+// persists complete after a simulated delay while the driver keeps stepping
+// the node, as on the server. One tick of the clock ticks every
 // running node once; each tick is divided into kStepsPerTick delivery steps.
 // Everything random (the fault profile, delays, drops, crashes, client
 // choices, each node's election timeouts) comes from the run's one 64-bit
@@ -18,18 +21,23 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "checker.h"
 #include "client.h"
 #include "faults.h"
-#include "kv.h"
+#include "kv/store.h"
 #include "network.h"
 #include "raft/node.h"
 #include "raft/rng.h"
 #include "raft/storage.h"
+#include "server/driver.h"
+#include "server/log_store.h"
 #include "storage/disk_storage.h"
 #include "storage/mem_env.h"
 #include "trace.h"
@@ -71,11 +79,13 @@ struct RunStats {
   uint64_t partitions = 0;
   uint64_t leaders = 0;  // Leader elections observed.
   uint64_t snapshots_installed = 0;
-  uint64_t snapshot_chunks = 0;   // Chunks of snapshots from the leader stored.
-  uint64_t chunked_installs = 0;  // Installed snapshots that were streamed in 2+ chunks.
-  uint64_t transfer_crashes = 0;  // Crashes while storing snapshot chunks.
-  uint64_t taken = 0;             // Entries applied through Node::TakeCommitted.
-  uint64_t conf_changes = 0;      // Membership changes proposed and accepted.
+  uint64_t snapshot_chunks = 0;      // Chunks of snapshots from the leader stored.
+  uint64_t chunked_installs = 0;     // Installed snapshots that were streamed in 2+ chunks.
+  uint64_t transfer_crashes = 0;     // Crashes while storing snapshot chunks.
+  uint64_t taken = 0;                // Entries applied while a Ready was on disk (TakeCommitted).
+  uint64_t persists = 0;             // Readies persisted.
+  uint64_t persists_overlapped = 0;  // ... while the node took other input.
+  uint64_t conf_changes = 0;         // Membership changes proposed and accepted.
   uint64_t transfers = 0;
   uint64_t lin_states = 0;
   ClientStats clients;
@@ -109,9 +119,8 @@ class Cluster : public ClientTransport {
 
   // ClientTransport.
   void UpNodes(std::vector<raft::NodeId>* out) const override;
-  raft::Status Propose(raft::NodeId node, std::string data, raft::Index* index, raft::Term* term,
-                       raft::NodeId* leader) override;
-  raft::Status ReadIndex(raft::NodeId node, std::string context, raft::NodeId* leader) override;
+  server::Driver* DriverOf(raft::NodeId node) override;
+  const kv::Store* StoreOf(raft::NodeId node) const override;
   uint64_t Incarnation(raft::NodeId node) const override;
 
   // For the crash handler.
@@ -120,14 +129,17 @@ class Cluster : public ClientTransport {
 
  private:
   enum class NodeState : uint8_t { kUp, kPaused, kDown, kGone };
+  class SimLogStore;
+  class Observer;
   struct SimNode {
+    SimNode();
+    ~SimNode();
     raft::NodeId id = raft::kNoNode;
     // Durable: survives crashes. Memory mode: `mem` is the disk. Wal mode:
-    // `env` is the disk and `disk` the DiskStorage open on it while the
-    // node runs (closed on a crash, reopened on restart).
+    // `env` is the disk, with a DiskStorage open on it (in the node's
+    // SimLogStore) while the node runs.
     raft::MemoryStorage mem;
     std::unique_ptr<storage::MemEnv> env;
-    std::unique_ptr<storage::DiskStorage> disk;
     // Memory mode: the last hard state written with a sync; a crash may lose
     // later ones.
     raft::HardState synced_hs;
@@ -137,20 +149,25 @@ class Cluster : public ClientTransport {
     uint64_t incarnation = 0;
     uint64_t wake_tick = 0;  // Paused: resume then. Down: restart then.
     uint64_t gone_tick = 0;  // Removed from the cluster: stop then (0: not scheduled).
-    // Volatile: lost on a crash.
-    std::unique_ptr<raft::Node> node;
-    KvStore kv;
-    raft::ConfState conf;  // Membership as of `applied`, for snapshots.
-    raft::Index applied = 0;
-    std::vector<raft::ReadState> reads;  // Released by Raft, waiting for apply.
+    // Volatile: lost on a crash. Destroyed in reverse order: the driver
+    // first, then its store and state machine.
+    std::unique_ptr<kv::Store> kv;
+    std::unique_ptr<SimLogStore> store;
+    std::unique_ptr<Observer> observer;
+    std::unique_ptr<server::Driver> driver;
+    // The driver thread's queue (DriverHooks::post), run by RunTasks.
+    std::deque<std::function<void()>> tasks;
+    // The Ready on disk, if any: it completes at step `persist_due`.
+    const raft::Ready* persist_rd = nullptr;
+    server::LogStore::Done persist_done;
+    uint64_t persist_due = 0;
+    bool persist_overlapped = false;  // Input arrived while it was out.
+    bool completing = false;          // Inside CompletePersist.
     raft::Role role = raft::Role::kFollower;
     raft::Term leader_term_seen = 0;
-    bool dirty = false;
 
-    raft::Storage& storage() {
-      if (disk) return *disk;
-      return mem;
-    }
+    const raft::Storage& storage() const;
+    const raft::Node& node() const { return driver->node(); }
   };
 
   // Phases of a tick.
@@ -172,23 +189,30 @@ class Cluster : public ClientTransport {
   SimNode* PickVictim(const std::vector<SimNode*>& candidates);
   SimNode* Leader();
 
-  // The Ready contract (types.h).
-  void AfterInput(SimNode* n);
+  // The driver's harness: its tasks, its input, its persists.
+  server::DriverHooks HooksFor(SimNode* n);
+  server::ReplicaConfig ConfigFor(SimNode* n) const;
+  void RunTasks(SimNode* n);
   void ProcessDirty();
-  void HandleReadies(SimNode* n);
-  bool Persist(SimNode* n, raft::Ready* rd);
-  bool ApplyAndRead(SimNode* n, raft::Ready* rd);
-  bool MaybeTakeCommitted(SimNode* n);
+  // After any input to n's driver: checks that need no Ready.
+  void AfterInput(SimNode* n);
+  // SimLogStore::Persist: schedules the completion.
+  void OnPersist(SimNode* n, const raft::Ready& rd, server::LogStore::Done done);
+  void CompletePersists(uint64_t step);
+  // Writes the Ready on disk (torn, if `may_tear` and the dice say so: then
+  // the node crashes), and runs its completion if `deliver` (not if the
+  // node dies right after).
+  void CompletePersist(SimNode* n, bool deliver, bool may_tear);
+  bool WriteMemory(SimNode* n, const raft::Ready& rd, bool torn);
+  bool WriteWal(SimNode* n, const raft::Ready& rd, bool torn);
+  bool CheckEntries(SimNode* n, const raft::Ready& rd, const raft::Storage& st,
+                    raft::Index* last_index);
   void NoteChunkStored(SimNode* n, const raft::SnapshotChunk& c);
-  bool InstallSnapshot(SimNode* n, const raft::Snapshot& installed, const raft::Snapshot& image);
-  bool PersistWal(SimNode* n, raft::Ready* rd, bool torn);
-  // Wal mode: DiskStorage::Save, with the MemEnv armed to lose power at one
-  // of its fsyncs if `crash_at_sync` > 0. False if the node crashed.
-  bool SaveWal(SimNode* n, const storage::Update& u, uint64_t crash_at_sync, const char* what);
-  bool OpenDisk(SimNode* n);
-  void Apply(SimNode* n, const raft::Entry& e);
-  void ReleaseReads(SimNode* n);
-  void MaybeCompact(SimNode* n);
+  bool OpenDisk(SimNode* n, std::unique_ptr<storage::DiskStorage>* disk);
+  // Observer: what the driver applied and installed.
+  void OnApplied(SimNode* n, std::span<const raft::Entry> entries);
+  void OnSnapshotInstalled(SimNode* n, const raft::SnapshotMeta& meta);
+  void StopNode(SimNode* n);
 
   void Fail(std::string what);
   bool failed() const { return !failure_.empty() || !checker_.ok(); }
@@ -201,8 +225,8 @@ class Cluster : public ClientTransport {
   // Wal mode: what MemEnv::Crash keeps, and which fsync a torn write hits
   // (a stream of its own, so memory-mode runs replay as before).
   raft::Rng env_rng_;
-  // When the driver calls Node::TakeCommitted (a stream of its own too).
-  raft::Rng take_rng_;
+  // How long each persist takes (a stream of its own too).
+  raft::Rng persist_rng_;
   const bool wal_;
   const uint64_t segment_bytes_;  // Wal mode: small, so segments rotate often.
   Network net_;
@@ -216,12 +240,14 @@ class Cluster : public ClientTransport {
   bool faults_on_ = false;
   bool warm_ = false;  // All initial nodes are voters.
   uint64_t heal_tick_ = 0;
-  // Final write of the liveness check.
-  uint64_t final_op_id_ = 0;
+  // Final write of the liveness check: the attempt under way (0: none).
+  uint64_t final_attempt_ = 0;
   raft::NodeId final_node_ = raft::kNoNode;
   uint64_t final_incarnation_ = 0;
   uint64_t final_deadline_ = 0;
   bool final_done_ = false;
+  // Driver timings drawn from the seed.
+  uint64_t request_timeout_ticks_ = 0;
 
   std::string failure_;
   RunStats stats_;

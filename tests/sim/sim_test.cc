@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include "cluster.h"
-#include "kv.h"
 
 namespace raftkv::sim {
 namespace {
@@ -96,28 +95,6 @@ TEST(SimRun, FaultsReachCrashesChunkedSnapshotsAndTakenCommits) {
   EXPECT_GT(sum.snapshots_installed, 0u);
   EXPECT_GT(sum.chunked_installs, 0u);
   EXPECT_GT(sum.taken, 0u);
-}
-
-TEST(SimKv, CommandRoundTrip) {
-  Command c{42, "k1", "c1.42"};
-  Command d;
-  ASSERT_TRUE(DecodeCommand(EncodeCommand(c), &d));
-  EXPECT_EQ(d.op_id, 42u);
-  EXPECT_EQ(d.key, "k1");
-  EXPECT_EQ(d.value, "c1.42");
-  EXPECT_FALSE(DecodeCommand("", &d));
-  EXPECT_FALSE(DecodeCommand("P1;2:k", &d));
-}
-
-TEST(SimKv, SnapshotRoundTrip) {
-  KvStore a;
-  a.Apply(Command{1, "k1", "x"});
-  a.Apply(Command{2, "k:2", "y;z"});
-  KvStore b;
-  ASSERT_TRUE(b.Restore(a.Serialize()));
-  EXPECT_EQ(a.Hash(), b.Hash());
-  EXPECT_FALSE(b.Restore("KV1;1:k"));
-  EXPECT_EQ(b.size(), 0u);
 }
 
 }  // namespace
