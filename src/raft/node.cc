@@ -3,6 +3,18 @@
 #include <algorithm>
 
 namespace raftkv::raft {
+namespace {
+
+// A follower that refused a snapshot as over its max_snapshot_bytes is
+// offered one again only after this many election timeouts, doubled for
+// each earlier refusal up to kSnapRefusedBackoffMaxDoublings times: by then
+// the leader may have a smaller snapshot or the follower a larger limit,
+// but each attempt can cost up to the follower's limit in bytes sent and
+// stored before it is refused again.
+constexpr int kSnapRefusedBackoffTimeouts = 8;
+constexpr uint64_t kSnapRefusedBackoffMaxDoublings = 4;
+
+}  // namespace
 
 Status Config::Validate() const {
   if (id == kNoNode) return Status(Code::kInvalidArgument, "node id must not be 0");
@@ -15,7 +27,7 @@ Status Config::Validate() const {
   }
   if (max_entry_bytes == 0 || max_msg_bytes == 0 || max_inflight_msgs == 0 ||
       max_uncommitted_bytes == 0 || max_snapshot_chunk_bytes == 0 || max_pending_reads == 0 ||
-      max_committed_bytes_per_ready == 0) {
+      max_committed_bytes_per_ready == 0 || max_snapshot_bytes == 0) {
     return Status(Code::kInvalidArgument, "limits must be positive");
   }
   return Status::Ok();
@@ -211,6 +223,7 @@ void Node::TickHeartbeat() {
     // timeout is aborted so that the leader resumes accepting proposals.
     AbortTransfer();
   }
+  TickSnapshotBackoff();
   if (heartbeat_elapsed_ >= cfg_.heartbeat_interval_ticks) {
     heartbeat_elapsed_ = 0;
     BroadcastHeartbeat();
@@ -611,6 +624,9 @@ bool Node::MaybeSendAppend(NodeId to, bool send_if_empty) {
     // Raft paper 7: the follower needs entries that were compacted away.
     const Snapshot& snap = log_.LatestSnapshot();
     RAFT_ASSERT(!snap.IsEmpty(), "entries compacted without a snapshot");
+    // The follower refused our last snapshot as too large: wait for the
+    // backoff (TickSnapshotBackoff) before offering one again.
+    if (pr->snap_backoff_ticks > 0) return false;
     if (snap.streamed) {
       // This node became leader right after restoring from a snapshot that
       // was streamed to its driver, before the Ready that installs it was
@@ -655,8 +671,29 @@ void Node::SendSnapshotChunk(NodeId to, Progress* pr) {
 
 void Node::HandleSnapResponse(const Message& m, Progress* pr) {
   if (pr->state != ProgressState::kSnapshot || m.snap_meta.index != pr->pending_snapshot) return;
+  if (m.reject && m.reject_hint > 0) {
+    HandleSnapRefusal(m, pr);
+    return;
+  }
   pr->snap_offset = m.snap_offset;
   SendSnapshotChunk(m.from, pr);
+}
+
+void Node::HandleSnapRefusal(const Message& m, Progress* pr) {
+  // The follower will not store a snapshot this large (types.h, Message::
+  // reject_hint). Sending it again at once would only resend up to its
+  // limit and be refused again: the peer gets heartbeats (so it keeps its
+  // leader and learns the commit index) but no snapshot until the backoff
+  // runs out.
+  uint64_t doublings = std::min(pr->snap_refusals, kSnapRefusedBackoffMaxDoublings);
+  int backoff = cfg_.election_timeout_ticks * (kSnapRefusedBackoffTimeouts << doublings);
+  pr->SnapshotRefused(m.reject_hint, backoff);
+}
+
+void Node::TickSnapshotBackoff() {
+  for (auto& [id, pr] : progress_) {
+    if (pr.snap_backoff_ticks > 0 && --pr.snap_backoff_ticks == 0) MaybeSendAppend(id, true);
+  }
 }
 
 void Node::HandleAppendResponse(const Message& m, Progress* pr) {
@@ -849,6 +886,10 @@ void Node::HandleSnapshotChunk(const Message& m) {
     Send(std::move(resp));
     return;
   }
+  if (m.snap_data.size() > cfg_.max_snapshot_bytes - incoming_snap_->next_offset) {
+    RefuseSnapshot(m);
+    return;
+  }
   // The driver stores the chunk before this node's answer leaves (types.h,
   // Ready, step 0); the core keeps only the offset, never the image.
   snap_chunks_.push_back(SnapshotChunk{meta, m.snap_offset, m.snap_data, m.snap_done});
@@ -872,6 +913,25 @@ void Node::HandleSnapshotChunk(const Message& m) {
   // is known: entries we kept after it are unverified).
   resp.type = MessageType::kAppResp;
   resp.index = meta.index;
+  Send(std::move(resp));
+}
+
+// The snapshot is larger than this node will store (Config::
+// max_snapshot_bytes). Refused here, in the core, so that the driver's
+// storage never sees a chunk past its limit: a refusal there is a failed
+// write, which stops the node. The transfer is abandoned (its stored chunks
+// are simply never completed, as types.h allows) and the leader is told why,
+// so that it backs off instead of starting over.
+void Node::RefuseSnapshot(const Message& m) {
+  incoming_snap_.reset();
+  snapshots_refused_++;
+  last_refused_snapshot_index_ = m.snap_meta.index;
+  Message resp;
+  resp.type = MessageType::kSnapResp;
+  resp.to = m.from;
+  resp.snap_meta = m.snap_meta;
+  resp.reject = true;
+  resp.reject_hint = cfg_.max_snapshot_bytes;
   Send(std::move(resp));
 }
 
@@ -1122,8 +1182,12 @@ NodeStatus Node::GetStatus() const {
   st.last_index = log_.LastIndex();
   st.conf = conf_;
   st.transferee = transferee_;
+  st.snapshots_refused = snapshots_refused_;
+  st.last_refused_snapshot_index = last_refused_snapshot_index_;
   for (const auto& [id, pr] : progress_) {
-    st.peers.push_back(PeerStatus{id, pr.role, pr.match, pr.next, pr.state, pr.recent_active});
+    st.peers.push_back(PeerStatus{id, pr.role, pr.match, pr.next, pr.state, pr.recent_active,
+                                  pr.snap_refusals, pr.snap_refused_limit_bytes,
+                                  pr.snap_backoff_ticks});
   }
   return st;
 }

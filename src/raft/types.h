@@ -139,7 +139,7 @@ enum class MessageType : uint8_t {
   kHeartbeat,      // commit and read_round.
   kHeartbeatResp,  // echoes read_round.
   kSnap,           // One chunk of a snapshot: snap_meta, snap_offset, snap_data, snap_done.
-  kSnapResp,       // snap_offset: next byte the follower expects; reject = start over.
+  kSnapResp,       // snap_offset: next byte the follower expects; reject: see reject_hint.
   kTimeoutNow,     // Leadership transfer: campaign now, skipping pre-vote.
   kReadIndex,      // Follower asks the leader for a read index; context identifies it.
   kReadIndexResp,  // index: the read index; reject if the leader could not serve it.
@@ -164,7 +164,11 @@ struct Message {
   Index commit = 0;
   std::vector<Entry> entries;
   bool reject = false;
-  Index reject_hint = 0;     // kAppResp with reject: follower's suggested probe index.
+  // kAppResp with reject: the follower's suggested probe index. kSnapResp
+  // with reject: 0 asks the leader to resend from snap_offset; nonzero says
+  // the follower refuses the snapshot (it is over the follower's
+  // Config::max_snapshot_bytes, which reject_hint is) and the leader backs off.
+  Index reject_hint = 0;
   uint64_t read_round = 0;   // kHeartbeat(Resp): leadership-confirmation round.
   bool force = false;        // kVote: campaign caused by TimeoutNow; ignore leader leases.
   std::string context;       // kReadIndex(Resp): opaque request id.

@@ -516,6 +516,7 @@ struct Solo {
       out.insert(out.end(), rd.messages.begin(), rd.messages.end());
       for (const Entry& e : rd.committed_entries) applied.push_back(e);
       for (const ReadState& r : rd.read_states) reads.push_back(r);
+      chunks.insert(chunks.end(), rd.snapshot_chunks.begin(), rd.snapshot_chunks.end());
       node->Advance(rd);
     }
     return out;
@@ -525,6 +526,7 @@ struct Solo {
   std::unique_ptr<Node> node;
   std::vector<Entry> applied;
   std::vector<ReadState> reads;
+  std::vector<SnapshotChunk> chunks;  // Every snapshot chunk handed out.
 };
 
 inline std::vector<Message> OfType(const std::vector<Message>& msgs, MessageType t) {
