@@ -89,6 +89,10 @@ Status Node::Bootstrap(const std::string& context) {
 // Transitions.
 
 void Node::ResetTerm(Term term) {
+  // A leader's unconfirmed reads are refused in the term they were asked
+  // in, before the term changes, so that their askers still accept the
+  // answer.
+  RejectPendingReads();
   if (term_ != term) {
     term_ = term;
     vote_ = kNoNode;
@@ -101,7 +105,6 @@ void Node::ResetTerm(Term term) {
   votes_.clear();
   progress_.clear();
   acked_round_.clear();
-  pending_reads_.clear();
   uncommitted_.clear();
   uncommitted_bytes_ = 0;
   pending_broadcast_ = false;
@@ -336,6 +339,11 @@ void Node::Step(const Message& m) {
       resp.to = m.from;
       resp.reject = true;
       Send(std::move(resp));
+    } else if (m.type == MessageType::kReadIndex) {
+      // The asker follows a leader of an older term: this node cannot serve
+      // the read, and telling it so (with our term) fails the read now
+      // rather than at the asker's timeout.
+      RejectRead(m.from, m.context);
     }
     // Anything else from an old term is ignored (Raft paper 5.1).
     return;
@@ -385,12 +393,7 @@ void Node::Step(const Message& m) {
 void Node::StepLeader(const Message& m) {
   if (m.type == MessageType::kReadIndex) {
     if (pending_reads_.size() >= cfg_.max_pending_reads || !conf_.Find(m.from)) {
-      Message resp;
-      resp.type = MessageType::kReadIndexResp;
-      resp.to = m.from;
-      resp.context = m.context;
-      resp.reject = true;
-      Send(std::move(resp));
+      RejectRead(m.from, m.context);
       return;
     }
     pending_reads_.push_back(PendingRead{m.context, m.from, 0, 0});
@@ -445,6 +448,7 @@ void Node::StepCandidate(const Message& m) {
       break;
     }
     default:
+      HandleReadNotLeader(m);
       break;
   }
 }
@@ -471,10 +475,8 @@ void Node::StepFollower(const Message& m) {
       // pre-vote, and its requests override the voters' leader leases.
       if (Promotable()) StartElection(false, true);
       break;
-    case MessageType::kReadIndexResp:
-      if (!m.reject) read_states_.push_back(ReadState{m.index, m.context});
-      break;
     default:
+      HandleReadNotLeader(m);
       break;
   }
 }
@@ -1065,17 +1067,47 @@ void Node::ReleaseReads() {
   if (!pending_reads_.empty() && pending_reads_.back().round == 0) StartReadRound();
 }
 
-void Node::RespondRead(NodeId from, const std::string& context, Index index) {
+void Node::RespondRead(NodeId from, const std::string& context, std::optional<Index> index) {
   if (from == id_) {
-    read_states_.push_back(ReadState{index, context});
+    if (index) {
+      read_states_.push_back(ReadState{*index, context});
+    } else {
+      rejected_reads_.push_back(context);
+    }
     return;
   }
   Message m;
   m.type = MessageType::kReadIndexResp;
   m.to = from;
-  m.index = index;
+  m.index = index.value_or(0);
+  m.reject = !index;
   m.context = context;
   Send(std::move(m));
+}
+
+void Node::RejectRead(NodeId from, const std::string& context) {
+  RespondRead(from, context, std::nullopt);
+}
+
+// A leader leaving office cannot confirm its pending reads any more; their
+// askers learn it now instead of at their timeouts.
+void Node::RejectPendingReads() {
+  for (const PendingRead& r : pending_reads_) RejectRead(r.from, r.context);
+  pending_reads_.clear();
+}
+
+// Reads on a follower or candidate: a request is refused, and the leader's
+// answer to this node's own request goes to the driver as if the node had
+// answered it.
+void Node::HandleReadNotLeader(const Message& m) {
+  if (m.type == MessageType::kReadIndex) {
+    // The asker believes this node leads this term; it does not.
+    RejectRead(m.from, m.context);
+  } else if (m.type == MessageType::kReadIndexResp) {
+    // The leader answers a read this node asked as its follower (a
+    // candidate of the same term still takes it: the answer is the leader's).
+    RespondRead(id_, m.context, m.reject ? std::nullopt : std::optional<Index>(m.index));
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1093,7 +1125,8 @@ void Node::Send(Message m) {
 
 bool Node::HasReady() const {
   if (ready_outstanding_) return false;
-  if (pending_broadcast_ || !msgs_.empty() || !read_states_.empty() || !snap_chunks_.empty()) {
+  if (pending_broadcast_ || !msgs_.empty() || !read_states_.empty() || !rejected_reads_.empty() ||
+      !snap_chunks_.empty()) {
     return true;
   }
   if (SoftState{leader_, role_} != prev_soft_) return true;
@@ -1139,6 +1172,8 @@ Ready Node::GetReady() {
   msgs_.clear();
   rd.read_states = std::move(read_states_);
   read_states_.clear();
+  rd.rejected_reads = std::move(rejected_reads_);
+  rejected_reads_.clear();
   ready_outstanding_ = true;
   return rd;
 }

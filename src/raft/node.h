@@ -141,10 +141,16 @@ class Node {
   Status ProposeConfChange(const ConfChange& cc, Index* index = nullptr, Term* term = nullptr);
 
   // Requests a linearizable read point. On a leader the context joins the
-  // next heartbeat round; on a follower it is sent to the leader. A
-  // ReadState with the same context is released in a later Ready; if it
-  // never is (leader lost), the caller times out. kNotLeader if no leader is
-  // known, kTooManyReads past the limit.
+  // next heartbeat round; on a follower it is sent to the leader. Refused at
+  // once with kNotLeader if this node is neither the leader nor a follower
+  // that knows one, and on a leader with kTooManyReads past
+  // max_pending_reads. Once accepted, the context comes back in a later
+  // Ready, in read_states when the read may be served, or in
+  // rejected_reads when it never will be: the leader refused it, or stepped
+  // down before it could confirm it. Only a message lost in the network
+  // leaves it unanswered (the caller then times out). A new leader holds
+  // reads, not refuses them, until the first entry of its term commits
+  // (about one round trip); if it steps down first, it rejects them.
   Status ReadIndex(std::string context);
 
   // Leader only: hands leadership to `target` (Raft thesis 3.10).
@@ -232,7 +238,12 @@ class Node {
   // Reads.
   void StartReadRound();
   void ReleaseReads();
-  void RespondRead(NodeId from, const std::string& context, Index index);
+  // Answers the read `context` of `from` (this node: into the next Ready)
+  // with its read index, or refuses it (nullopt).
+  void RespondRead(NodeId from, const std::string& context, std::optional<Index> index);
+  void RejectRead(NodeId from, const std::string& context);
+  void RejectPendingReads();
+  void HandleReadNotLeader(const Message& m);
   uint64_t QuorumReadRound() const;
 
   void Send(Message m);
@@ -287,6 +298,9 @@ class Node {
   uint64_t read_round_ = 0;                 // Last round started.
   std::map<NodeId, uint64_t> acked_round_;  // Highest round each peer acknowledged.
   std::vector<ReadState> read_states_;
+  // Contexts of this node's ReadIndex requests that will get no ReadState
+  // (Ready::rejected_reads).
+  std::vector<std::string> rejected_reads_;
 
   // Follower: the snapshot being received in chunks. Only its meta and the
   // next offset expected are kept; every accepted chunk goes to the driver
