@@ -3,6 +3,18 @@
 #include <algorithm>
 
 namespace raftkv::raft {
+namespace {
+
+// A follower that refused a snapshot as over its max_snapshot_bytes is
+// offered one again only after this many election timeouts, doubled for
+// each earlier refusal up to kSnapRefusedBackoffMaxDoublings times: by then
+// the leader may have a smaller snapshot or the follower a larger limit,
+// but each attempt can cost up to the follower's limit in bytes sent and
+// stored before it is refused again.
+constexpr int kSnapRefusedBackoffTimeouts = 8;
+constexpr uint64_t kSnapRefusedBackoffMaxDoublings = 4;
+
+}  // namespace
 
 Status Config::Validate() const {
   if (id == kNoNode) return Status(Code::kInvalidArgument, "node id must not be 0");
@@ -15,7 +27,7 @@ Status Config::Validate() const {
   }
   if (max_entry_bytes == 0 || max_msg_bytes == 0 || max_inflight_msgs == 0 ||
       max_uncommitted_bytes == 0 || max_snapshot_chunk_bytes == 0 || max_pending_reads == 0 ||
-      max_committed_bytes_per_ready == 0) {
+      max_committed_bytes_per_ready == 0 || max_snapshot_bytes == 0) {
     return Status(Code::kInvalidArgument, "limits must be positive");
   }
   return Status::Ok();
@@ -77,6 +89,10 @@ Status Node::Bootstrap(const std::string& context) {
 // Transitions.
 
 void Node::ResetTerm(Term term) {
+  // A leader's unconfirmed reads are refused in the term they were asked
+  // in, before the term changes, so that their askers still accept the
+  // answer.
+  RejectPendingReads();
   if (term_ != term) {
     term_ = term;
     vote_ = kNoNode;
@@ -89,7 +105,6 @@ void Node::ResetTerm(Term term) {
   votes_.clear();
   progress_.clear();
   acked_round_.clear();
-  pending_reads_.clear();
   uncommitted_.clear();
   uncommitted_bytes_ = 0;
   pending_broadcast_ = false;
@@ -211,6 +226,7 @@ void Node::TickHeartbeat() {
     // timeout is aborted so that the leader resumes accepting proposals.
     AbortTransfer();
   }
+  TickSnapshotBackoff();
   if (heartbeat_elapsed_ >= cfg_.heartbeat_interval_ticks) {
     heartbeat_elapsed_ = 0;
     BroadcastHeartbeat();
@@ -323,6 +339,11 @@ void Node::Step(const Message& m) {
       resp.to = m.from;
       resp.reject = true;
       Send(std::move(resp));
+    } else if (m.type == MessageType::kReadIndex) {
+      // The asker follows a leader of an older term: this node cannot serve
+      // the read, and telling it so (with our term) fails the read now
+      // rather than at the asker's timeout.
+      RejectRead(m.from, m.context);
     }
     // Anything else from an old term is ignored (Raft paper 5.1).
     return;
@@ -372,12 +393,7 @@ void Node::Step(const Message& m) {
 void Node::StepLeader(const Message& m) {
   if (m.type == MessageType::kReadIndex) {
     if (pending_reads_.size() >= cfg_.max_pending_reads || !conf_.Find(m.from)) {
-      Message resp;
-      resp.type = MessageType::kReadIndexResp;
-      resp.to = m.from;
-      resp.context = m.context;
-      resp.reject = true;
-      Send(std::move(resp));
+      RejectRead(m.from, m.context);
       return;
     }
     pending_reads_.push_back(PendingRead{m.context, m.from, 0, 0});
@@ -432,6 +448,7 @@ void Node::StepCandidate(const Message& m) {
       break;
     }
     default:
+      HandleReadNotLeader(m);
       break;
   }
 }
@@ -458,10 +475,8 @@ void Node::StepFollower(const Message& m) {
       // pre-vote, and its requests override the voters' leader leases.
       if (Promotable()) StartElection(false, true);
       break;
-    case MessageType::kReadIndexResp:
-      if (!m.reject) read_states_.push_back(ReadState{m.index, m.context});
-      break;
     default:
+      HandleReadNotLeader(m);
       break;
   }
 }
@@ -611,6 +626,9 @@ bool Node::MaybeSendAppend(NodeId to, bool send_if_empty) {
     // Raft paper 7: the follower needs entries that were compacted away.
     const Snapshot& snap = log_.LatestSnapshot();
     RAFT_ASSERT(!snap.IsEmpty(), "entries compacted without a snapshot");
+    // The follower refused our last snapshot as too large: wait for the
+    // backoff (TickSnapshotBackoff) before offering one again.
+    if (pr->snap_backoff_ticks > 0) return false;
     if (snap.streamed) {
       // This node became leader right after restoring from a snapshot that
       // was streamed to its driver, before the Ready that installs it was
@@ -655,8 +673,29 @@ void Node::SendSnapshotChunk(NodeId to, Progress* pr) {
 
 void Node::HandleSnapResponse(const Message& m, Progress* pr) {
   if (pr->state != ProgressState::kSnapshot || m.snap_meta.index != pr->pending_snapshot) return;
+  if (m.reject && m.reject_hint > 0) {
+    HandleSnapRefusal(m, pr);
+    return;
+  }
   pr->snap_offset = m.snap_offset;
   SendSnapshotChunk(m.from, pr);
+}
+
+void Node::HandleSnapRefusal(const Message& m, Progress* pr) {
+  // The follower will not store a snapshot this large (types.h, Message::
+  // reject_hint). Sending it again at once would only resend up to its
+  // limit and be refused again: the peer gets heartbeats (so it keeps its
+  // leader and learns the commit index) but no snapshot until the backoff
+  // runs out.
+  uint64_t doublings = std::min(pr->snap_refusals, kSnapRefusedBackoffMaxDoublings);
+  int backoff = cfg_.election_timeout_ticks * (kSnapRefusedBackoffTimeouts << doublings);
+  pr->SnapshotRefused(m.reject_hint, backoff);
+}
+
+void Node::TickSnapshotBackoff() {
+  for (auto& [id, pr] : progress_) {
+    if (pr.snap_backoff_ticks > 0 && --pr.snap_backoff_ticks == 0) MaybeSendAppend(id, true);
+  }
 }
 
 void Node::HandleAppendResponse(const Message& m, Progress* pr) {
@@ -849,6 +888,10 @@ void Node::HandleSnapshotChunk(const Message& m) {
     Send(std::move(resp));
     return;
   }
+  if (m.snap_data.size() > cfg_.max_snapshot_bytes - incoming_snap_->next_offset) {
+    RefuseSnapshot(m);
+    return;
+  }
   // The driver stores the chunk before this node's answer leaves (types.h,
   // Ready, step 0); the core keeps only the offset, never the image.
   snap_chunks_.push_back(SnapshotChunk{meta, m.snap_offset, m.snap_data, m.snap_done});
@@ -872,6 +915,25 @@ void Node::HandleSnapshotChunk(const Message& m) {
   // is known: entries we kept after it are unverified).
   resp.type = MessageType::kAppResp;
   resp.index = meta.index;
+  Send(std::move(resp));
+}
+
+// The snapshot is larger than this node will store (Config::
+// max_snapshot_bytes). Refused here, in the core, so that the driver's
+// storage never sees a chunk past its limit: a refusal there is a failed
+// write, which stops the node. The transfer is abandoned (its stored chunks
+// are simply never completed, as types.h allows) and the leader is told why,
+// so that it backs off instead of starting over.
+void Node::RefuseSnapshot(const Message& m) {
+  incoming_snap_.reset();
+  snapshots_refused_++;
+  last_refused_snapshot_index_ = m.snap_meta.index;
+  Message resp;
+  resp.type = MessageType::kSnapResp;
+  resp.to = m.from;
+  resp.snap_meta = m.snap_meta;
+  resp.reject = true;
+  resp.reject_hint = cfg_.max_snapshot_bytes;
   Send(std::move(resp));
 }
 
@@ -1005,17 +1067,47 @@ void Node::ReleaseReads() {
   if (!pending_reads_.empty() && pending_reads_.back().round == 0) StartReadRound();
 }
 
-void Node::RespondRead(NodeId from, const std::string& context, Index index) {
+void Node::RespondRead(NodeId from, const std::string& context, std::optional<Index> index) {
   if (from == id_) {
-    read_states_.push_back(ReadState{index, context});
+    if (index) {
+      read_states_.push_back(ReadState{*index, context});
+    } else {
+      rejected_reads_.push_back(context);
+    }
     return;
   }
   Message m;
   m.type = MessageType::kReadIndexResp;
   m.to = from;
-  m.index = index;
+  m.index = index.value_or(0);
+  m.reject = !index;
   m.context = context;
   Send(std::move(m));
+}
+
+void Node::RejectRead(NodeId from, const std::string& context) {
+  RespondRead(from, context, std::nullopt);
+}
+
+// A leader leaving office cannot confirm its pending reads any more; their
+// askers learn it now instead of at their timeouts.
+void Node::RejectPendingReads() {
+  for (const PendingRead& r : pending_reads_) RejectRead(r.from, r.context);
+  pending_reads_.clear();
+}
+
+// Reads on a follower or candidate: a request is refused, and the leader's
+// answer to this node's own request goes to the driver as if the node had
+// answered it.
+void Node::HandleReadNotLeader(const Message& m) {
+  if (m.type == MessageType::kReadIndex) {
+    // The asker believes this node leads this term; it does not.
+    RejectRead(m.from, m.context);
+  } else if (m.type == MessageType::kReadIndexResp) {
+    // The leader answers a read this node asked as its follower (a
+    // candidate of the same term still takes it: the answer is the leader's).
+    RespondRead(id_, m.context, m.reject ? std::nullopt : std::optional<Index>(m.index));
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1033,7 +1125,8 @@ void Node::Send(Message m) {
 
 bool Node::HasReady() const {
   if (ready_outstanding_) return false;
-  if (pending_broadcast_ || !msgs_.empty() || !read_states_.empty() || !snap_chunks_.empty()) {
+  if (pending_broadcast_ || !msgs_.empty() || !read_states_.empty() || !rejected_reads_.empty() ||
+      !snap_chunks_.empty()) {
     return true;
   }
   if (SoftState{leader_, role_} != prev_soft_) return true;
@@ -1079,6 +1172,8 @@ Ready Node::GetReady() {
   msgs_.clear();
   rd.read_states = std::move(read_states_);
   read_states_.clear();
+  rd.rejected_reads = std::move(rejected_reads_);
+  rejected_reads_.clear();
   ready_outstanding_ = true;
   return rd;
 }
@@ -1122,8 +1217,12 @@ NodeStatus Node::GetStatus() const {
   st.last_index = log_.LastIndex();
   st.conf = conf_;
   st.transferee = transferee_;
+  st.snapshots_refused = snapshots_refused_;
+  st.last_refused_snapshot_index = last_refused_snapshot_index_;
   for (const auto& [id, pr] : progress_) {
-    st.peers.push_back(PeerStatus{id, pr.role, pr.match, pr.next, pr.state, pr.recent_active});
+    st.peers.push_back(PeerStatus{id, pr.role, pr.match, pr.next, pr.state, pr.recent_active,
+                                  pr.snap_refusals, pr.snap_refused_limit_bytes,
+                                  pr.snap_backoff_ticks});
   }
   return st;
 }

@@ -53,6 +53,15 @@ struct Config {
   uint64_t max_snapshot_chunk_bytes = 1 << 20;       // One InstallSnapshot chunk.
   uint64_t max_pending_reads = 65536;                // ReadIndex requests waiting on the leader.
   uint64_t max_committed_bytes_per_ready = 8 << 20;  // Committed entries per Ready.
+  // Largest snapshot image (bytes of Snapshot::data) this node accepts from
+  // a leader. A follower refuses a transfer whose next chunk would take the
+  // image past it: the chunk is not handed to the driver, the transfer is
+  // forgotten, and the leader is told (kSnapResp, reject, reject_hint = this
+  // limit) and retries only after a backoff. A driver over a storage with a
+  // size limit sets this to what that storage accepts (for
+  // storage::DiskStorage, max_snapshot_data_bytes()). The default is
+  // DiskStorage's default.
+  uint64_t max_snapshot_bytes = (4ull << 30) - (1 << 20);
 
   // Seed of the node's private random generator (election timeouts).
   uint64_t seed = 1;
@@ -68,6 +77,13 @@ struct PeerStatus {
   Index next = 0;
   ProgressState state = ProgressState::kProbe;
   bool recent_active = false;
+  // Times this peer refused a snapshot from this leader as over its
+  // max_snapshot_bytes (since this node became leader), the limit it named
+  // the last time, and the ticks left before the leader offers a snapshot
+  // again (0: not backing off).
+  uint64_t snapshot_refusals = 0;
+  uint64_t snapshot_refused_limit_bytes = 0;
+  int snapshot_backoff_ticks = 0;
 };
 
 struct NodeStatus {
@@ -81,6 +97,12 @@ struct NodeStatus {
   Index last_index = 0;
   ConfState conf;
   NodeId transferee = kNoNode;
+  // Snapshot transfers this node refused (since it started) because the
+  // image would pass Config::max_snapshot_bytes, and the index of the last
+  // one (0: none). A follower stuck behind such a snapshot stays behind
+  // until the leader's snapshot fits: operators should see this.
+  uint64_t snapshots_refused = 0;
+  Index last_refused_snapshot_index = 0;
   std::vector<PeerStatus> peers;  // Leader only.
 };
 
@@ -119,10 +141,16 @@ class Node {
   Status ProposeConfChange(const ConfChange& cc, Index* index = nullptr, Term* term = nullptr);
 
   // Requests a linearizable read point. On a leader the context joins the
-  // next heartbeat round; on a follower it is sent to the leader. A
-  // ReadState with the same context is released in a later Ready; if it
-  // never is (leader lost), the caller times out. kNotLeader if no leader is
-  // known, kTooManyReads past the limit.
+  // next heartbeat round; on a follower it is sent to the leader. Refused at
+  // once with kNotLeader if this node is neither the leader nor a follower
+  // that knows one, and on a leader with kTooManyReads past
+  // max_pending_reads. Once accepted, the context comes back in a later
+  // Ready, in read_states when the read may be served, or in
+  // rejected_reads when it never will be: the leader refused it, or stepped
+  // down before it could confirm it. Only a message lost in the network
+  // leaves it unanswered (the caller then times out). A new leader holds
+  // reads, not refuses them, until the first entry of its term commits
+  // (about one round trip); if it steps down first, it rejects them.
   Status ReadIndex(std::string context);
 
   // Leader only: hands leadership to `target` (Raft thesis 3.10).
@@ -187,6 +215,8 @@ class Node {
   void AppendEntry(EntryType type, std::string data, Index* index, Term* term);
   void HandleAppendResponse(const Message& m, Progress* pr);
   void HandleSnapResponse(const Message& m, Progress* pr);
+  void HandleSnapRefusal(const Message& m, Progress* pr);
+  void TickSnapshotBackoff();
   void HandleHeartbeatResponse(const Message& m, Progress* pr);
   void MaybePromoteLearners();
   void MaybeFinishTransfer(NodeId from, Progress* pr);
@@ -196,6 +226,7 @@ class Node {
   void HandleAppendEntries(const Message& m);
   void HandleHeartbeat(const Message& m);
   void HandleSnapshotChunk(const Message& m);
+  void RefuseSnapshot(const Message& m);
   bool Restore(const Snapshot& snap);
 
   // Membership.
@@ -207,7 +238,12 @@ class Node {
   // Reads.
   void StartReadRound();
   void ReleaseReads();
-  void RespondRead(NodeId from, const std::string& context, Index index);
+  // Answers the read `context` of `from` (this node: into the next Ready)
+  // with its read index, or refuses it (nullopt).
+  void RespondRead(NodeId from, const std::string& context, std::optional<Index> index);
+  void RejectRead(NodeId from, const std::string& context);
+  void RejectPendingReads();
+  void HandleReadNotLeader(const Message& m);
   uint64_t QuorumReadRound() const;
 
   void Send(Message m);
@@ -262,6 +298,9 @@ class Node {
   uint64_t read_round_ = 0;                 // Last round started.
   std::map<NodeId, uint64_t> acked_round_;  // Highest round each peer acknowledged.
   std::vector<ReadState> read_states_;
+  // Contexts of this node's ReadIndex requests that will get no ReadState
+  // (Ready::rejected_reads).
+  std::vector<std::string> rejected_reads_;
 
   // Follower: the snapshot being received in chunks. Only its meta and the
   // next offset expected are kept; every accepted chunk goes to the driver
@@ -276,6 +315,9 @@ class Node {
   // leader sends the next chunk only once this one's kSnapResp, which
   // leaves with the Ready that carries it, has arrived).
   std::vector<SnapshotChunk> snap_chunks_;
+  // Follower: transfers refused as over max_snapshot_bytes (NodeStatus).
+  uint64_t snapshots_refused_ = 0;
+  Index last_refused_snapshot_index_ = 0;
 
   // Ready bookkeeping.
   std::vector<Message> msgs_;

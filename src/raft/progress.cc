@@ -48,6 +48,21 @@ void Progress::BecomeSnapshot(Index snapshot_index) {
   inflights.Reset();
 }
 
+void Progress::SnapshotRefused(uint64_t limit_bytes, int backoff_ticks) {
+  // Not BecomeProbe: that resumes after the snapshot, which the follower
+  // does not have.
+  state = ProgressState::kProbe;
+  next = match + 1;
+  probe_sent = false;
+  pending_snapshot = 0;
+  snap_offset = 0;
+  snap_idle_ticks = 0;
+  inflights.Reset();
+  snap_refusals++;
+  snap_refused_limit_bytes = limit_bytes;
+  snap_backoff_ticks = backoff_ticks;
+}
+
 bool Progress::MaybeUpdate(Index n) {
   bool updated = false;
   if (match < n) {

@@ -56,10 +56,20 @@ struct Progress {
   Index pending_snapshot = 0;
   uint64_t snap_offset = 0;
   int snap_idle_ticks = 0;
+  // The follower refused a snapshot as over its size limit: how often (for
+  // this leader), the limit it named, and the ticks left before a snapshot
+  // is offered again. While snap_backoff_ticks > 0 the peer is probed with
+  // heartbeats only.
+  uint64_t snap_refusals = 0;
+  uint64_t snap_refused_limit_bytes = 0;
+  int snap_backoff_ticks = 0;
 
   void BecomeProbe();
   void BecomeReplicate();
   void BecomeSnapshot(Index snapshot_index);
+  // The follower refused the snapshot being sent (over its limit_bytes):
+  // back to probe from match, and no snapshot for backoff_ticks.
+  void SnapshotRefused(uint64_t limit_bytes, int backoff_ticks);
   // Records that entries up to n are on the follower. False if stale.
   bool MaybeUpdate(Index n);
   // Handles a rejection of the AppendEntries at `rejected`; hint is the

@@ -222,6 +222,7 @@ std::string Message::DebugString() const {
       add("snap_index", snap_meta.index);
       add("offset", snap_offset);
       if (reject) s += " rejected";
+      if (reject && reject_hint > 0) add("limit", reject_hint);
       break;
     case MessageType::kTimeoutNow:
       break;

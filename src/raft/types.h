@@ -139,7 +139,7 @@ enum class MessageType : uint8_t {
   kHeartbeat,      // commit and read_round.
   kHeartbeatResp,  // echoes read_round.
   kSnap,           // One chunk of a snapshot: snap_meta, snap_offset, snap_data, snap_done.
-  kSnapResp,       // snap_offset: next byte the follower expects; reject = start over.
+  kSnapResp,       // snap_offset: next byte the follower expects; reject: see reject_hint.
   kTimeoutNow,     // Leadership transfer: campaign now, skipping pre-vote.
   kReadIndex,      // Follower asks the leader for a read index; context identifies it.
   kReadIndexResp,  // index: the read index; reject if the leader could not serve it.
@@ -164,7 +164,11 @@ struct Message {
   Index commit = 0;
   std::vector<Entry> entries;
   bool reject = false;
-  Index reject_hint = 0;     // kAppResp with reject: follower's suggested probe index.
+  // kAppResp with reject: the follower's suggested probe index. kSnapResp
+  // with reject: 0 asks the leader to resend from snap_offset; nonzero says
+  // the follower refuses the snapshot (it is over the follower's
+  // Config::max_snapshot_bytes, which reject_hint is) and the leader backs off.
+  Index reject_hint = 0;
   uint64_t read_round = 0;   // kHeartbeat(Resp): leadership-confirmation round.
   bool force = false;        // kVote: campaign caused by TimeoutNow; ignore leader leases.
   std::string context;       // kReadIndex(Resp): opaque request id.
@@ -212,7 +216,8 @@ struct SoftState {
 //   3. Send `messages`. Those for which MaySendBeforePersist holds may be
 //      sent before steps 0-2 are durable, unless term_or_vote_changed.
 //   4. Apply `committed_entries` in order, and serve `read_states` once the
-//      state machine has applied their index.
+//      state machine has applied their index. Fail the reads named in
+//      `rejected_reads` at once (they will never get a ReadState).
 //   5. Call Node::Advance(ready).
 struct Ready {
   std::optional<SoftState> soft_state;
@@ -223,13 +228,25 @@ struct Ready {
   std::vector<Message> messages;
   std::vector<Entry> committed_entries;
   std::vector<ReadState> read_states;
+  // Contexts of ReadIndex requests that were accepted by Node::ReadIndex but
+  // will get no ReadState: the leader refused the request (it is no longer
+  // the leader, or too many reads are pending) or dropped it when it stepped
+  // down. The refusal comes back within one round trip; the driver fails
+  // such a read at once (it may retry, e.g. on the new leader) rather than
+  // wait for its timeout. Each answer a node receives is reported once, so
+  // a request the network duplicated may be answered twice, even once in
+  // read_states and once here: the first answer is the outcome, and the
+  // driver ignores a context it no longer waits for. A request or answer
+  // lost in the network gets neither: the driver still needs its timeout.
+  std::vector<std::string> rejected_reads;
   bool must_sync = false;
   // hard_state carries a new term or vote: every message waits for it.
   bool term_or_vote_changed = false;
 
   bool Empty() const {
     return !soft_state && !hard_state && !snapshot && snapshot_chunks.empty() && entries.empty() &&
-           messages.empty() && committed_entries.empty() && read_states.empty();
+           messages.empty() && committed_entries.empty() && read_states.empty() &&
+           rejected_reads.empty();
   }
 };
 

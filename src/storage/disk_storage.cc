@@ -19,11 +19,32 @@ std::string Where(const RecordLocation& loc) {
 // Room left in a snapshot file for its header and trailer.
 constexpr uint64_t kSnapshotOverheadBytes = 1 << 20;
 
+uint64_t MaxSnapshotDataBytes(uint64_t max_snapshot_bytes) {
+  return max_snapshot_bytes > kSnapshotOverheadBytes ? max_snapshot_bytes - kSnapshotOverheadBytes
+                                                     : 0;
+}
+
 Status CheckSnapshotSize(uint64_t data_bytes, uint64_t max_snapshot_bytes) {
-  if (data_bytes + kSnapshotOverheadBytes > max_snapshot_bytes) {
+  if (data_bytes > MaxSnapshotDataBytes(max_snapshot_bytes)) {
     return Status(raft::Code::kInvalidArgument, "snapshot of " + std::to_string(data_bytes) +
                                                     " bytes is too large for max_snapshot_bytes " +
                                                     std::to_string(max_snapshot_bytes));
+  }
+  return Status::Ok();
+}
+
+// A chunk of a snapshot received from the leader must not take the image
+// past the limit either. Checked here, on the driver thread, because the
+// writer thread's SnapshotReceiver can only refuse it by failing the WAL.
+Status CheckSnapshotChunk(const raft::SnapshotChunk& c, uint64_t max_snapshot_bytes) {
+  const uint64_t max_data = MaxSnapshotDataBytes(max_snapshot_bytes);
+  if (c.offset > max_data || c.data.size() > max_data - c.offset) {
+    return Status(raft::Code::kInvalidArgument,
+                  "snapshot chunk at offset " + std::to_string(c.offset) + " (" +
+                      std::to_string(c.data.size()) + " bytes) of the snapshot at index " +
+                      std::to_string(c.meta.index) + " would pass max_snapshot_bytes " +
+                      std::to_string(max_snapshot_bytes) + " (at most " + std::to_string(max_data) +
+                      " bytes of image); not stored");
   }
   return Status::Ok();
 }
@@ -306,8 +327,13 @@ Status DiskStorage::Open(const std::string& dir, const StorageOptions& options,
 }
 
 Status DiskStorage::Submit(const Update& update, WalCallback done) {
+  // Limits first: a refused update writes nothing and leaves the WAL healthy.
   if (update.snapshot) {
     Status s = CheckSnapshotSize(update.snapshot->data.size(), opts_.max_snapshot_bytes);
+    if (!s.ok()) return s;
+  }
+  for (const raft::SnapshotChunk& c : update.snapshot_chunks) {
+    Status s = CheckSnapshotChunk(c, opts_.max_snapshot_bytes);
     if (!s.ok()) return s;
   }
   WalBatch b;
@@ -340,6 +366,10 @@ void DiskStorage::Apply(const Update& update) {
   }
   mem_.Append(update.entries);
   if (update.hard_state) mem_.SetHardState(*update.hard_state);
+}
+
+uint64_t DiskStorage::max_snapshot_data_bytes() const {
+  return MaxSnapshotDataBytes(opts_.max_snapshot_bytes);
 }
 
 Status DiskStorage::Save(const Update& update) {

@@ -47,7 +47,9 @@ struct StorageOptions {
   uint64_t max_batch_bytes = 128ull << 20;
   uint64_t max_queued_bytes = 512ull << 20;
   // Largest snapshot file Open will read; Submit and CreateSnapshot refuse
-  // (kInvalidArgument) snapshot data within 1 MiB of it.
+  // (kInvalidArgument) snapshot data within 1 MiB of it, whole or (a
+  // snapshot received in chunks) as far as a chunk would take it. See
+  // DiskStorage::max_snapshot_data_bytes().
   uint64_t max_snapshot_bytes = 4ull << 30;
   FsyncMode fsync = FsyncMode::kAlways;
   Env* env = nullptr;  // nullptr: DefaultEnv().
@@ -107,8 +109,13 @@ class DiskStorage : public raft::Storage {
   const raft::Snapshot& LatestSnapshot() const override { return mem_.LatestSnapshot(); }
 
   // Queues `update` for the WAL. `done` runs on the writer thread when it is
-  // durable or failed; it must not touch this object. A non-ok return
-  // (failed state, over a limit) means `done` will not run.
+  // durable or failed; it must not touch this object. A non-ok return means
+  // `done` will not run and nothing of the update was written: the failed
+  // state's status, kUnavailable past a WAL limit, or kInvalidArgument for
+  // a snapshot (whole, or a chunk's end) past max_snapshot_data_bytes().
+  // kInvalidArgument does not fail the storage (health() stays ok); the
+  // Raft core does not hand out such a chunk when its Config::
+  // max_snapshot_bytes is at most max_snapshot_data_bytes().
   Status Submit(const Update& update, WalCallback done);
   // Makes a durable update visible through raft::Storage. Call for each
   // update whose completion was ok, in submission order, before Node::Advance.
@@ -125,6 +132,14 @@ class DiskStorage : public raft::Storage {
   // Drops the entries up to `index` (at most the latest snapshot's) from
   // memory and deletes the WAL segments that hold only such entries.
   Status Compact(raft::Index index);
+
+  // The largest snapshot image (raft::Snapshot::data bytes) that Submit and
+  // CreateSnapshot accept: StorageOptions::max_snapshot_bytes less room for
+  // the file's header and trailer. The driver passes it as
+  // raft::Config::max_snapshot_bytes, so that the core refuses a snapshot
+  // from the leader before storage would. 0 if the options leave no room
+  // for any snapshot (a configuration the driver should refuse to start with).
+  uint64_t max_snapshot_data_bytes() const;
 
   Status health() const { return wal_->health(); }
   WalStats wal_stats() const { return wal_->stats(); }

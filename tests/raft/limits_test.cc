@@ -177,6 +177,9 @@ TEST(LimitsTest, ConfigValidateRefusesNonsense) {
   Config zero_limit = c;
   zero_limit.max_inflight_msgs = 0;
   EXPECT_EQ(zero_limit.Validate().code(), Code::kInvalidArgument);
+  Config zero_snapshot = c;
+  zero_snapshot.max_snapshot_bytes = 0;
+  EXPECT_EQ(zero_snapshot.Validate().code(), Code::kInvalidArgument);
 }
 
 }  // namespace

@@ -96,6 +96,8 @@ TEST(ReadIndexTest, LeaderWithoutQuorumDoesNotReleaseReads) {
   net->Heal();
   for (int i = 0; i < 30; ++i) net->TickAll();
   EXPECT_TRUE(net->peer(1).reads.empty()) << "a deposed leader released a stale read";
+  // Stepping down (check-quorum), it told its driver the read failed.
+  EXPECT_EQ(net->peer(1).rejected_reads, std::vector<std::string>{"r"});
 }
 
 // Raft thesis 6.4: a follower asks the leader for the read index; the
@@ -150,6 +152,149 @@ TEST(ReadIndexTest, ReadIndexCoversEveryCommittedWrite) {
   int t = net->TickUntil([&] { return !net->peer(3).reads.empty(); }, 5);
   ASSERT_GE(t, 0);
   EXPECT_GE(net->peer(3).reads[0].index, w);
+}
+
+// Ready::rejected_reads: a read the leader refuses comes back to the
+// follower that asked, in its next Ready after one round trip, under its
+// own context, so that the driver fails it at once instead of at its
+// timeout. A later read is served as usual.
+TEST(ReadIndexTest, FollowerReadRefusedByLeaderIsRejectedWithinOneRoundTrip) {
+  auto net = Network::Make(3, 0, [](Config& c) { c.max_pending_reads = 1; });
+  net->Campaign(1);
+  net->Hold(3);  // The leader's read round waits for node 2.
+  ASSERT_TRUE(net->node(1).ReadIndex("leader-read").ok());
+  net->ProcessReady(1);
+  std::vector<Message> round = net->TakeQueue();  // Held back: the round stays open.
+  ASSERT_TRUE(net->node(2).ReadIndex("f1").ok());
+  ASSERT_TRUE(net->ProcessReady(2));
+  net->DeliverAll();  // kReadIndex reaches the leader, whose one read slot is taken.
+  ASSERT_TRUE(net->ProcessReady(1));
+  auto resp = OfType(net->queue(), MessageType::kReadIndexResp);
+  ASSERT_EQ(resp.size(), 1u);
+  EXPECT_TRUE(resp[0].reject);
+  net->DeliverAll();
+  ASSERT_TRUE(net->ProcessReady(2));
+  EXPECT_EQ(net->peer(2).rejected_reads, std::vector<std::string>{"f1"});
+  EXPECT_TRUE(net->peer(2).reads.empty());
+
+  // Once the leader's read is served, the follower's next one goes through.
+  for (const Message& m : round) net->Deliver(m);
+  net->Stabilize();
+  ASSERT_EQ(net->peer(1).reads.size(), 1u);
+  ASSERT_TRUE(net->node(2).ReadIndex("f2").ok());
+  int t = net->TickUntil([&] { return !net->peer(2).reads.empty(); }, 5);
+  ASSERT_GE(t, 0);
+  EXPECT_EQ(net->peer(2).reads[0].context, "f2");
+  EXPECT_EQ(net->peer(2).rejected_reads, std::vector<std::string>{"f1"});
+}
+
+// A leader that steps down (here: check-quorum, having lost its followers'
+// acknowledgements) refuses the forwarded reads it could not confirm, and
+// tells its own driver about its local ones.
+TEST(ReadIndexTest, LeaderSteppingDownRejectsItsPendingReads) {
+  auto net = Network::Make(3);
+  net->Campaign(1);
+  ASSERT_TRUE(net->node(1).ReadIndex("local").ok());
+  ASSERT_TRUE(net->node(2).ReadIndex("forwarded").ok());
+  net->ProcessReady(1);
+  net->ProcessReady(2);
+  // Only the read request and its answer get through: no heartbeat or
+  // acknowledgement, so the leader can neither confirm the reads nor keep
+  // its lease.
+  net->AddFilter([](const Message& m) {
+    return m.type != MessageType::kReadIndex && m.type != MessageType::kReadIndexResp;
+  });
+  net->DeliverAll();
+  for (int i = 0; i < 30 && net->node(1).role() == Role::kLeader; ++i) {
+    net->Tick(1);
+    net->ProcessReady(1);
+    net->DeliverAll();
+  }
+  ASSERT_EQ(net->node(1).role(), Role::kFollower);
+  net->ProcessReady(1);
+  net->DeliverAll();
+  net->ProcessReady(2);
+  EXPECT_EQ(net->peer(1).rejected_reads, std::vector<std::string>{"local"});
+  EXPECT_EQ(net->peer(2).rejected_reads, std::vector<std::string>{"forwarded"});
+  EXPECT_TRUE(net->peer(1).reads.empty());
+  EXPECT_TRUE(net->peer(2).reads.empty());
+
+  // A new leader serves the next read.
+  net->Heal();
+  int t = net->TickUntil([&] { return net->Leader() != kNoNode; }, 40);
+  ASSERT_GE(t, 0);
+  const NodeId leader = net->Leader();
+  const NodeId follower = leader == 2 ? 3 : 2;
+  t = net->TickUntil([&] { return net->node(follower).Leader() == leader; }, 10);
+  ASSERT_GE(t, 0);
+  ASSERT_TRUE(net->node(follower).ReadIndex("again").ok());
+  t = net->TickUntil([&] { return !net->peer(follower).reads.empty(); }, 10);
+  ASSERT_GE(t, 0);
+  EXPECT_EQ(net->peer(follower).reads.back().context, "again");
+}
+
+// A read sent to a node that is not (or no longer) the leader of the
+// asker's term is refused, not dropped: by a follower of the same term, and
+// by a node at a newer term (which tells the asker that term).
+TEST(ReadIndexTest, NonLeaderRejectsAForwardedRead) {
+  const ConfState conf = test::MakeConf({1, 2, 3});
+  test::Solo follower(test::DefaultConfig(1),
+                      test::MakeStorage(conf, {}, HardState{3, kNoNode, 1}));
+  Message req = test::MakeMsg(MessageType::kReadIndex, 2, 1, 3);
+  req.context = "same-term";
+  follower.node->Step(req);
+  std::vector<Message> out = follower.Drain();
+  auto resp = OfType(out, MessageType::kReadIndexResp);
+  ASSERT_EQ(resp.size(), 1u);
+  EXPECT_TRUE(resp[0].reject);
+  EXPECT_EQ(resp[0].context, "same-term");
+  EXPECT_EQ(resp[0].term, 3u);
+
+  req.term = 2;
+  req.context = "old-term";
+  follower.node->Step(req);
+  out = follower.Drain();
+  resp = OfType(out, MessageType::kReadIndexResp);
+  ASSERT_EQ(resp.size(), 1u);
+  EXPECT_TRUE(resp[0].reject);
+  EXPECT_EQ(resp[0].context, "old-term");
+  EXPECT_EQ(resp[0].term, 3u);
+
+  // The asker, a follower of term 2, learns of term 3 and fails the read.
+  test::Solo asker(test::DefaultConfig(2), test::MakeStorage(conf, {}, HardState{2, kNoNode, 1}));
+  asker.node->Step(test::MakeMsg(MessageType::kHeartbeat, 3, 2, 2));
+  asker.Drain();
+  ASSERT_EQ(asker.node->Leader(), 3u);
+  ASSERT_TRUE(asker.node->ReadIndex("old-term").ok());
+  asker.Drain();
+  asker.node->Step(resp[0]);
+  asker.Drain();
+  EXPECT_EQ(asker.rejected_reads, std::vector<std::string>{"old-term"});
+  EXPECT_EQ(asker.node->term(), 3u);
+}
+
+// Node::ReadIndex refuses at once what it can never serve: a node that is
+// neither leader nor a follower with a leader (kNotLeader), a leader past
+// max_pending_reads (kTooManyReads). Such a read never appears in a Ready.
+TEST(ReadIndexTest, ReadIndexRefusesAtOnceWhatItCannotServe) {
+  auto net = Network::Make(3, 0, [](Config& c) { c.max_pending_reads = 1; });
+  EXPECT_EQ(net->node(2).ReadIndex("no-leader").code(), Code::kNotLeader);
+  net->Campaign(1);
+  net->Hold(2);
+  net->Hold(3);
+  ASSERT_TRUE(net->node(1).ReadIndex("first").ok());
+  EXPECT_EQ(net->node(1).ReadIndex("second").code(), Code::kTooManyReads);
+  net->node(2).Campaign();  // Now a pre-candidate: no leader to ask.
+  EXPECT_EQ(net->node(2).ReadIndex("candidate").code(), Code::kNotLeader);
+  net->Stabilize();
+  net->ReleaseHeld();
+  net->Stabilize();
+  for (NodeId id : {1, 2, 3}) {
+    for (const std::string& c : net->peer(id).rejected_reads) {
+      EXPECT_TRUE(c == "first") << "node " << id << " reported " << c;
+    }
+    for (const ReadState& r : net->peer(id).reads) EXPECT_EQ(r.context, "first");
+  }
 }
 
 }  // namespace

@@ -411,5 +411,137 @@ TEST(SnapshotTest, NoChunkAfterTheLastChunkOfTheSnapshotAReadyInstalls) {
   EXPECT_TRUE(acked);
 }
 
+// Config::max_snapshot_bytes: a follower refuses, in the core, the chunk
+// that would take a snapshot from the leader past its limit. The chunk never
+// reaches the driver (whose storage would fail on it), the transfer is
+// forgotten, and the leader is told the limit (kSnapResp, reject,
+// reject_hint) rather than asked to start over.
+TEST(SnapshotTest, ChunkPastMaxSnapshotBytesIsRefusedInTheCore) {
+  const ConfState conf = test::MakeConf({1, 2, 3});
+  Config cfg = test::DefaultConfig(3);
+  cfg.max_snapshot_chunk_bytes = kChunk;
+  cfg.max_snapshot_bytes = 2 * kChunk + 10;
+  test::Solo solo(cfg, test::MakeStorage(conf));
+  Node& n = *solo.node;
+  const SnapshotMeta meta{50, 2, conf};
+  const std::string image = SnapshotImage(4 * kChunk);
+  n.Step(SnapChunk(1, 3, 2, meta, image, 0));
+  n.Step(SnapChunk(1, 3, 2, meta, image, kChunk));
+  solo.Drain();
+  ASSERT_EQ(solo.chunks.size(), 2u);
+
+  n.Step(SnapChunk(1, 3, 2, meta, image, 2 * kChunk));  // Would end at 3*kChunk.
+  std::vector<Message> out = solo.Drain();
+  EXPECT_EQ(solo.chunks.size(), 2u) << "a chunk past the limit was handed to the driver";
+  auto resp = test::OfType(out, MessageType::kSnapResp);
+  ASSERT_EQ(resp.size(), 1u);
+  EXPECT_TRUE(resp[0].reject);
+  EXPECT_EQ(resp[0].reject_hint, cfg.max_snapshot_bytes) << resp[0].DebugString();
+  EXPECT_EQ(resp[0].snap_meta, meta);
+  EXPECT_EQ(n.GetStatus().snapshots_refused, 1u);
+  EXPECT_EQ(n.GetStatus().last_refused_snapshot_index, meta.index);
+
+  // The transfer is gone: its next chunk is out of order (start over), not
+  // stored.
+  n.Step(SnapChunk(1, 3, 2, meta, image, 3 * kChunk));
+  out = solo.Drain();
+  EXPECT_EQ(solo.chunks.size(), 2u);
+  resp = test::OfType(out, MessageType::kSnapResp);
+  ASSERT_EQ(resp.size(), 1u);
+  EXPECT_TRUE(resp[0].reject);
+  EXPECT_EQ(resp[0].reject_hint, 0u);
+  EXPECT_EQ(resp[0].snap_offset, 0u);
+
+  // A snapshot that fits is still taken, from offset 0.
+  const SnapshotMeta small{60, 2, conf};
+  const std::string fits = SnapshotImage(2 * kChunk);
+  n.Step(SnapChunk(1, 3, 2, small, fits, 0));
+  n.Step(SnapChunk(1, 3, 2, small, fits, kChunk));
+  solo.Drain();
+  EXPECT_EQ(solo.storage->LatestSnapshot().meta, small);
+  EXPECT_EQ(solo.storage->LatestSnapshot().data, fits);
+  EXPECT_EQ(n.GetStatus().snapshots_refused, 1u);
+}
+
+// A chunk larger than the whole limit is refused even as the first one.
+TEST(SnapshotTest, FirstChunkPastMaxSnapshotBytesIsRefused) {
+  const ConfState conf = test::MakeConf({1, 2, 3});
+  Config cfg = test::DefaultConfig(3);
+  cfg.max_snapshot_bytes = kChunk - 1;
+  test::Solo solo(cfg, test::MakeStorage(conf));
+  solo.node->Step(SnapChunk(1, 3, 2, SnapshotMeta{50, 2, conf}, SnapshotImage(kChunk), 0));
+  std::vector<Message> out = solo.Drain();
+  EXPECT_TRUE(solo.chunks.empty());
+  EXPECT_TRUE(solo.storage->LatestSnapshot().data.empty());
+  auto resp = test::OfType(out, MessageType::kSnapResp);
+  ASSERT_EQ(resp.size(), 1u);
+  EXPECT_TRUE(resp[0].reject);
+  EXPECT_EQ(resp[0].reject_hint, kChunk - 1);
+}
+
+// The leader's side of a refusal: it stops sending the snapshot (no
+// hammering: every attempt costs up to the follower's limit), keeps the
+// follower in its cluster with heartbeats, shows the refusal in
+// PeerStatus, and offers a snapshot again only after a backoff of
+// kSnapRefusedBackoffTimeouts (8) election timeouts, longer after each
+// refusal. Once the follower accepts larger snapshots, it catches up.
+TEST(SnapshotTest, LeaderBacksOffFromAFollowerThatRefusedItsSnapshot) {
+  auto net = ChunkedNetwork();
+  net->peer(3).cfg.max_snapshot_bytes = 3 * kChunk + 10;
+  net->Restart(3);
+  const std::string image = SnapshotImage(1000);
+  LagAndCompact(net.get(), image);
+  uint64_t largest_stored = 0;
+  net->on_ready = [&](NodeId id, const Ready& rd) {
+    if (id != 3) return;
+    for (const SnapshotChunk& c : rd.snapshot_chunks) {
+      largest_stored = std::max<uint64_t>(largest_stored, c.offset + c.data.size());
+    }
+  };
+  auto peer3 = [&]() {
+    for (const PeerStatus& p : net->node(1).GetStatus().peers)
+      if (p.id == 3) return p;
+    ADD_FAILURE() << "no peer 3";
+    return PeerStatus{};
+  };
+  int t = net->TickUntil([&] { return net->node(3).GetStatus().snapshots_refused > 0; }, 30);
+  ASSERT_GE(t, 0) << "the follower never refused the snapshot";
+  EXPECT_LE(largest_stored, 3 * kChunk + 10);
+  EXPECT_EQ(peer3().snapshot_refusals, 1u);
+  EXPECT_EQ(peer3().snapshot_refused_limit_bytes, 3 * kChunk + 10);
+  EXPECT_EQ(peer3().state, ProgressState::kProbe);
+  const int backoff = peer3().snapshot_backoff_ticks;
+  EXPECT_GE(backoff, 8 * 10 - 2);
+
+  // Backing off: heartbeats only, no chunk, and node 3 keeps its leader.
+  const int chunks_before = net->CountSent(MessageType::kSnap, 1, 3);
+  for (int i = 0; i < backoff - 2; ++i) net->TickAll();
+  EXPECT_EQ(net->CountSent(MessageType::kSnap, 1, 3), chunks_before) << "the leader hammered";
+  EXPECT_EQ(net->node(3).Leader(), 1u);
+  EXPECT_EQ(net->node(1).role(), Role::kLeader);
+
+  // The backoff runs out: the leader tries again, is refused again, and
+  // now waits twice as long.
+  t = net->TickUntil([&] { return peer3().snapshot_refusals == 2; }, 20);
+  ASSERT_GE(t, 0) << "the leader never offered the snapshot again";
+  EXPECT_EQ(net->node(3).GetStatus().snapshots_refused, 2u);
+  EXPECT_GE(peer3().snapshot_backoff_ticks, 2 * 8 * 10 - 2);
+
+  // The follower restarts with room for the snapshot; after the backoff it
+  // installs it and catches up.
+  net->peer(3).cfg.max_snapshot_bytes = 4096;
+  net->Restart(3);
+  ASSERT_TRUE(net->node(1).Propose("after").ok());
+  t = net->TickUntil(
+      [&] {
+        auto d = net->peer(3).AppliedData();
+        return !d.empty() && d.back() == "after";
+      },
+      2 * 8 * 10 + 30);
+  ASSERT_GE(t, 0) << "the follower never caught up once the snapshot fit";
+  ASSERT_EQ(net->peer(3).installed.size(), 1u);
+  EXPECT_EQ(net->peer(3).installed[0].data, image);
+}
+
 }  // namespace
 }  // namespace raftkv::raft

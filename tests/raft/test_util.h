@@ -145,6 +145,7 @@ inline std::string ReadyToString(const Ready& rd) {
   for (const Entry& e : rd.committed_entries)
     os << "apply{" << e.term << "/" << e.index << " " << e.data << "} ";
   for (const ReadState& r : rd.read_states) os << "read{" << r.index << " " << r.context << "} ";
+  for (const std::string& c : rd.rejected_reads) os << "read-rejected{" << c << "} ";
   os << "sync=" << rd.must_sync;
   return os.str();
 }
@@ -165,8 +166,9 @@ struct Peer {
   Config cfg;
   std::unique_ptr<MemoryStorage> storage;
   std::unique_ptr<Node> node;
-  std::vector<Entry> applied;       // Every committed entry handed out, in order.
-  std::vector<ReadState> reads;     // Every read state released.
+  std::vector<Entry> applied;               // Every committed entry handed out, in order.
+  std::vector<ReadState> reads;             // Every read state released.
+  std::vector<std::string> rejected_reads;  // Every context in Ready::rejected_reads.
   std::vector<Snapshot> installed;  // Every snapshot installed from a Ready (with its image).
   Index applied_index = 0;
   // The snapshot transfer whose chunks are stored: meta and bytes stored.
@@ -319,6 +321,7 @@ class Network {
       }
     }
     for (const ReadState& r : rd.read_states) p.reads.push_back(r);
+    for (const std::string& c : rd.rejected_reads) p.rejected_reads.push_back(c);
     // 5. Advance.
     p.node->Advance(rd);
     return true;
@@ -516,6 +519,8 @@ struct Solo {
       out.insert(out.end(), rd.messages.begin(), rd.messages.end());
       for (const Entry& e : rd.committed_entries) applied.push_back(e);
       for (const ReadState& r : rd.read_states) reads.push_back(r);
+      for (const std::string& c : rd.rejected_reads) rejected_reads.push_back(c);
+      chunks.insert(chunks.end(), rd.snapshot_chunks.begin(), rd.snapshot_chunks.end());
       node->Advance(rd);
     }
     return out;
@@ -525,6 +530,8 @@ struct Solo {
   std::unique_ptr<Node> node;
   std::vector<Entry> applied;
   std::vector<ReadState> reads;
+  std::vector<std::string> rejected_reads;
+  std::vector<SnapshotChunk> chunks;  // Every snapshot chunk handed out.
 };
 
 inline std::vector<Message> OfType(const std::vector<Message>& msgs, MessageType t) {

@@ -294,5 +294,69 @@ TEST(SnapshotReceiverTest, TornStreamedSnapshotFileIsRefusedAtOpen) {
   }
 }
 
+// StorageOptions::max_snapshot_bytes: a chunk that would take a snapshot
+// received from the leader past the limit is refused at Submit
+// (kInvalidArgument, nothing written) and the WAL stays healthy: the
+// node's log goes on, and a snapshot that fits is still received. (Before,
+// the writer thread's receiver refused it by failing the whole WAL.)
+TEST(SnapshotReceiverTest, ChunkPastMaxSnapshotBytesIsRefusedWithoutFailingTheWal) {
+  constexpr uint64_t kBigChunk = 256 << 10;
+  MemEnv env;
+  StorageOptions o = Opts(&env);
+  o.max_snapshot_bytes = (1 << 20) + 2 * kBigChunk;  // 1 MiB of room for header and trailer.
+  std::unique_ptr<DiskStorage> ds;
+  ASSERT_TRUE(DiskStorage::Open(kDir, o, &ds).ok());
+  EXPECT_EQ(ds->max_snapshot_data_bytes(), 2 * kBigChunk);
+  Update log;
+  for (raft::Index i = 1; i <= 10; i++) log.entries.push_back(MakeEntry(1, i, 20));
+  log.hard_state = raft::HardState{1, 1, 10};
+  ASSERT_TRUE(ds->Save(log).ok());
+
+  // The leader's image is 8 chunks; the first two fit, the third would not.
+  const raft::SnapshotMeta meta = Meta(50);
+  const std::string image = Image(8 * kBigChunk);
+  Status s;
+  uint64_t stored = 0;
+  for (uint64_t off = 0; off < image.size(); off += kBigChunk) {
+    Update u;
+    u.snapshot_chunks.push_back(raft::SnapshotChunk{meta, off, image.substr(off, kBigChunk),
+                                                    off + kBigChunk == image.size()});
+    s = ds->Save(u);
+    if (!s.ok()) break;
+    stored = off + kBigChunk;
+  }
+  EXPECT_EQ(s.code(), raft::Code::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find("max_snapshot_bytes"), std::string::npos) << s.ToString();
+  EXPECT_EQ(stored, 2 * kBigChunk) << "refused at the wrong chunk";
+  EXPECT_TRUE(ds->health().ok()) << "an over-limit chunk failed the WAL: "
+                                 << ds->health().ToString();
+
+  // The WAL goes on: entries, and a snapshot that fits.
+  Update more;
+  more.entries.push_back(MakeEntry(1, 11, 20));
+  ASSERT_TRUE(ds->Save(more).ok());
+  const std::string fits = Image(2 * kBigChunk - 5);
+  const raft::SnapshotMeta meta60 = Meta(60);
+  for (uint64_t off = 0; off < fits.size(); off += kBigChunk) {
+    Update u;
+    std::string data = fits.substr(off, kBigChunk);
+    bool done = off + data.size() == fits.size();
+    u.snapshot_chunks.push_back(raft::SnapshotChunk{meta60, off, std::move(data), done});
+    if (done) {
+      auto snap = std::make_shared<raft::Snapshot>();
+      snap->meta = meta60;
+      snap->streamed = true;
+      u.snapshot = snap;
+      u.hard_state = raft::HardState{4, 0, 60};
+    }
+    ASSERT_TRUE(ds->Save(u).ok());
+  }
+  EXPECT_EQ(ds->LatestSnapshot().meta.index, 60u);
+  ds.reset();
+  ASSERT_TRUE(DiskStorage::Open(kDir, o, &ds).ok());
+  EXPECT_EQ(ds->LatestSnapshot().meta.index, 60u);
+  EXPECT_EQ(ds->LatestSnapshot().data, fits);
+}
+
 }  // namespace
 }  // namespace raftkv::storage
