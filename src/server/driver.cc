@@ -300,6 +300,7 @@ void Driver::Flush() {
 void Driver::ApplyAndRead(const raft::Ready& rd) {
   ApplyEntries(rd.committed_entries);
   for (const raft::ReadState& rs : rd.read_states) ServeReadState(rs);
+  for (const std::string& ctx : rd.rejected_reads) FailRejectedRead(ctx);
   CompleteReads();
 }
 
@@ -382,6 +383,14 @@ void Driver::IssueReads() {
 void Driver::ServeReadState(const raft::ReadState& rs) {
   // Another context, or one that timed out or failed already: ignored.
   if (rs.context.size() == 8) reads_.Released(kv::LoadLE(rs.context.data(), 8), rs.index);
+}
+
+void Driver::FailRejectedRead(const std::string& context) {
+  // The leader refused the ReadIndex or dropped it stepping down: no
+  // ReadState will come, so the read fails now rather than at its deadline.
+  if (context.size() != 8) return;
+  std::vector<Callback> failed = reads_.TakeIssued(kv::LoadLE(context.data(), 8));
+  Answer(&failed, Outcome{Code::kUnavailable, "read refused by the leader; retry"});
 }
 
 void Driver::CompleteReads() {

@@ -191,6 +191,7 @@ class Driver {
   bool Refuse(const Callback& done);
   void IssueReads();
   void ServeReadState(const raft::ReadState& rs);
+  void FailRejectedRead(const std::string& context);
   void CompleteReads();
   void InstallSnapshot(const raft::Snapshot& snap);
   void ApplyEntries(std::span<const raft::Entry> entries);

@@ -99,6 +99,14 @@ std::vector<Callback> PendingReads::TakeIssued() {
   return TakeCounted(std::move(out));
 }
 
+std::vector<Callback> PendingReads::TakeIssued(uint64_t ctx) {
+  auto it = issued_.find(ctx);
+  if (it == issued_.end()) return {};
+  std::vector<Callback> out = std::move(it->second.waiters);
+  issued_.erase(it);
+  return TakeCounted(std::move(out));
+}
+
 std::pair<std::vector<Callback>, std::vector<Callback>> PendingReads::TakeExpired(TimePoint now) {
   std::vector<Callback> issued;
   for (auto it = issued_.begin(); it != issued_.end();) {

@@ -95,6 +95,9 @@ class PendingReads {
   std::vector<Callback> TakeServable(raft::Index applied);
   // Removes and returns the reads still waiting for their ReadState.
   std::vector<Callback> TakeIssued();
+  // Removes and returns the reads of context `ctx` if they still wait for
+  // their ReadState (none if they were released, failed or expired).
+  std::vector<Callback> TakeIssued(uint64_t ctx);
   // Removes and returns issued reads (first) and released reads (second)
   // whose deadline is <= now.
   std::pair<std::vector<Callback>, std::vector<Callback>> TakeExpired(TimePoint now);

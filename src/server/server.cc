@@ -120,9 +120,17 @@ raft::Status Server::Start() {
         "*** --fsync=never: the WAL is never fsynced; a machine crash or power loss can lose "
         "acknowledged writes and break Raft's safety. For benchmarks only. ***");
   }
+  // The core refuses, and answers the leader, a snapshot this disk would
+  // refuse: the WAL never sees a chunk past its limit.
+  const uint64_t max_snapshot_bytes = disk->max_snapshot_data_bytes();
+  if (max_snapshot_bytes == 0) {
+    return raft::Status(raft::Code::kInvalidArgument,
+                        "the storage options leave no room for a snapshot");
+  }
   log_store_ = std::make_unique<WalLogStore>(std::move(disk));
 
   ReplicaConfig rc;
+  rc.raft.max_snapshot_bytes = max_snapshot_bytes;
   rc.self = self_;
   rc.raft.election_timeout_ticks = options_.election_ticks;
   rc.raft.heartbeat_interval_ticks = options_.heartbeat_ticks;

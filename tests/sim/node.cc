@@ -176,7 +176,11 @@ server::ReplicaConfig Cluster::ConfigFor(SimNode* n) const {
   rc.request_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
       kTick * static_cast<int64_t>(request_timeout_ticks_));
   rc.snapshot_entries = profile_.compact_every;
-  rc.snapshot_keep_entries = profile_.compact_margin;
+  // At least one snapshot interval of log stays behind each snapshot (as
+  // etcd keeps catch-up entries): with 8-64 byte chunks and a snapshot every
+  // few entries, a member installing one would otherwise find the entries
+  // after it compacted away again, and never catch up.
+  rc.snapshot_keep_entries = profile_.compact_every + profile_.compact_margin;
   rc.max_pending_requests = 64;
   return rc;
 }
