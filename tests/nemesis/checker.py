@@ -273,21 +273,26 @@ def explain(result: KeyResult, all_ops: List[Op], events: List[Event], t0: int,
         lines.append("  the last ops of the longest linearizable prefix, in linearization order:")
         for o in result.prefix:
             lines.append("    " + o.describe(t0))
-    # The key's history around the stuck op: every op on the key whose interval meets
-    # [lo, hi], where lo reaches back to the last prefix ops (or 2 s).
+    # The key's history around the stuck op: the ops on the key whose interval meets
+    # [lo, hi] (lo reaches back to the last prefix ops, or 2 s), at most max_lines of them
+    # centred on the stuck op (most of them before it).
     lo = min([s.call - 2_000_000_000] + [o.call for o in result.prefix])
     hi = (s.ret if s.ret is not None else s.call) + 500_000_000
     near = [o for o in all_ops if o.key == s.key and o.call <= hi and
             (o.ret is None or o.ret >= lo)]
-    near.sort(key=lambda o: o.call)
-    lines.append("  history of key %r from %.3f s to %.3f s (%d ops%s):"
-                 % (s.key, (lo - t0) / 1e9, (hi - t0) / 1e9, len(near),
-                    ", the last %d shown" % max_lines if len(near) > max_lines else ""))
-    for o in near[-max_lines:]:
+    near.sort(key=lambda o: (o.call, o.id))
+    at = next((k for k, o in enumerate(near) if o.id == s.id), len(near))
+    first = max(0, at - (max_lines * 3) // 4)
+    shown = near[first:first + max_lines]
+    lines.append("  history of key %r around it (%d of %d ops from %.3f s to %.3f s; "
+                 ">> marks it):" % (s.key, len(shown), len(near), (lo - t0) / 1e9,
+                                    (hi - t0) / 1e9))
+    for o in shown:
         mark = "  >> " if o.id == s.id else "     "
         lines.append(mark + o.describe(t0))
-    ev = [e for e in events if lo - 10_000_000_000 <= e.t <= hi + 1_000_000_000]
-    lines.append("  fault schedule from %.3f s to %.3f s:" % ((lo - t0) / 1e9 - 10,
+    ev_lo = max(t0, lo - 10_000_000_000)
+    ev = [e for e in events if ev_lo <= e.t <= hi + 1_000_000_000]
+    lines.append("  fault schedule from %.3f s to %.3f s:" % ((ev_lo - t0) / 1e9,
                                                              (hi - t0) / 1e9 + 1))
     if not ev:
         lines.append("     (no fault events)")
