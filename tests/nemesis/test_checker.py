@@ -1,6 +1,6 @@
 """Unit tests of the linearizability checker on hand-written register histories.
 
-Run: python3 tests/nemesis/test_checker.py   (ctest runs it as nemesis_checker_test)
+Run: python3 tests/nemesis/test_checker.py   (ctest runs it in nemesis.unit)
 Times below are in abstract units; each op is (call, ret) with ret None = unknown.
 """
 
