@@ -31,6 +31,11 @@ PROFILES = {
     # kind: weight
     "mixed": {"kill": 2.0, "crash-all": 0.3, "pause": 2.0, "isolate-leader": 1.5,
               "isolate-follower": 1.5, "bridge": 1.0, "split": 1.0, "one-way": 1.5},
+    # Process faults only.
+    "kills": {"kill": 3.0, "crash-all": 0.5, "pause": 1.0},
+    # Partitions only.
+    "partitions": {"isolate-leader": 1.5, "isolate-follower": 1.5, "bridge": 1.0, "split": 1.0,
+                   "one-way": 1.5},
     # For --unsafe-stale-reads: a follower cut off while the majority keeps writing.
     "stale-follower": {"isolate-follower": 1.0},
 }
