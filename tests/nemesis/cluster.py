@@ -30,6 +30,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from typing import Dict, List, Optional
@@ -126,6 +127,37 @@ class Firewall:
         self._ipt("-N", self.chain)
         self.installed = True
         self._ipt("-I", "OUTPUT", "1", "-j", self.chain)
+
+    def self_test(self, uid: int):
+        """Checks that a rule of this chain stops a connection from `uid` and that healing
+        lets it through again (raises SetupError otherwise): a kernel without the owner
+        match, or a firewall that ignores loopback, would make every partition a no-op."""
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            srv.bind(("127.0.0.1", 0))
+            srv.listen(8)
+            port = srv.getsockname()[1]
+            code = ("import socket,sys\n"
+                    "s=socket.socket(); s.settimeout(5)\n"
+                    "try:\n s.connect(('127.0.0.1',%d)); print('connected')\n"
+                    "except OSError as e: print('refused', e)\n" % port)
+
+            def attempt():
+                r = subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid,
+                                    "--clear-groups", "--", sys.executable, "-c", code],
+                                   capture_output=True, text=True, timeout=20)
+                return r.stdout.strip() or r.stderr.strip()
+
+            self.block(uid, [port], "reject")
+            blocked = attempt()
+            self.heal()
+            healed = attempt()
+        finally:
+            srv.close()
+        if not blocked.startswith("refused") or healed != "connected":
+            raise SetupError("iptables owner rules do not partition here: with a rule, a "
+                             "connection from uid %d gave %r; without, %r"
+                             % (uid, blocked, healed))
 
     def block(self, src_uid: int, dst_ports: List[int], mode: str):
         """Packets from src_uid to 127.0.0.1:dst_ports are dropped (mode "drop") or answered

@@ -237,11 +237,31 @@ class Nemesis:
         self.record("partition", "%s: %s (%s) for %.1f s" % (step.kind, text, step.mode,
                                                              step.duration_s))
         try:
-            self.hold(step.duration_s)
+            if step.kind == "isolate-leader":
+                self._watch_new_leader(step.duration_s, isolated)
+            else:
+                self.hold(step.duration_s)
         finally:
             self.routing.isolated = set()
             self.fw.heal()
         self.record("heal", "all links restored")
+
+    def _watch_new_leader(self, duration_s: float, old: Set[int]):
+        """Holds the partition for duration_s, noting when the majority elects a leader of
+        its own: the proof, in the event log, that the cut is real."""
+        end = time.monotonic() + duration_s
+        start = time.monotonic()
+        while time.monotonic() < end:
+            self.restart_crashed()
+            lead = self.cluster.leader()
+            if lead is not None and lead not in old:
+                self.record("leader", "node%d leads the majority %.2f s into the partition"
+                            % (lead, time.monotonic() - start))
+                break
+            time.sleep(0.1)
+        else:
+            self.record("leader", "no new leader in the majority during the partition")
+        self.hold(end - time.monotonic())
 
     def heal_all(self):
         """Ends every fault: links restored, paused nodes resumed, killed nodes started."""

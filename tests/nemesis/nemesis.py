@@ -256,8 +256,9 @@ def main(argv) -> int:
     nemesis = Nemesis(cluster, fw, events, routing, log, t0)
     try:
         try:
-            cluster.start()
             fw.install()
+            fw.self_test(args.uid_base)
+            cluster.start()
         except (RuntimeError, SetupError) as e:
             print("nemesis: CANNOT RUN: %s" % e, file=sys.stderr)
             for i in cluster.nodes:
