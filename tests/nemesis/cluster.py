@@ -21,7 +21,6 @@ on exit (atexit, SIGTERM/SIGINT handlers) and chains left by a nemesis that died
 are removed at the next start. Every iptables call uses -w (wait for the xtables lock).
 """
 
-import errno
 import json
 import os
 import pwd

@@ -23,7 +23,7 @@ with a TCP reset ("reject": the sender sees a refused or reset connection), chos
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Set, Tuple
+from typing import Callable, List, Set, Tuple
 
 from history import Event
 

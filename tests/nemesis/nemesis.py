@@ -19,6 +19,7 @@ import argparse
 import atexit
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -335,7 +336,6 @@ def main(argv) -> int:
               "and client choices, not the same interleaving)")
         print("node logs: %s" % workdir)
     elif not args.keep:
-        import shutil
         shutil.rmtree(workdir, ignore_errors=True)
     if args.expect_violation:
         if report.violations and not failed:
