@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build test run sim asan clean format bench-wal bench
+.PHONY: all deps configure build test run sim asan clean format bench-wal bench nemesis
 
 all: build
 
@@ -50,6 +50,19 @@ bench:
 	fi
 	BUILD_DIR=$(BUILD_DIR) RAFTKV_BIN=$(or $(RAFTKV_BIN),$(abspath $(BUILD_DIR))/src/raftkv) \
 	  python3 bench/raftkv_vs_etcd.py
+
+# Fault injection against real processes (issue 10, tests/nemesis/README.md): a cluster of
+# NEMESIS_NODES (3 or 5) raftkv processes, clients reading and writing while nodes are
+# killed, paused and partitioned (iptables) for NEMESIS_MINUTES, then a linearizability
+# check and a table; exits non-zero on a violation. Root only. NEMESIS_ARGS="--seed N"
+# replays a schedule.
+NEMESIS_MINUTES ?= 3
+NEMESIS_NODES ?= 3
+nemesis: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target raftkv
+	python3 tests/nemesis/nemesis.py --raftkv $(abspath $(BUILD_DIR))/src/raftkv \
+	  --minutes $(NEMESIS_MINUTES) --nodes $(NEMESIS_NODES) \
+	  --workdir $(abspath $(BUILD_DIR))/nemesis $(NEMESIS_ARGS)
 
 asan:
 	$(MAKE) test BUILD_DIR=build-asan BUILD_TYPE=Asan

@@ -22,6 +22,9 @@ packages=(
   libspdlog-dev
   libjemalloc-dev
   curl
+  # tests/nemesis: its scripts, and the partitions between nodes (ctest runs it).
+  python3
+  iptables
 )
 
 # Extra tools for `make bench` only (pass --bench).
