@@ -1,10 +1,13 @@
 #include "server/forwarder.h"
 
+#include <sys/socket.h>
+
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
 #include <optional>
 
 #include "transport/transport.h"
@@ -22,6 +25,14 @@ namespace {
 // (whose keep-alive idle timeout is --http-timeout-ms); do not reuse it.
 constexpr std::chrono::seconds kMaxIdleAge{10};
 constexpr uint64_t kMaxResponseBytes = 64 << 20;
+
+// Whether an idle keep-alive connection can carry a request: the server has
+// not closed it (a peek finds no end of stream, no error and no stray bytes).
+bool StillOpen(tcp::socket& socket) {
+  char byte;
+  ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
 }  // namespace
 
 class Forwarder::Op : public std::enable_shared_from_this<Forwarder::Op> {
@@ -92,16 +103,20 @@ class Forwarder::Op : public std::enable_shared_from_this<Forwarder::Op> {
     buffer_.clear();
     http::async_read(*stream_, buffer_, *parser_,
                      [self = shared_from_this()](error_code ec, size_t) {
-                       if (ec) return self->Failed(ec, !self->parser_->got_some());
+                       if (ec) return self->Failed(ec, true);
                        self->Done();
                      });
   }
 
-  void Failed(error_code ec, bool nothing_received) {
-    // A pooled connection the server has closed fails at once, before any
-    // answer: the server never saw the request, so sending it again on a
-    // fresh connection cannot apply it twice.
-    if (reused_ && nothing_received && ec != beast::error::timeout) {
+  void Failed(error_code ec, bool request_sent) {
+    // A pooled connection that fails while the request is being written
+    // (the server closed it meanwhile): the server cannot have a whole
+    // request, so sending it on a fresh connection cannot apply it twice.
+    // Once the request was written the server may have applied it, even if
+    // it then died without answering: that is never retried (the nemesis
+    // caught such a retry answering 503 "not applied" for an applied write).
+    // TakeIdle drops pooled connections the server has already closed.
+    if (reused_ && !request_sent && ec != beast::error::timeout) {
       error_code ignored;
       stream_->socket().close(ignored);
       return Connect();
@@ -189,7 +204,7 @@ std::unique_ptr<beast::tcp_stream> Forwarder::TakeIdle(const std::string& addres
   while (!it->second.empty()) {
     Idle i = std::move(it->second.back());
     it->second.pop_back();
-    if (now - i.since < kMaxIdleAge) return std::move(i.stream);
+    if (now - i.since < kMaxIdleAge && StillOpen(i.stream->socket())) return std::move(i.stream);
   }
   return nullptr;
 }
