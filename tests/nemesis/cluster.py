@@ -26,6 +26,7 @@ import os
 import pwd
 import re
 import shutil
+import tempfile
 import signal
 import socket
 import subprocess
@@ -215,10 +216,16 @@ class Cluster:
             except KeyError:
                 pass
         ports = free_ports(2 * n)
+        # The nodes run under their own uids, which may not reach into the
+        # checkout (a clone made with mktemp -d is 0700): their binary and
+        # data directories live in a directory of their own under the
+        # system's temporary directory, removed by stop_all. Logs stay in
+        # the work directory (root writes them).
+        self.nodes_root = tempfile.mkdtemp(prefix="raftkv-nemesis-")
         self.nodes: Dict[int, Node] = {}
         for i in range(1, n + 1):
             self.nodes[i] = Node(i, uid_base + i - 1, ports[2 * i - 2], ports[2 * i - 1],
-                                 os.path.join(self.workdir, "data", "node%d" % i),
+                                 os.path.join(self.nodes_root, "node%d" % i),
                                  os.path.join(self.workdir, "node%d.log" % i))
 
     # --- processes -------------------------------------------------------------
@@ -226,15 +233,19 @@ class Cluster:
     def prepare_dirs(self):
         if os.path.exists(self.workdir):
             shutil.rmtree(self.workdir)
-        os.makedirs(os.path.join(self.workdir, "data"), mode=0o755)
-        os.chmod(self.workdir, 0o755)
+        os.makedirs(self.workdir, mode=0o755)
+        os.chmod(self.nodes_root, 0o711)
         for node in self.nodes.values():
+            if os.path.exists(node.datadir):
+                shutil.rmtree(node.datadir)
             os.makedirs(node.datadir, mode=0o700)
             os.chown(node.datadir, node.uid, node.uid)
-        # The node's uid must be able to reach and run the binary.
-        st = os.stat(self.binary)
-        if not st.st_mode & 0o001:
-            raise SetupError("%s is not executable by other users" % self.binary)
+        # The node's uid must be able to reach and run the binary: a copy
+        # beside the data directories.
+        runnable = os.path.join(self.nodes_root, "raftkv")
+        shutil.copyfile(self.binary, runnable)
+        os.chmod(runnable, 0o755)
+        self.binary = runnable
 
     def start_node(self, i: int):
         """Starts node i on its data directory (must be called from the main thread: the
@@ -323,6 +334,7 @@ class Cluster:
                     pass
                 node.proc = None
                 node.paused = False
+        shutil.rmtree(self.nodes_root, ignore_errors=True)
 
     # --- observation -------------------------------------------------------------
 
