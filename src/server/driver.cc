@@ -144,8 +144,6 @@ void Driver::AddMember(MemberInfo member, Callback done) {
                           "address " + member.raft + " is used by member '" + info.name + "'"});
     }
   }
-  spdlog::info("membership: proposing to add learner {} (raft={} http={})", member.name,
-               member.raft, member.http);
   ProposeConfChange(raft::ConfChange{raft::ConfChangeType::kAddLearner, member.id, true,
                                      EncodeMemberContext(member)},
                     std::move(done));
@@ -153,7 +151,6 @@ void Driver::AddMember(MemberInfo member, Callback done) {
 
 void Driver::RemoveMember(raft::NodeId id, Callback done) {
   if (storage_failed_) return done(StorageFailedOutcome());
-  spdlog::info("membership: proposing to remove {}", NameOf(id));
   ProposeConfChange(raft::ConfChange{raft::ConfChangeType::kRemoveNode, id, false, ""},
                     std::move(done));
 }
@@ -168,6 +165,14 @@ void Driver::ProposeConfChange(const raft::ConfChange& cc, Callback done) {
       return done(Outcome{Code::kInvalid, s.message()});
     }
     return done(Outcome{Code::kBusy, s.ToString()});
+  }
+  if (cc.type == raft::ConfChangeType::kAddLearner) {
+    MemberInfo info;
+    DecodeMemberContext(cc.context, &info);
+    spdlog::info("membership: proposing to add learner {} (raft={} http={}) at index {}", info.name,
+                 info.raft, info.http, index);
+  } else {
+    spdlog::info("membership: proposing to remove {} at index {}", NameOf(cc.node), index);
   }
   writes_.Add(
       PendingWrite{index, term, {}, true, hooks_.now() + config_.request_timeout, std::move(done)});
@@ -425,27 +430,32 @@ void Driver::ApplyEntries(std::span<const raft::Entry> entries) {
   if (!s.ok()) Fatal("applying committed entries: " + s.ToString());
   applied_term_ = entries.back().term;
   if (hooks_.observer) hooks_.observer->OnApplied(entries);
-  size_t cursor = 0;
   for (const raft::Entry& e : entries) {
     if (e.type == raft::EntryType::kConfChange) ApplyConfChange(e);
-    if (writes_.AnyThrough(e.index)) ResolveWrites(e, applied, &cursor);
   }
+  if (writes_.AnyThrough(entries.back().index)) ResolveWrites(entries, applied);
 }
 
-void Driver::ResolveWrites(const raft::Entry& e, const std::vector<kv::Applied>& applied,
-                           size_t* cursor) {
-  // The request id of the command applied at e.index, if it is one.
-  const kv::RequestId* id = nullptr;
-  while (*cursor < applied.size() && applied[*cursor].index < e.index) (*cursor)++;
-  if (*cursor < applied.size() && applied[*cursor].index == e.index) id = &applied[*cursor].id;
-  // Pending entries below e.index were skipped (none should be: indexes are
-  // applied without gaps); those at it are decided by the term (Log
-  // Matching, Raft paper 5.3: the entry committed at an index is the one
-  // proposed there in that term).
-  for (PendingWrite& w : writes_.TakeThrough(e.index)) {
-    if (w.index != e.index) {
+void Driver::ResolveWrites(std::span<const raft::Entry> entries,
+                           const std::vector<kv::Applied>& applied) {
+  // The writes waiting at the batch's indexes, in index order, matched with
+  // the entry applied there and its request id. None waits below the batch
+  // (indexes are applied without gaps); one that did would have an unknown
+  // outcome. Those at an entry are decided by its term (Log Matching, Raft
+  // paper 5.3: the entry committed at an index is the one proposed there in
+  // that term).
+  std::vector<PendingWrite> writes = writes_.TakeThrough(entries.back().index);
+  size_t cursor = 0;  // Into `applied`, which is in index order too.
+  for (PendingWrite& w : writes) {
+    if (w.index < entries.front().index) {
       w.done(Outcome{Code::kTimeout, "the write's outcome is unknown"});
-    } else if (w.term == e.term) {
+      continue;
+    }
+    const raft::Entry& e = entries[w.index - entries.front().index];
+    while (cursor < applied.size() && applied[cursor].index < e.index) cursor++;
+    const kv::RequestId* id =
+        cursor < applied.size() && applied[cursor].index == e.index ? &applied[cursor].id : nullptr;
+    if (w.term == e.term) {
       RAFT_ASSERT(w.conf || (id != nullptr && *id == w.id),
                   "entry " + std::to_string(e.index) + " applied with another request id");
       w.done(Outcome{Code::kOk, "", e.index});

@@ -8,10 +8,10 @@
 // it a way to post work to the driver thread, a way to send messages, a clock,
 // and calls Tick() at a fixed rate. Two harnesses run it: the server's Asio
 // shell (Replica, replica.h) and the deterministic simulator (tests/sim),
-// which is how the code production runs is the code the simulator checks.
+// so the code that production runs is the code that the simulator checks.
 //
 // Threads: every method runs on the driver thread (the one `post` runs work
-// on), except view() and health(), which any thread may call. Callbacks run
+// on), except view(), health() and self(), which any thread may call. Callbacks run
 // on the driver thread and must be cheap.
 //
 // The driver loop (see log_store.h for the persistence contract):
@@ -27,7 +27,6 @@
 //   reads, Advance, and maybe snapshot + compact the log.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -197,7 +196,7 @@ class Driver {
   void ApplyEntries(std::span<const raft::Entry> entries);
   void ApplyAndRead(const raft::Ready& rd);
   void ApplyConfChange(const raft::Entry& e);
-  void ResolveWrites(const raft::Entry& e, const std::vector<kv::Applied>& applied, size_t* cursor);
+  void ResolveWrites(std::span<const raft::Entry> entries, const std::vector<kv::Applied>& applied);
   void ProposeConfChange(const raft::ConfChange& cc, Callback done);
   void FailAll(Code code, const std::string& why);
   void MaybeSnapshot();

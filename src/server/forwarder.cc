@@ -92,7 +92,7 @@ class Forwarder::Op : public std::enable_shared_from_this<Forwarder::Op> {
   void Write() {
     stream_->expires_after(fwd_->timeout_);
     http::async_write(*stream_, req_, [self = shared_from_this()](error_code ec, size_t) {
-      if (ec) return self->Failed(ec, true);
+      if (ec) return self->Failed(ec, false);
       self->Read();
     });
   }

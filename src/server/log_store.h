@@ -1,6 +1,6 @@
 // LogStore: where the Raft driver makes each Ready durable.
 //
-// This is the seam between the server's Raft driver (replica.h) and the
+// This is the seam between the Raft driver (driver.h) and the
 // storage engine. The driver calls GetReady, hands the Ready to Persist and
 // keeps stepping the node (Step, Tick, Propose, ReadIndex are allowed between
 // GetReady and Advance; their effects go into the next Ready, which is how

@@ -57,7 +57,21 @@ void PendingReads::Queue(Callback done) {
   count_++;
 }
 
-std::vector<Callback> PendingReads::TakeCounted(std::vector<Callback> cbs) {
+template <typename Rounds, typename Pred>
+std::vector<Callback> PendingReads::TakeRounds(Rounds* rounds, Pred take) {
+  std::vector<Callback> out;
+  for (auto it = rounds->begin(); it != rounds->end();) {
+    if (!take(it->second)) {
+      ++it;
+      continue;
+    }
+    for (Callback& cb : it->second.waiters) out.push_back(std::move(cb));
+    it = rounds->erase(it);
+  }
+  return out;
+}
+
+std::vector<Callback> PendingReads::Uncount(std::vector<Callback> cbs) {
   count_ -= cbs.size();
   return cbs;
 }
@@ -65,7 +79,7 @@ std::vector<Callback> PendingReads::TakeCounted(std::vector<Callback> cbs) {
 std::vector<Callback> PendingReads::TakeBatch() {
   std::vector<Callback> out = std::move(batch_);
   batch_.clear();
-  return TakeCounted(std::move(out));
+  return Uncount(std::move(out));
 }
 
 void PendingReads::Issued(uint64_t ctx, std::vector<Callback> batch, TimePoint deadline) {
@@ -87,16 +101,11 @@ std::vector<Callback> PendingReads::TakeServable(raft::Index applied) {
     for (Callback& cb : released_.begin()->second.waiters) out.push_back(std::move(cb));
     released_.erase(released_.begin());
   }
-  return TakeCounted(std::move(out));
+  return Uncount(std::move(out));
 }
 
 std::vector<Callback> PendingReads::TakeIssued() {
-  std::vector<Callback> out;
-  for (auto& [ctx, r] : issued_) {
-    for (Callback& cb : r.waiters) out.push_back(std::move(cb));
-  }
-  issued_.clear();
-  return TakeCounted(std::move(out));
+  return Uncount(TakeRounds(&issued_, [](const Round&) { return true; }));
 }
 
 std::vector<Callback> PendingReads::TakeIssued(uint64_t ctx) {
@@ -104,29 +113,14 @@ std::vector<Callback> PendingReads::TakeIssued(uint64_t ctx) {
   if (it == issued_.end()) return {};
   std::vector<Callback> out = std::move(it->second.waiters);
   issued_.erase(it);
-  return TakeCounted(std::move(out));
+  return Uncount(std::move(out));
 }
 
 std::pair<std::vector<Callback>, std::vector<Callback>> PendingReads::TakeExpired(TimePoint now) {
-  std::vector<Callback> issued;
-  for (auto it = issued_.begin(); it != issued_.end();) {
-    if (it->second.deadline > now) {
-      ++it;
-      continue;
-    }
-    for (Callback& cb : it->second.waiters) issued.push_back(std::move(cb));
-    it = issued_.erase(it);
-  }
-  std::vector<Callback> released;
-  for (auto it = released_.begin(); it != released_.end();) {
-    if (it->second.deadline > now) {
-      ++it;
-      continue;
-    }
-    for (Callback& cb : it->second.waiters) released.push_back(std::move(cb));
-    it = released_.erase(it);
-  }
-  return {TakeCounted(std::move(issued)), TakeCounted(std::move(released))};
+  auto expired = [now](const Round& r) { return r.deadline <= now; };
+  std::vector<Callback> issued = TakeRounds(&issued_, expired);
+  std::vector<Callback> released = TakeRounds(&released_, expired);
+  return {Uncount(std::move(issued)), Uncount(std::move(released))};
 }
 
 std::vector<Callback> PendingReads::TakeAll() {

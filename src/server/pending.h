@@ -109,7 +109,12 @@ class PendingReads {
     std::vector<Callback> waiters;
     TimePoint deadline;
   };
-  std::vector<Callback> TakeCounted(std::vector<Callback> cbs);
+  // Removes the rounds for which take(round) holds; returns their waiters
+  // (not yet uncounted: see Uncount).
+  template <typename Rounds, typename Pred>
+  static std::vector<Callback> TakeRounds(Rounds* rounds, Pred take);
+  // Uncounts `cbs`, which leave the table, and returns them.
+  std::vector<Callback> Uncount(std::vector<Callback> cbs);
 
   std::vector<Callback> batch_;
   std::map<uint64_t, Round> issued_;            // By context.

@@ -98,7 +98,8 @@ class Replica {
   Clock::time_point next_tick_;
   bool started_ = false;
   std::atomic<bool> stopped_{false};
-  // Touched on the io thread only, once constructed.
+  // Set once in the constructor. Its methods run on the io thread, except
+  // view(), health() and self(), which any thread may call.
   std::unique_ptr<Driver> driver_;
 };
 

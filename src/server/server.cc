@@ -120,18 +120,13 @@ raft::Status Server::Start() {
         "*** --fsync=never: the WAL is never fsynced; a machine crash or power loss can lose "
         "acknowledged writes and break Raft's safety. For benchmarks only. ***");
   }
+  ReplicaConfig rc;
   // The core refuses, and answers the leader, a snapshot this disk would
   // refuse: the WAL never sees a chunk past its limit.
-  const uint64_t max_snapshot_bytes = disk->max_snapshot_data_bytes();
-  if (max_snapshot_bytes == 0) {
-    return raft::Status(raft::Code::kInvalidArgument,
-                        "the storage options leave no room for a snapshot");
-  }
+  rc.raft.max_snapshot_bytes = disk->max_snapshot_data_bytes();
   log_store_ = std::make_unique<WalLogStore>(std::move(disk));
-
-  ReplicaConfig rc;
-  rc.raft.max_snapshot_bytes = max_snapshot_bytes;
   rc.self = self_;
+  rc.raft.id = self_.id;
   rc.raft.election_timeout_ticks = options_.election_ticks;
   rc.raft.heartbeat_interval_ticks = options_.heartbeat_ticks;
   rc.raft.max_entry_bytes = options_.max_key_bytes + options_.max_value_bytes + 256;
@@ -143,6 +138,11 @@ raft::Status Server::Start() {
   rc.snapshot_entries = options_.snapshot_entries;
   rc.snapshot_keep_entries = options_.snapshot_keep_entries;
   rc.max_pending_requests = options_.max_pending_requests;
+  // Limits derived from flags are refused here with a message, not by the
+  // core's assertion.
+  if (raft::Status v = rc.raft.Validate(); !v.ok()) {
+    return raft::Status(v.code(), "Raft configuration: " + v.message());
+  }
 
   transport::Options to;
   // A frame holds at most one AppendEntries (max_msg_bytes of entries, or one
