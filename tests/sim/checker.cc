@@ -117,7 +117,10 @@ void SafetyChecker::OnApply(raft::NodeId node, raft::Term node_term, const raft:
     c.has_state = true;
     c.state_hash = *state_hash;
     c.state_node = node;
-  } else if (c.state_hash != *state_hash) {
+    return;
+  }
+  state_comparisons_++;
+  if (c.state_hash != *state_hash) {
     Fail(StrFormat("state machine safety: n%" PRIu64 " and n%" PRIu64
                    " have different key-value maps after applying index %" PRIu64,
                    node, c.state_node, e.index));
@@ -138,7 +141,10 @@ void SafetyChecker::OnRestore(raft::NodeId node, const raft::SnapshotMeta& meta,
     c.has_state = true;
     c.state_hash = state_hash;
     c.state_node = node;
-  } else if (c.state_hash != state_hash) {
+    return;
+  }
+  state_comparisons_++;
+  if (c.state_hash != state_hash) {
     Fail(StrFormat("state machine safety: n%" PRIu64 " restored a snapshot at index %" PRIu64
                    " whose key-value map differs from n%" PRIu64 "'s there",
                    node, meta.index, c.state_node));

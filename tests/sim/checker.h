@@ -64,6 +64,9 @@ class SafetyChecker {
   // `node` just became leader of `term`; `storage` holds its whole log.
   void OnBecameLeader(raft::NodeId node, raft::Term term, const raft::Storage& storage);
 
+  // How many times two nodes' key-value maps were compared at one index.
+  uint64_t state_comparisons() const { return state_comparisons_; }
+
   // Highest index known to be committed.
   raft::Index max_committed() const { return committed_.empty() ? 0 : committed_.size() - 1; }
 
@@ -105,6 +108,7 @@ class SafetyChecker {
   // Indexed by log index; committed_[0] unused.
   std::vector<Committed> committed_;
 
+  uint64_t state_comparisons_ = 0;
   std::string failure_;
 };
 

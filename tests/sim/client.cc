@@ -124,7 +124,6 @@ void Clients::Start(Client* c, uint64_t tick, ClientTransport* transport) {
   info_.push_back(OpInfo{node, tick, 0, 0});
   c->op = op_index;
   c->node = node;
-  c->incarnation = transport->Incarnation(node);
   c->phase = is_get ? Phase::kGet : Phase::kPut;
   c->deadline = tick + (is_get ? options_.get_timeout_ticks : options_.put_timeout_ticks);
   trace_->Textf(node, "c%" PRIu64 " %s #%" PRIu64 " %s%s%s via n%" PRIu64, c->id,

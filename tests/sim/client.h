@@ -44,9 +44,6 @@ class ClientTransport {
   // The running driver of `node` and its store (nullptr if it is not up).
   virtual server::Driver* DriverOf(raft::NodeId node) = 0;
   virtual const kv::Store* StoreOf(raft::NodeId node) const = 0;
-  // Bumped every time the node restarts: answers from another incarnation
-  // say nothing about requests made to this one.
-  virtual uint64_t Incarnation(raft::NodeId node) const = 0;
 };
 
 // Runs start(cb): the outcome, if cb ran before start returned (a refusal);
@@ -105,7 +102,6 @@ class Clients {
     // The outstanding operation.
     size_t op = 0;  // Index into ops_.
     raft::NodeId node = raft::kNoNode;
-    uint64_t incarnation = 0;
     uint64_t deadline = 0;
   };
 

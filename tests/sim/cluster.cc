@@ -141,11 +141,6 @@ const kv::Store* Cluster::StoreOf(raft::NodeId node) const {
   return n != nullptr && n->state == NodeState::kUp ? n->kv.get() : nullptr;
 }
 
-uint64_t Cluster::Incarnation(raft::NodeId node) const {
-  const SimNode* n = Find(node);
-  return n == nullptr ? 0 : n->incarnation;
-}
-
 // ---------------------------------------------------------------------------
 // The run.
 
@@ -300,7 +295,7 @@ void Cluster::MembershipEvents(bool warmup) {
   server::Driver* d = l->driver.get();
   const raft::ConfState& conf = l->node().conf();
   auto add = [d](raft::NodeId id) {
-    server::MemberInfo m{id, "n" + std::to_string(id), "sim:" + std::to_string(id), ""};
+    server::MemberInfo m = SimMember(id);
     return CallDriver([d, &m](server::Callback cb) { d->AddMember(m, std::move(cb)); }, nullptr);
   };
   if (warmup) {
@@ -507,6 +502,7 @@ RunResult Cluster::Run() {
   }
 
   stats_.clients = clients_.stats();
+  stats_.state_comparisons = checker_.state_comparisons();
   result.stats = stats_;
   result.trace_hash = trace_.hash();
   result.events = trace_.count();

@@ -54,6 +54,8 @@ inline constexpr uint32_t kStepsPerTick = 4;
 // a campaign runs both with 3 and with 5 nodes.
 enum class DiskMode : uint8_t { kBySeed, kMemory, kWal };
 DiskMode ResolveDiskMode(DiskMode mode, uint64_t seed);
+// How node `id` names itself to the driver and in its member context.
+server::MemberInfo SimMember(raft::NodeId id);
 const char* DiskModeName(DiskMode mode);
 
 struct SimOptions {
@@ -85,6 +87,7 @@ struct RunStats {
   uint64_t taken = 0;                // Entries applied while a Ready was on disk (TakeCommitted).
   uint64_t persists = 0;             // Readies persisted.
   uint64_t persists_overlapped = 0;  // ... while the node took other input.
+  uint64_t state_comparisons = 0;    // Key-value maps of two nodes compared at one index.
   uint64_t conf_changes = 0;         // Membership changes proposed and accepted.
   uint64_t transfers = 0;
   uint64_t lin_states = 0;
@@ -121,7 +124,6 @@ class Cluster : public ClientTransport {
   void UpNodes(std::vector<raft::NodeId>* out) const override;
   server::Driver* DriverOf(raft::NodeId node) override;
   const kv::Store* StoreOf(raft::NodeId node) const override;
-  uint64_t Incarnation(raft::NodeId node) const override;
 
   // For the crash handler.
   const SimOptions& options() const { return options_; }
@@ -163,8 +165,8 @@ class Cluster : public ClientTransport {
     uint64_t persist_due = 0;
     bool persist_overlapped = false;  // Input arrived while it was out.
     bool completing = false;          // Inside CompletePersist.
-    raft::Role role = raft::Role::kFollower;
     raft::Term leader_term_seen = 0;
+    raft::Term leader_term = 0;  // The term of its latest Ready that made it leader.
 
     const raft::Storage& storage() const;
     const raft::Node& node() const { return driver->node(); }

@@ -133,15 +133,17 @@ void PrintRun(const SimOptions& o, const RunResult& r, FILE* out) {
       "seed=%" PRIu64 " nodes=%d disk=%s %s ticks=%" PRIu64 " msgs=%" PRIu64 " lost=%" PRIu64
       " leaders=%" PRIu64 " crashes=%" PRIu64 " torn=%" PRIu64 " pauses=%" PRIu64
       " partitions=%" PRIu64 " snapshots=%" PRIu64 " chunked=%" PRIu64 " chunks=%" PRIu64
-      " transfer_crashes=%" PRIu64 " taken=%" PRIu64 " confchanges=%" PRIu64 " transfers=%" PRIu64
-      " puts=%" PRIu64 "/%" PRIu64 "?/%" PRIu64 "x gets=%" PRIu64 "/%" PRIu64 "x refused=%" PRIu64
+      " transfer_crashes=%" PRIu64 " taken=%" PRIu64 " persists=%" PRIu64 "/%" PRIu64
+      " state_comparisons=%" PRIu64 " confchanges=%" PRIu64 " transfers=%" PRIu64 " puts=%" PRIu64
+      "/%" PRIu64 "?/%" PRIu64 "x gets=%" PRIu64 "/%" PRIu64 "x refused=%" PRIu64
       " lin_states=%" PRIu64 "%s hash=%016" PRIx64 "\n",
       o.seed, o.nodes, raftkv::sim::DiskModeName(raftkv::sim::ResolveDiskMode(o.disk, o.seed)),
       r.ok ? "ok" : "FAIL", s.ticks, s.messages, s.dropped, s.leaders, s.crashes, s.torn_crashes,
       s.pauses, s.partitions, s.snapshots_installed, s.chunked_installs, s.snapshot_chunks,
-      s.transfer_crashes, s.taken, s.conf_changes, s.transfers, s.clients.puts_ok,
-      s.clients.puts_unknown, s.clients.puts_failed, s.clients.gets_ok, s.clients.gets_failed,
-      s.clients.refused, s.lin_states, r.lin_inconclusive ? " (INCONCLUSIVE)" : "", r.trace_hash);
+      s.transfer_crashes, s.taken, s.persists_overlapped, s.persists, s.state_comparisons,
+      s.conf_changes, s.transfers, s.clients.puts_ok, s.clients.puts_unknown, s.clients.puts_failed,
+      s.clients.gets_ok, s.clients.gets_failed, s.clients.refused, s.lin_states,
+      r.lin_inconclusive ? " (INCONCLUSIVE)" : "", r.trace_hash);
 }
 
 // What a campaign needs to know about one run.
@@ -153,6 +155,8 @@ struct Outcome {
   uint64_t chunked_installs = 0;  // Streamed in 2 or more chunks.
   uint64_t transfer_crashes = 0;  // Crashes while storing snapshot chunks.
   uint64_t taken = 0;             // Entries applied through TakeCommitted.
+  uint64_t overlapped = 0;        // Persists during which the node took input.
+  uint64_t state_comparisons = 0;
 };
 
 Outcome RunInProcess(const SimOptions& o, bool verbose) {
@@ -167,7 +171,9 @@ Outcome RunInProcess(const SimOptions& o, bool verbose) {
                  r.stats.snapshots_installed,
                  r.stats.chunked_installs,
                  r.stats.transfer_crashes,
-                 r.stats.taken};
+                 r.stats.taken,
+                 r.stats.persists_overlapped,
+                 r.stats.state_comparisons};
 }
 
 // Runs one seed in a child process, so that a core assertion (an abort)
@@ -238,7 +244,7 @@ int main(int argc, char** argv) {
   }
 
   uint64_t runs = 0, ticks = 0, inconclusive = 0, snapshots = 0, chunked = 0, transfer_crashes = 0,
-           taken = 0;
+           taken = 0, overlapped = 0, state_comparisons = 0;
   std::vector<uint64_t> failed;
   uint64_t progress_every = a.seeds >= 10 ? a.seeds / 10 : 1;
   for (uint64_t seed = a.start; seed < a.start + a.seeds; seed++) {
@@ -257,6 +263,8 @@ int main(int argc, char** argv) {
     chunked += r.chunked_installs;
     transfer_crashes += r.transfer_crashes;
     taken += r.taken;
+    overlapped += r.overlapped;
+    state_comparisons += r.state_comparisons;
     if (!r.ok) failed.push_back(seed);
     if (runs % progress_every == 0 || runs == a.seeds) {
       std::printf("progress: %" PRIu64 "/%" PRIu64 " runs, %zu failures\n", runs, a.seeds,
@@ -265,8 +273,10 @@ int main(int argc, char** argv) {
     }
   }
   std::printf("runs=%" PRIu64 " ticks=%" PRIu64 " failures=%zu snapshots=%" PRIu64
-              " chunked=%" PRIu64 " transfer_crashes=%" PRIu64 " taken=%" PRIu64,
-              runs, ticks, failed.size(), snapshots, chunked, transfer_crashes, taken);
+              " chunked=%" PRIu64 " transfer_crashes=%" PRIu64 " taken=%" PRIu64
+              " overlapped_persists=%" PRIu64 " state_comparisons=%" PRIu64,
+              runs, ticks, failed.size(), snapshots, chunked, transfer_crashes, taken, overlapped,
+              state_comparisons);
   if (inconclusive > 0) std::printf(" inconclusive=%" PRIu64, inconclusive);
   std::printf("\n");
   if (!failed.empty()) {

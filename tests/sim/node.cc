@@ -20,11 +20,11 @@ constexpr uint32_t kMillion = 1'000'000;
 // The simulated length of a tick (the driver's clock and timeouts).
 constexpr std::chrono::microseconds kTick{10000};
 
+}  // namespace
+
 server::MemberInfo SimMember(raft::NodeId id) {
   return server::MemberInfo{id, "n" + std::to_string(id), "sim:" + std::to_string(id), ""};
 }
-
-}  // namespace
 
 DiskMode ResolveDiskMode(DiskMode mode, uint64_t seed) {
   if (mode != DiskMode::kBySeed) return mode;
@@ -71,8 +71,26 @@ class Cluster::SimLogStore : public server::LogStore {
   void Persist(const raft::Ready& rd, Done done) override {
     cluster_->OnPersist(n_, rd, std::move(done));
   }
+  // The driver only logs a failed snapshot (the server retries later); on
+  // the simulated disk, which never fails a write, it fails the run.
   raft::Status SaveSnapshot(raft::Index index, const raft::ConfState& conf, std::string data,
                             raft::Index compact_to) override {
+    raft::Status s = Snapshot(index, conf, std::move(data), compact_to);
+    if (!s.ok()) {
+      cluster_->Fail(StrFormat("storage: n%" PRIu64 " snapshot at %" PRIu64 ": %s", n_->id, index,
+                               s.ToString().c_str()));
+    }
+    return s;
+  }
+  raft::Status Close() override { return wal_ ? wal_->Close() : raft::Status::Ok(); }
+  std::string Describe() const override { return wal_ ? wal_->Describe() : "simulated memory"; }
+  bool durable() const override { return true; }
+
+  server::WalLogStore* wal() { return wal_.get(); }
+
+ private:
+  raft::Status Snapshot(raft::Index index, const raft::ConfState& conf, std::string data,
+                        raft::Index compact_to) {
     if (wal_) return wal_->SaveSnapshot(index, conf, std::move(data), compact_to);
     raft::Status s = n_->mem.CreateSnapshot(index, conf, std::move(data));
     if (!s.ok()) return s;
@@ -82,11 +100,8 @@ class Cluster::SimLogStore : public server::LogStore {
     if (compact_to > 0) return n_->mem.Compact(std::min(compact_to, index));
     return raft::Status::Ok();
   }
-  raft::Status Close() override { return wal_ ? wal_->Close() : raft::Status::Ok(); }
-  std::string Describe() const override { return wal_ ? wal_->Describe() : "simulated memory"; }
-  bool durable() const override { return true; }
 
-  server::WalLogStore* wal() { return wal_.get(); }
+ public:
   // Wal mode: waits for the next completion the writer thread posted.
   std::function<void()> WaitMail() {
     std::unique_lock lock(mu_);
@@ -99,10 +114,12 @@ class Cluster::SimLogStore : public server::LogStore {
  private:
   Cluster* cluster_;
   SimNode* n_;
-  std::unique_ptr<server::WalLogStore> wal_;
+  // The mailbox is declared before wal_, so that it outlives the WAL writer
+  // thread, which wal_'s destruction joins.
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> mail_;
+  std::unique_ptr<server::WalLogStore> wal_;
 };
 
 class Cluster::Observer : public server::DriverObserver {
@@ -115,7 +132,9 @@ class Cluster::Observer : public server::DriverObserver {
     cluster_->OnSnapshotInstalled(n_, meta);
   }
   void OnSoftState(const raft::SoftState& ss) override {
-    n_->role = ss.role;
+    // The term it leads: the completeness check runs when this Ready is
+    // durable, by which time the node may have moved to a later term.
+    if (ss.role == raft::Role::kLeader) n_->leader_term = n_->node().term();
     cluster_->trace_.Textf(n_->id, "role %s term=%" PRIu64 " leader=n%" PRIu64,
                            RoleShortName(ss.role), n_->node().term(), ss.leader);
   }
@@ -216,7 +235,6 @@ void Cluster::StartNode(SimNode* n) {
   n->driver =
       std::make_unique<server::Driver>(ConfigFor(n), n->store.get(), n->kv.get(), HooksFor(n));
   n->driver->Start();
-  n->role = raft::Role::kFollower;
   n->leader_term_seen = 0;
   n->state = NodeState::kUp;
   raft::HardState hs = n->storage().InitialHardState();
@@ -245,7 +263,7 @@ void Cluster::Crash(SimNode* n, const char* why) {
   stats_.crashes++;
   // A Ready on disk may have been written and synced whole, and only its
   // completion lost with the process.
-  if (n->persist_rd != nullptr && !n->completing && disk_rng_.Chance(1, 3)) {
+  if (n->persist_rd != nullptr && disk_rng_.Chance(1, 3)) {
     trace_.Textf(n->id, "the Ready on disk is synced whole, its completion lost");
     CompletePersist(n, false, false);
   }
@@ -367,11 +385,11 @@ void Cluster::CompletePersist(SimNode* n, bool deliver, bool may_tear) {
   if (torn) stats_.torn_crashes++;
   n->completing = true;
   bool ok = wal_ ? WriteWal(n, rd, torn) : WriteMemory(n, rd, torn);
-  if (!ok) return;  // Crashed (the driver and the Ready are gone) or failed.
   n->completing = false;
+  if (!ok) return;  // Crashed (the driver and the Ready are gone) or failed.
   if (!deliver) return;
   if (rd.soft_state && rd.soft_state->role == raft::Role::kLeader) {
-    checker_.OnBecameLeader(n->id, n->node().term(), n->storage());
+    checker_.OnBecameLeader(n->id, n->leader_term, n->storage());
   }
   if (n->persist_overlapped) stats_.persists_overlapped++;
   done(raft::Status::Ok());
@@ -498,11 +516,9 @@ bool Cluster::WriteWal(SimNode* n, const raft::Ready& rd, bool torn) {
     checker_.OnHardState(n->id, d.InitialHardState(), *rd.hard_state, last_index);
     if (failed()) return false;
   }
-  for (const raft::SnapshotChunk& c : rd.snapshot_chunks) NoteChunkStored(n, c);
   uint64_t crash_at_sync = 0;
   if (torn) {
     crash_at_sync = env_rng_.Chance(2, 3) ? 1 : 2 + env_rng_.Uniform(3);
-    if (!rd.snapshot_chunks.empty()) stats_.transfer_crashes++;
     n->env->ArmCrashAtSync(crash_at_sync);
   }
   bool called = false;
@@ -512,7 +528,12 @@ bool Cluster::WriteWal(SimNode* n, const raft::Ready& rd, bool torn) {
     called = true;
   });
   while (!called) n->store->WaitMail()();
-  if (st.ok()) n->env->ArmCrashAtSync(0);
+  if (st.ok()) {
+    n->env->ArmCrashAtSync(0);
+    for (const raft::SnapshotChunk& c : rd.snapshot_chunks) NoteChunkStored(n, c);
+  } else if (!rd.snapshot_chunks.empty()) {
+    stats_.transfer_crashes++;  // Power lost while its chunks were written.
+  }
   if (st.ok() && !torn) return true;
   if (torn && (st.ok() || n->env->frozen())) {
     Crash(n, st.ok()
@@ -535,8 +556,9 @@ bool Cluster::WriteWal(SimNode* n, const raft::Ready& rd, bool torn) {
 
 void Cluster::OnApplied(SimNode* n, std::span<const raft::Entry> entries) {
   // Entries applied while the node's Ready is on disk came through
-  // TakeCommitted (a Ready's own are applied before Persist or after it).
-  if (n->persist_rd != nullptr && !n->completing) stats_.taken += entries.size();
+  // TakeCommitted (a Ready's own are applied before Persist, or after its
+  // completion, when persist_rd is already cleared).
+  if (n->persist_rd != nullptr) stats_.taken += entries.size();
   uint64_t state_hash = n->kv->Hash();
   for (const raft::Entry& e : entries) {
     if (e.type == raft::EntryType::kConfChange) {
