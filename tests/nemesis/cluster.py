@@ -57,6 +57,10 @@ def free_ports(count: int) -> List[int]:
     return ports
 
 
+# The nodes' own directory under the system's temporary directory (Cluster).
+NODES_ROOT_PREFIX = "raftkv-nemesis-nodes-"
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -201,7 +205,7 @@ class Node:
 class Cluster:
     def __init__(self, binary: str, n: int, workdir: str, uid_base: int, raftkv_args: List[str],
                  log):
-        self.binary = os.path.abspath(binary)
+        self.source_binary = os.path.abspath(binary)
         self.n = n
         self.workdir = os.path.abspath(workdir)
         self.raftkv_args = raftkv_args
@@ -219,9 +223,12 @@ class Cluster:
         # The nodes run under their own uids, which may not reach into the
         # checkout (a clone made with mktemp -d is 0700): their binary and
         # data directories live in a directory of their own under the
-        # system's temporary directory, removed by stop_all. Logs stay in
-        # the work directory (root writes them).
-        self.nodes_root = tempfile.mkdtemp(prefix="raftkv-nemesis-")
+        # system's temporary directory: removed after a passing run, kept
+        # (with a KEPT marker) after a failing one, and removed by a later
+        # run if its nemesis died without either (remove_leftover_node_dirs).
+        # Logs stay in the work directory (root writes them).
+        self.nodes_root = tempfile.mkdtemp(prefix="%s%d-" % (NODES_ROOT_PREFIX, os.getpid()))
+        self.binary = os.path.join(self.nodes_root, "raftkv")
         self.nodes: Dict[int, Node] = {}
         for i in range(1, n + 1):
             self.nodes[i] = Node(i, uid_base + i - 1, ports[2 * i - 2], ports[2 * i - 1],
@@ -242,10 +249,8 @@ class Cluster:
             os.chown(node.datadir, node.uid, node.uid)
         # The node's uid must be able to reach and run the binary: a copy
         # beside the data directories.
-        runnable = os.path.join(self.nodes_root, "raftkv")
-        shutil.copyfile(self.binary, runnable)
-        os.chmod(runnable, 0o755)
-        self.binary = runnable
+        shutil.copyfile(self.source_binary, self.binary)
+        os.chmod(self.binary, 0o755)
 
     def start_node(self, i: int):
         """Starts node i on its data directory (must be called from the main thread: the
@@ -269,7 +274,7 @@ class Cluster:
                        .encode())
             logf.flush()
             node.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf,
-                                         stderr=subprocess.STDOUT, cwd=self.workdir)
+                                         stderr=subprocess.STDOUT, cwd=node.datadir)
         node.starts += 1
         node.paused = False
         node.expected_down = False
@@ -334,7 +339,30 @@ class Cluster:
                     pass
                 node.proc = None
                 node.paused = False
+
+    def remove_node_dirs(self):
+        """After a passing run: the nodes' binary copy and data directories go."""
         shutil.rmtree(self.nodes_root, ignore_errors=True)
+
+    def keep_node_dirs(self) -> str:
+        """After a failing run (or --keep): marks the node directories as kept, so that no
+        later run removes them; returns their path."""
+        with open(os.path.join(self.nodes_root, "KEPT"), "w") as f:
+            f.write("kept by nemesis pid %d\n" % os.getpid())
+        return self.nodes_root
+
+    @staticmethod
+    def remove_leftover_node_dirs(log):
+        """Removes node directories of a nemesis that died (SIGKILL) before it could remove
+        or keep them."""
+        tmp = tempfile.gettempdir()
+        for name in os.listdir(tmp):
+            m = re.match(r"%s(\d+)-" % re.escape(NODES_ROOT_PREFIX), name)
+            path = os.path.join(tmp, name)
+            if (m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1)))
+                    and not os.path.exists(os.path.join(path, "KEPT"))):
+                log("removing node directories %s left by a dead nemesis" % path)
+                shutil.rmtree(path, ignore_errors=True)
 
     # --- observation -------------------------------------------------------------
 

@@ -170,9 +170,11 @@ def parse_args(argv):
     p.add_argument("--expect-violation", action="store_true",
                    help="exit 0 only if the checker finds a violation (for the unsafe mode)")
     p.add_argument("--workdir", default=None,
-                   help="data directories and node logs (default: a new directory in /tmp); "
-                   "emptied first; removed after a passing run unless --keep")
-    p.add_argument("--keep", action="store_true", help="keep the work directory")
+                   help="node logs (default: a new directory in /tmp); emptied first; removed "
+                   "after a passing run unless --keep (the data directories are in "
+                   "/tmp/raftkv-nemesis-nodes-<pid>-*, kept likewise)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the work and node data directories")
     p.add_argument("--uid-base", type=int, default=46001,
                    help="node i runs as uid BASE+i-1 (must not belong to a user)")
     p.add_argument("--raftkv-arg", action="append", default=[],
@@ -201,6 +203,7 @@ def main(argv) -> int:
     try:
         Firewall.probe()
         Firewall.remove_leftovers(log)
+        Cluster.remove_leftover_node_dirs(log)
     except SetupError as e:
         print("nemesis: CANNOT RUN: %s" % e, file=sys.stderr)
         return 2
@@ -338,13 +341,23 @@ def main(argv) -> int:
     elif not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     if args.expect_violation:
-        if report.violations and not failed:
+        passed = bool(report.violations) and not failed
+    else:
+        passed = not report.violations and not failed
+    # The node data directories (in /tmp, not in the work directory) are kept
+    # only when there is something to look at.
+    if passed and not args.keep:
+        cluster.remove_node_dirs()
+    else:
+        print("node data directories: %s" % cluster.keep_node_dirs())
+    if args.expect_violation:
+        if passed:
             print("nemesis: the violation was expected (--expect-violation): PASS")
             return 0
         print("nemesis: FAIL: --expect-violation, but %s" % (
             "the run failed otherwise" if failed else "the checker found no violation"))
         return 1
-    if report.violations or failed:
+    if not passed:
         print("nemesis: FAIL")
         return 1
     print("nemesis: PASS")
