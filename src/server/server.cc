@@ -152,7 +152,7 @@ raft::Status Server::Start() {
       std::max(rc.raft.max_msg_bytes, rc.raft.max_snapshot_chunk_bytes) + (64 << 10));
   to.max_queue_bytes = options_.peer_queue_bytes;
   transport_ = std::make_unique<transport::Transport>(
-      io_, self_.id, self_.raft, to,
+      io_, self_.id, /*cluster_id=*/0, self_.raft, to,
       [this](std::vector<raft::Message> msgs) { replica_->Receive(std::move(msgs)); });
   replica_ = std::make_unique<Replica>(
       rc, log_store_.get(), &kv_,
