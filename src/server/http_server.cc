@@ -114,12 +114,25 @@ json::value MemberJson(const MemberInfo& info) {
   return o;
 }
 
-std::string StatusJson(const StatusReport& r) {
+json::object TransportJson(const transport::Stats& t) {
+  json::object o;
+  o["sent_msgs"] = t.sent_msgs;
+  o["dropped_msgs"] = t.dropped_msgs;
+  o["received_msgs"] = t.received_msgs;
+  o["bad_frames"] = t.bad_frames;
+  o["connects"] = t.connects;
+  o["refused_other_cluster"] = t.refused_other_cluster;
+  return o;
+}
+
+std::string StatusJson(const StatusReport& r, const HttpServer::Shared& shared) {
   const ClusterView& view = *r.view;
   json::object o;
   const MemberView* self = view.Find(view.self);
   o["id"] = self ? self->info.name : "";
   o["node_id"] = std::to_string(r.node.id);
+  // A string, as node_id: JSON numbers lose precision past 2^53.
+  o["cluster_id"] = std::to_string(shared.options.cluster_id);
   o["role"] = raft::RoleName(r.node.role);
   o["term"] = r.node.term;
   if (r.node.leader != raft::kNoNode) {
@@ -157,6 +170,7 @@ std::string StatusJson(const StatusReport& r) {
     members.push_back(std::move(mo));
   }
   o["members"] = std::move(members);
+  if (shared.transport != nullptr) o["transport"] = TransportJson(shared.transport->stats());
   return json::serialize(o);
 }
 
@@ -470,7 +484,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void HandleStatus() {
     shared_->replica->GetStatus([self = shared_from_this()](StatusReport r) {
-      std::string body = StatusJson(r);
+      std::string body = StatusJson(r, *self->shared_);
       self->Later([self, body = std::move(body)] { self->Respond(http::status::ok, body); });
     });
   }
@@ -650,7 +664,8 @@ class Session : public std::enable_shared_from_this<Session> {
 // ---------------------------------------------------------------------------
 
 HttpServer::HttpServer(asio::io_context& io, std::vector<asio::io_context*> session_ios,
-                       HttpOptions options, Replica* replica, kv::Store* kv, Forwarder* forwarder)
+                       HttpOptions options, Replica* replica, kv::Store* kv, Forwarder* forwarder,
+                       const transport::Transport* transport)
     : io_(io),
       session_ios_(std::move(session_ios)),
       shared_(std::make_shared<Shared>()),
@@ -660,6 +675,7 @@ HttpServer::HttpServer(asio::io_context& io, std::vector<asio::io_context*> sess
   shared_->replica = replica;
   shared_->kv = kv;
   shared_->forwarder = forwarder;
+  shared_->transport = transport;
 }
 
 HttpServer::~HttpServer() {

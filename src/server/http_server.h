@@ -25,6 +25,7 @@
 #include "raft/status.h"
 #include "server/forwarder.h"
 #include "server/replica.h"
+#include "transport/transport.h"
 
 namespace raftkv::server {
 
@@ -38,12 +39,16 @@ struct HttpOptions {
   std::chrono::milliseconds timeout{30000};         // Idle keep-alive wait + request read; write.
   std::chrono::milliseconds request_timeout{5000};  // For messages (forwarding adds 1 s).
   int max_forward_hops = 2;
+  uint64_t cluster_id = 0;  // Shown in /status (0: a cluster without an id).
 };
 
 class HttpServer {
  public:
+  // `transport` (may be null) is read for its counters in /status; it must
+  // outlive the server.
   HttpServer(boost::asio::io_context& io, std::vector<boost::asio::io_context*> session_ios,
-             HttpOptions options, Replica* replica, kv::Store* kv, Forwarder* forwarder);
+             HttpOptions options, Replica* replica, kv::Store* kv, Forwarder* forwarder,
+             const transport::Transport* transport = nullptr);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -62,6 +67,7 @@ class HttpServer {
     Replica* replica;
     kv::Store* kv;
     Forwarder* forwarder;
+    const transport::Transport* transport = nullptr;
     std::atomic<size_t> connections{0};
     std::atomic<size_t> in_flight{0};
     std::atomic<bool> draining{false};

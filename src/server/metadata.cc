@@ -10,6 +10,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "server/identity.h"
+
 namespace raftkv::server {
 
 namespace fs = std::filesystem;
@@ -72,6 +74,10 @@ raft::Status LoadMetadata(const std::string& dir, NodeMetadata* out, bool* found
     out->bootstrapped = o.at("bootstrapped").as_bool();
     out->join = std::string(o.at("join").as_string());
     out->member = o.at("member").as_bool();
+    out->cluster_id = 0;
+    if (const boost::json::value* cid = o.if_contains("cluster_id")) {
+      if (!ParseClusterId(cid->as_string(), &out->cluster_id)) return corrupt("bad cluster_id");
+    }
     out->peers_http.clear();
     if (const boost::json::value* peers = o.if_contains("peers_http")) {
       for (const boost::json::value& p : peers->as_array()) {
@@ -96,6 +102,8 @@ raft::Status SaveMetadata(const std::string& dir, const NodeMetadata& m) {
   o["bootstrapped"] = m.bootstrapped;
   o["join"] = m.join;
   o["member"] = m.member;
+  // A decimal string, as node_id: JSON numbers lose precision past 2^53.
+  o["cluster_id"] = std::to_string(m.cluster_id);
   boost::json::array peers;
   for (const std::string& p : m.peers_http) peers.emplace_back(p);
   o["peers_http"] = std::move(peers);

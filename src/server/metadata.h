@@ -20,6 +20,10 @@ struct NodeMetadata {
   bool bootstrapped = false;  // Founded a cluster with --bootstrap.
   std::string join;           // --join target at first start, if any.
   bool member = false;        // Admitted (bootstrap, or a join that succeeded).
+  // The cluster's id, drawn at bootstrap or learned before joining; also in
+  // the WAL's META. 0: a cluster without an id (a data directory of the
+  // release before cluster ids, whose file has no such field).
+  uint64_t cluster_id = 0;
   // HTTP addresses of the other members, as last seen in the membership: whom
   // a restarted node asks to re-add it while its log is not durable.
   std::vector<std::string> peers_http;

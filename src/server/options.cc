@@ -15,8 +15,10 @@ ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* messa
       "Usage: raftkv --bind HOST:PORT --http HOST:PORT --datadir DIR [--bootstrap | --join "
       "HOST:PORT] [--id NAME]\n\n"
       "BIND, HTTP, DATA_DIR, BOOTSTRAP, JOIN, ID and FSYNC in the environment stand for the\n"
-      "flags of the same name (flags win). A node restarted on an existing data directory\n"
-      "ignores --bootstrap and --join and resumes with its state. Options");
+      "flags of the same name (flags win). A new data directory needs --bootstrap or --join.\n"
+      "A node restarted on an existing data directory ignores --bootstrap and --join (except\n"
+      "that it refuses to start if --join names a member of another cluster) and resumes\n"
+      "with its state. Options");
   // clang-format off
   desc.add_options()
       ("help,h", "print this help and exit")
@@ -30,8 +32,9 @@ ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* messa
       ("bootstrap", po::value(&out->bootstrap)->default_value(false)->implicit_value(true),
        "on an empty data directory, found a new one-node cluster (env BOOTSTRAP=1)")
       ("join", po::value(&out->join),
-       "on an empty data directory, ask the member at this HTTP address to add this node; "
-       "retried with backoff until admitted (env JOIN)")
+       "on an empty data directory, learn the cluster id from the member at this HTTP "
+       "address (GET /status), then ask it to add this node; both retried with backoff "
+       "(env JOIN)")
       ("id", po::value(&out->name),
        "node name; its Raft id is XXH64(name). Default: the --bind address (env ID)")
       ("tick-ms", po::value(&out->tick_ms)->default_value(d.tick_ms),

@@ -8,10 +8,15 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/beast/http/verb.hpp>
 #include <boost/json.hpp>
 #include <csignal>
 #include <future>
 #include <random>
+#include <thread>
+
+#include "server/identity.h"
+#include "storage/disk_storage.h"
 
 namespace raftkv::server {
 
@@ -85,19 +90,20 @@ raft::Status Server::Start() {
     if (!options_.join.empty()) join_targets_.push_back(options_.join);
   }
 
+  const std::string raft_dir = options_.datadir + "/raft";
+  s = ResolveClusterId(found, raft_dir);
+  if (!s.ok()) return s;
+
   // The Raft log, hard state and snapshots (docs/wal-format.md), in their
-  // own subdirectory next to raftkv-node.json. cluster_id stays 0: a joiner
-  // must open its storage before it learns anything from the cluster (the
-  // leader replicates to it before the join is answered), so it could not
-  // write the id into META; the node id in META and the name check above
-  // guard against a swapped directory.
+  // own subdirectory next to raftkv-node.json. META, every segment header
+  // and every snapshot file carry the cluster id, and Open refuses a
+  // directory of another cluster or node, naming both.
   storage::StorageOptions so;
   so.node_id = self_.id;
-  so.cluster_id = 0;
+  so.cluster_id = meta_.cluster_id;
   if (!storage::ParseFsyncMode(options_.fsync, &so.fsync)) {
     return raft::Status(raft::Code::kInvalidArgument, "--fsync must be always|never");
   }
-  const std::string raft_dir = options_.datadir + "/raft";
   std::unique_ptr<storage::DiskStorage> disk;
   storage::RecoveryInfo recovery;
   s = storage::DiskStorage::Open(raft_dir, so, &disk, &recovery);
@@ -152,7 +158,7 @@ raft::Status Server::Start() {
       std::max(rc.raft.max_msg_bytes, rc.raft.max_snapshot_chunk_bytes) + (64 << 10));
   to.max_queue_bytes = options_.peer_queue_bytes;
   transport_ = std::make_unique<transport::Transport>(
-      io_, self_.id, self_.raft, to,
+      io_, self_.id, meta_.cluster_id, self_.raft, to,
       [this](std::vector<raft::Message> msgs) { replica_->Receive(std::move(msgs)); });
   replica_ = std::make_unique<Replica>(
       rc, log_store_.get(), &kv_,
@@ -173,12 +179,14 @@ raft::Status Server::Start() {
   ho.max_connections = options_.max_connections;
   ho.timeout = std::chrono::milliseconds(options_.http_timeout_ms);
   ho.request_timeout = std::chrono::milliseconds(options_.request_timeout_ms);
+  ho.cluster_id = meta_.cluster_id;
   // HTTP sessions stay off the thread that drives Raft when there is another.
   std::vector<asio::io_context*> ios;
   for (auto& io : session_ios_) ios.push_back(io.get());
   if (ios.empty()) ios.push_back(&io_);
   http_ =
-      std::make_unique<HttpServer>(io_, std::move(ios), ho, replica_.get(), &kv_, forwarder_.get());
+      std::make_unique<HttpServer>(io_, std::move(ios), ho, replica_.get(), &kv_, forwarder_.get(),
+                                   transport_.get());
 
   s = transport_->Listen(self_.raft);
   if (!s.ok()) return s;
@@ -193,8 +201,9 @@ raft::Status Server::Start() {
     if (!s.ok()) return s;
   }
 
-  spdlog::info("raftkv node {} (id {:x}) raft={} http={} datadir={} storage: {}", self_.name,
-               self_.id, self_.raft, self_.http, options_.datadir, log_store_->Describe());
+  spdlog::info("raftkv node {} (id {:x}) cluster {} raft={} http={} datadir={} storage: {}",
+               self_.name, self_.id, meta_.cluster_id, self_.raft, self_.http, options_.datadir,
+               log_store_->Describe());
   spdlog::info("timing: tick {} ms, election timeout {}-{} ms, heartbeat every {} ms",
                options_.tick_ms, options_.tick_ms * options_.election_ticks,
                options_.tick_ms * options_.election_ticks * 2,
@@ -227,6 +236,95 @@ raft::Status Server::Start() {
     asio::post(io_, [this] { TryJoin(); });
   }
   return raft::Status::Ok();
+}
+
+raft::Status Server::ResolveClusterId(bool found, const std::string& raft_dir) {
+  if (found) {
+    if (options_.join.empty()) return raft::Status::Ok();
+    // A restart with --join: a data directory moved to, or a command line
+    // pointed at, another cluster is refused here rather than left to be
+    // refused by every peer. One attempt: a member restarts whether or not
+    // the node it was told to join is up (the handshake still checks).
+    uint64_t theirs = 0;
+    std::string why;
+    if (!FetchClusterId(options_.join, std::chrono::milliseconds(1000), &theirs, &why)) {
+      spdlog::info("could not check the cluster id of --join {} ({}); the peer handshake will",
+                   options_.join, why);
+      return raft::Status::Ok();
+    }
+    if (theirs != meta_.cluster_id) {
+      return raft::Status(raft::Code::kInvalidArgument,
+                          "data directory " + options_.datadir + " belongs to cluster " +
+                              std::to_string(meta_.cluster_id) + ", but --join " + options_.join +
+                              " is a member of cluster " + std::to_string(theirs) +
+                              "; refusing to start (wipe the data directory to join that cluster "
+                              "as a new member)");
+    }
+    return raft::Status::Ok();
+  }
+  // No raftkv-node.json: a first start, or one that crashed after the
+  // storage created its META but before the metadata was saved (nothing
+  // else is written before it). The id in that META is the directory's.
+  uint64_t meta_cluster = 0, meta_node = 0;
+  bool meta_found = false;
+  raft::Status s = storage::ReadMetaIds(raft_dir, nullptr, &meta_cluster, &meta_node, &meta_found);
+  if (!s.ok()) return raft::Status(s.code(), "reading " + raft_dir + ": " + s.message());
+  if (options_.bootstrap) {
+    meta_.cluster_id = meta_found ? meta_cluster : NewClusterId();
+    spdlog::info("founding cluster {}", meta_.cluster_id);
+    return raft::Status::Ok();
+  }
+  if (join_targets_.empty()) {
+    return raft::Status(raft::Code::kInvalidArgument,
+                        "a new data directory needs --bootstrap (found a cluster) or --join "
+                        "HOST:PORT (join one): a node learns its cluster's id before it writes");
+  }
+  // Before anything is written: the storage is created with the id.
+  meta_.cluster_id = LearnClusterId();
+  return raft::Status::Ok();
+}
+
+bool Server::FetchClusterId(const std::string& target, std::chrono::milliseconds timeout,
+                            uint64_t* out, std::string* why) {
+  // Its own io_context: this runs in Start, before the node's threads.
+  asio::io_context io(1);
+  Forwarder fwd(io, timeout);
+  ForwardRequest req;
+  req.method = boost::beast::http::verb::get;
+  req.target = "/status";
+  ForwardResponse resp;
+  fwd.Send(target, std::move(req), [&resp](ForwardResponse r) { resp = std::move(r); });
+  io.run();
+  fwd.Stop();
+  if (resp.error != ForwardResponse::Error::kNone) {
+    *why = resp.message;
+    return false;
+  }
+  if (resp.status != 200) {
+    *why = "GET /status answered HTTP " + std::to_string(resp.status);
+    return false;
+  }
+  return ClusterIdFromStatus(resp.body, out, why);
+}
+
+uint64_t Server::LearnClusterId() {
+  std::chrono::milliseconds backoff(100);
+  for (uint64_t attempt = 1;; attempt++) {
+    const std::string& target = join_targets_[(attempt - 1) % join_targets_.size()];
+    uint64_t id = 0;
+    std::string why;
+    if (FetchClusterId(target, std::chrono::milliseconds(2000), &id, &why)) {
+      spdlog::info("joining cluster {} (its id learned from {})", id, target);
+      return id;
+    }
+    if (attempt == 1 || attempt % 20 == 0) {
+      spdlog::info("learning the cluster id from {}: {}; retrying (attempt {})", target, why,
+                   attempt);
+    }
+    // Nothing runs yet and nothing is written: SIGTERM ends the process as is.
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+  }
 }
 
 void Server::TryJoin() {

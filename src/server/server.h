@@ -41,6 +41,16 @@ class Server {
   void Shutdown();
 
  private:
+  // The cluster id the storage is opened with, in meta_.cluster_id: the
+  // data directory's on a restart (refused if --join names a member of
+  // another cluster), drawn at bootstrap, or learned from the join target,
+  // retrying with back-off until it answers, before anything is written.
+  raft::Status ResolveClusterId(bool found, const std::string& raft_dir);
+  // One GET /status on `target` (an HTTP address). False, with *why, if it
+  // did not answer as a raftkv node within `timeout`.
+  static bool FetchClusterId(const std::string& target, std::chrono::milliseconds timeout,
+                             uint64_t* out, std::string* why);
+  uint64_t LearnClusterId();
   void TryJoin();
   void MarkMember();
   void OnMembers(const std::vector<MemberInfo>& members);

@@ -54,6 +54,22 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+Status ReadMetaFile(Env* env, const std::string& path, MetaRecord* m) {
+  std::string data;
+  Status s = env->ReadFile(path, 1 << 16, &data);
+  if (!s.ok()) return s;
+  ParsedRecord rec;
+  std::string why;
+  if (data.empty()) return Corruption(path + " at offset 0: empty file");
+  if (ParseRecord(data, 0, 1 << 16, &rec, &why) != ParseResult::kOk) {
+    return Corruption(path + " at offset 0: " + why);
+  }
+  if (rec.type != RecordType::kMeta || !DecodeMeta(rec.payload, m) || rec.size != data.size()) {
+    return Corruption(path + " at offset 0: bad META record");
+  }
+  return Status::Ok();
+}
+
 // Reads or creates META; checks that the directory is this node's.
 Status OpenMeta(Env* env, const std::string& dir, const StorageOptions& opts, bool* created) {
   *created = false;
@@ -97,19 +113,9 @@ Status OpenMeta(Env* env, const std::string& dir, const StorageOptions& opts, bo
   if (std::find(live.begin(), live.end(), kMetaFileName) == live.end()) {
     return Corruption(path + " is missing: " + dir + " is not a raftkv data directory");
   }
-  std::string data;
-  s = env->ReadFile(path, 1 << 16, &data);
-  if (!s.ok()) return s;
-  ParsedRecord rec;
-  std::string why;
   MetaRecord m;
-  if (data.empty()) return Corruption(path + " at offset 0: empty file");
-  if (ParseRecord(data, 0, 1 << 16, &rec, &why) != ParseResult::kOk) {
-    return Corruption(path + " at offset 0: " + why);
-  }
-  if (rec.type != RecordType::kMeta || !DecodeMeta(rec.payload, &m) || rec.size != data.size()) {
-    return Corruption(path + " at offset 0: bad META record");
-  }
+  s = ReadMetaFile(env, path, &m);
+  if (!s.ok()) return s;
   if (m.cluster_id != opts.cluster_id || m.node_id != opts.node_id) {
     return Corruption(dir + " belongs to cluster " + std::to_string(m.cluster_id) + " node " +
                       std::to_string(m.node_id) + ", not cluster " +
@@ -191,6 +197,20 @@ struct Replayer {
 };
 
 }  // namespace
+
+Status ReadMetaIds(const std::string& dir, Env* env, uint64_t* cluster_id, uint64_t* node_id,
+                   bool* found) {
+  if (env == nullptr) env = DefaultEnv();
+  const std::string path = JoinPath(dir, kMetaFileName);
+  Status s = env->FileExists(path, found);
+  if (!s.ok() || !*found) return s;
+  MetaRecord m;
+  s = ReadMetaFile(env, path, &m);
+  if (!s.ok()) return s;
+  *cluster_id = m.cluster_id;
+  *node_id = m.node_id;
+  return Status::Ok();
+}
 
 std::string RecoveryInfo::ToString() const {
   if (created) return "created a new data directory";

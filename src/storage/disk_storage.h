@@ -55,6 +55,12 @@ struct StorageOptions {
   Env* env = nullptr;  // nullptr: DefaultEnv().
 };
 
+// The ids in the META file of data directory `dir`, without opening it:
+// *found = false (and OK) when there is no META. kCorruption if META fails
+// its checks. `env` nullptr: DefaultEnv().
+Status ReadMetaIds(const std::string& dir, Env* env, uint64_t* cluster_id, uint64_t* node_id,
+                   bool* found);
+
 // What Open found, for the startup log line.
 struct RecoveryInfo {
   bool created = false;  // A new, empty node.

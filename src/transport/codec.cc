@@ -21,14 +21,14 @@ constexpr uint8_t kMaxMessageType = static_cast<uint8_t>(raft::MessageType::kRea
 
 // Writes the header in front of a payload that was appended after a
 // placeholder at `start`.
-void FinishFrame(FrameType type, size_t start, std::string* out) {
+void FinishFrame(FrameType type, uint8_t version, size_t start, std::string* out) {
   size_t payload_start = start + kFrameHeaderBytes;
   size_t len = out->size() - payload_start;
   uint64_t sum = XXH3_64bits_withSeed(out->data() + payload_start, len, static_cast<uint8_t>(type));
   std::string header;
   header.reserve(kFrameHeaderBytes);
   PutU32(&header, static_cast<uint32_t>(len));
-  PutU8(&header, kFrameVersion);
+  PutU8(&header, version);
   PutU8(&header, static_cast<uint8_t>(type));
   kv::PutU16(&header, 0);
   PutU64(&header, sum);
@@ -115,9 +115,16 @@ bool DecodeMessage(std::string_view payload, raft::Message* out) {
   return r.done();
 }
 
-bool DecodeHello(std::string_view payload, Hello* out) {
+bool DecodeHello(std::string_view payload, uint8_t version, Hello* out) {
   Reader r(payload);
   if (!r.U64(&out->from) || !r.U64(&out->to) || !r.Bytes(&out->address)) return false;
+  out->cluster_id = 0;
+  if (version == kHelloWithClusterVersion) {
+    // Version 2 exists to carry an id: a zero one is malformed.
+    if (!r.U64(&out->cluster_id) || out->cluster_id == 0) return false;
+  } else if (version != kFrameVersion) {
+    return false;
+  }
   return r.done() && out->from != raft::kNoNode;
 }
 
@@ -127,14 +134,19 @@ void AppendHelloFrame(const Hello& hello, std::string* out) {
   PutU64(out, hello.from);
   PutU64(out, hello.to);
   PutBytes(out, hello.address);
-  FinishFrame(FrameType::kHello, start, out);
+  uint8_t version = kFrameVersion;
+  if (hello.cluster_id != 0) {
+    PutU64(out, hello.cluster_id);
+    version = kHelloWithClusterVersion;
+  }
+  FinishFrame(FrameType::kHello, version, start, out);
 }
 
 void AppendMessageFrame(const raft::Message& m, std::string* out) {
   size_t start = out->size();
   out->append(kFrameHeaderBytes, '\0');
   EncodeMessage(m, out);
-  FinishFrame(FrameType::kMessage, start, out);
+  FinishFrame(FrameType::kMessage, kFrameVersion, start, out);
 }
 
 const char* HeaderCheckName(HeaderCheck c) {
@@ -160,14 +172,18 @@ HeaderCheck ParseFrameHeader(std::string_view bytes, uint64_t max_frame_bytes, F
   uint8_t type = static_cast<uint8_t>(p[5]);
   uint16_t reserved = static_cast<uint16_t>(kv::LoadLE(p + 6, 2));
   out->checksum = kv::LoadLE(p + 8, 8);
-  if (version != kFrameVersion) return HeaderCheck::kBadVersion;
   if (type != static_cast<uint8_t>(FrameType::kHello) &&
       type != static_cast<uint8_t>(FrameType::kMessage)) {
-    return HeaderCheck::kBadType;
+    return version == kFrameVersion ? HeaderCheck::kBadType : HeaderCheck::kBadVersion;
+  }
+  const bool hello = type == static_cast<uint8_t>(FrameType::kHello);
+  if (version != kFrameVersion && !(hello && version == kHelloWithClusterVersion)) {
+    return HeaderCheck::kBadVersion;
   }
   if (reserved != 0) return HeaderCheck::kBadReserved;
   if (out->length > max_frame_bytes) return HeaderCheck::kTooLarge;
   out->type = static_cast<FrameType>(type);
+  out->version = version;
   return HeaderCheck::kOk;
 }
 

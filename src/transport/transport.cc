@@ -24,6 +24,7 @@ struct Transport::Counters {
   std::atomic<uint64_t> received{0};
   std::atomic<uint64_t> bad_frames{0};
   std::atomic<uint64_t> connects{0};
+  std::atomic<uint64_t> refused_other_cluster{0};
 };
 
 bool SplitHostPort(const std::string& address, std::string* host, uint16_t* port) {
@@ -164,16 +165,20 @@ class Transport::Peer : public std::enable_shared_from_this<Transport::Peer> {
   void OnConnected() {
     timer_.cancel();
     state_ = State::kConnected;
-    backoff_ = options_.min_backoff;
+    connected_at_ = std::chrono::steady_clock::now();
     counters_->connects++;
     error_code ignored;
     socket_.set_option(tcp::no_delay(true), ignored);
     socket_.set_option(asio::socket_base::keep_alive(true), ignored);
-    if (failures_ > 0 || !ever_connected_) {
+    if ((failures_ > 0 && short_lived_ == 0) || !ever_connected_) {
       spdlog::info("peer {:x}: connected to {}", hello_.to, address_);
     }
     ever_connected_ = true;
-    failures_ = 0;
+    // failures_ and backoff_ are reset by Fail once this connection has
+    // lasted: a peer that closes every connection at once (a node of another
+    // cluster refusing our Hello) is retried with a growing back-off, not
+    // every min_backoff.
+
     std::string hello;
     AppendHelloFrame(hello_, &hello);
     pending_.insert(0, hello);
@@ -217,6 +222,15 @@ class Transport::Peer : public std::enable_shared_from_this<Transport::Peer> {
 
   void Fail(const std::string& why) {
     if (state_ == State::kStopped) return;
+    if (state_ == State::kConnected) {
+      if (std::chrono::steady_clock::now() - connected_at_ >= options_.max_backoff) {
+        failures_ = 0;
+        short_lived_ = 0;
+        backoff_ = options_.min_backoff;
+      } else {
+        short_lived_++;
+      }
+    }
     if (failures_ == 0) {
       spdlog::info("peer {:x} ({}): {}; reconnecting with backoff", hello_.to, address_, why);
     } else {
@@ -254,7 +268,9 @@ class Transport::Peer : public std::enable_shared_from_this<Transport::Peer> {
   std::string out_;  // Frames being written.
   bool writing_ = false;
   bool ever_connected_ = false;
-  uint64_t failures_ = 0;
+  uint64_t failures_ = 0;     // Since the last connection that lasted.
+  uint64_t short_lived_ = 0;  // Connections closed within max_backoff, in a row.
+  std::chrono::steady_clock::time_point connected_at_;
   std::array<char, 64> discard_;
 };
 
@@ -327,10 +343,11 @@ class Transport::Inbound : public std::enable_shared_from_this<Transport::Inboun
       begin_ += total;
       if (h.type == FrameType::kHello) {
         if (hello_done_) return Bad("second hello", &batch);
-        if (!DecodeHello(payload, &hello_)) return Bad("malformed hello", &batch);
+        if (!DecodeHello(payload, h.version, &hello_)) return Bad("malformed hello", &batch);
         if (hello_.to != raft::kNoNode && hello_.to != transport_->self_) {
           return Bad("hello for another node", &batch);
         }
+        if (hello_.cluster_id != transport_->cluster_id_) return RefuseOtherCluster();
         hello_done_ = true;
         transport_->Learn(hello_.from, hello_.address);
         continue;
@@ -363,6 +380,22 @@ class Transport::Inbound : public std::enable_shared_from_this<Transport::Inboun
     return false;
   }
 
+  // A node of another cluster (a misplaced data directory, an address
+  // reused, a join sent to the wrong cluster) must not reach Raft: its votes
+  // and entries belong to another log. Nothing came before its Hello.
+  bool RefuseOtherCluster() {
+    uint64_t n = ++transport_->counters_->refused_other_cluster;
+    spdlog::log(
+        transport_->LogRefusalLoudly(hello_.from, hello_.cluster_id) ? spdlog::level::warn
+                                                                     : spdlog::level::debug,
+        "refusing peer connection from {} (node {:x}, advertising {}): it belongs to cluster {}, "
+        "this node to cluster {} ({} refused so far)",
+        remote_.address().to_string() + ":" + std::to_string(remote_.port()), hello_.from,
+        hello_.address, hello_.cluster_id, transport_->cluster_id_, n);
+    Finish("another cluster");
+    return false;
+  }
+
   void Finish(const std::string& why) {
     if (!why.empty() && hello_done_) {
       spdlog::debug("inbound connection from peer {:x} closed: {}", hello_.from, why);
@@ -384,10 +417,11 @@ class Transport::Inbound : public std::enable_shared_from_this<Transport::Inboun
 
 // ---------------------------------------------------------------------------
 
-Transport::Transport(asio::io_context& io, raft::NodeId self, std::string self_address,
-                     Options options, Deliver deliver)
+Transport::Transport(asio::io_context& io, raft::NodeId self, uint64_t cluster_id,
+                     std::string self_address, Options options, Deliver deliver)
     : io_(io),
       self_(self),
+      cluster_id_(cluster_id),
       self_address_(std::move(self_address)),
       options_(options),
       deliver_(std::move(deliver)),
@@ -491,6 +525,18 @@ void Transport::Learn(raft::NodeId id, const std::string& address) {
   }
 }
 
+bool Transport::LogRefusalLoudly(raft::NodeId from, uint64_t cluster_id) {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(mu_);
+  // Bounded like learned_: a confused network could present many ids.
+  if (refusals_logged_.size() >= 1024) refusals_logged_.clear();
+  auto [it, first] = refusals_logged_.try_emplace({from, cluster_id}, now);
+  if (first) return true;
+  if (now - it->second < std::chrono::seconds(60)) return false;
+  it->second = now;
+  return true;
+}
+
 std::shared_ptr<Transport::Peer> Transport::PeerFor(raft::NodeId id) {
   // mu_ held by the caller.
   auto it = peers_.find(id);
@@ -503,7 +549,7 @@ std::shared_ptr<Transport::Peer> Transport::PeerFor(raft::NodeId id) {
   } else {
     return nullptr;
   }
-  Hello hello{self_, id, self_address_};
+  Hello hello{self_, id, self_address_, cluster_id_};
   auto peer = std::make_shared<Peer>(io_, hello, std::move(address), options_, counters_);
   peers_.emplace(id, peer);
   return peer;
@@ -533,6 +579,7 @@ Stats Transport::stats() const {
   s.received_msgs = counters_->received;
   s.bad_frames = counters_->bad_frames;
   s.connects = counters_->connects;
+  s.refused_other_cluster = counters_->refused_other_cluster;
   return s;
 }
 

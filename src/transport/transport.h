@@ -3,9 +3,11 @@
 // One persistent outbound connection per peer, opened on first use and
 // reopened with exponential backoff after a failure; frames are
 // length-prefixed, versioned and checksummed (docs/wire-format.md section 4).
-// Each connection starts with a Hello naming the sender and its address, so
-// that a node which does not know the membership yet (a joiner) can answer
-// the leader that contacted it. Sending is best effort: messages past the
+// Each connection starts with a Hello naming the sender, its address and its
+// cluster id, so that a node which does not know the membership yet (a
+// joiner) can answer the leader that contacted it, and so that a node of
+// another cluster is refused before any of its messages is read (the
+// connection is closed, logged with both cluster ids and counted). Sending is best effort: messages past the
 // per-peer queue bound, or sent while a peer is backing off, are dropped and
 // counted (Raft retransmits). A bad inbound frame closes that connection and
 // nothing else.
@@ -49,6 +51,8 @@ struct Stats {
   uint64_t received_msgs = 0;
   uint64_t bad_frames = 0;  // Inbound connections closed for a bad frame.
   uint64_t connects = 0;    // Outbound connections established.
+  // Inbound connections closed because their Hello named another cluster.
+  uint64_t refused_other_cluster = 0;
 };
 
 // "host:port" -> (host, port). False if malformed (no colon, empty host, or
@@ -64,9 +68,11 @@ class Transport {
  public:
   using Deliver = std::function<void(std::vector<raft::Message>)>;
 
-  // `self_address` is advertised in Hellos (the --bind address).
-  Transport(boost::asio::io_context& io, raft::NodeId self, std::string self_address,
-            Options options, Deliver deliver);
+  // `self_address` is advertised in Hellos (the --bind address). Only peers
+  // whose Hello names `cluster_id` are accepted; 0 is a cluster without an id
+  // and accepts only peers without one (docs/wire-format.md section 4).
+  Transport(boost::asio::io_context& io, raft::NodeId self, uint64_t cluster_id,
+            std::string self_address, Options options, Deliver deliver);
   ~Transport();
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
@@ -93,10 +99,14 @@ class Transport {
 
   void Accept();
   void Learn(raft::NodeId id, const std::string& address);
+  // Whether a refusal of (node, cluster) is logged as a warning: the first,
+  // then at most one a minute (a refused node keeps reconnecting).
+  bool LogRefusalLoudly(raft::NodeId from, uint64_t cluster_id);
   std::shared_ptr<Peer> PeerFor(raft::NodeId id);
 
   boost::asio::io_context& io_;
   const raft::NodeId self_;
+  const uint64_t cluster_id_;
   const std::string self_address_;
   const Options options_;
   const Deliver deliver_;
@@ -107,6 +117,9 @@ class Transport {
   bool stopped_ = false;
   std::map<raft::NodeId, std::string> configured_;  // From the membership.
   std::map<raft::NodeId, std::string> learned_;     // From Hellos.
+  // When a refusal of (node, cluster) was last logged as a warning.
+  std::map<std::pair<raft::NodeId, uint64_t>, std::chrono::steady_clock::time_point>
+      refusals_logged_;
   std::map<raft::NodeId, std::shared_ptr<Peer>> peers_;
   std::set<std::shared_ptr<Inbound>> inbound_;
 };

@@ -235,7 +235,7 @@ Cluster::~Cluster() {
   }
 }
 
-void Cluster::Start(int i, bool bootstrap, const std::string& join) {
+void Cluster::Launch(int i, bool bootstrap, const std::string& join) {
   const NodeInfo& n = nodes_[i];
   std::vector<std::string> argv = {RAFTKV_BIN, "--id",   n.name,      "--bind", n.raft(),
                                    "--http",   n.http(), "--datadir", n.datadir};
@@ -246,7 +246,12 @@ void Cluster::Start(int i, bool bootstrap, const std::string& join) {
   }
   for (const std::string& e : extra_) argv.push_back(e);
   procs_[i] = std::make_unique<Process>(argv, n.log);
+}
+
+void Cluster::Start(int i, bool bootstrap, const std::string& join) {
+  Launch(i, bootstrap, join);
   // Serving once its HTTP port answers.
+  const NodeInfo& n = nodes_[i];
   bool up = WaitFor([&] { return Http(n.http_port, "GET", "/health").status == 200; },
                     milliseconds(10000));
   EXPECT_TRUE(up) << n.name << " did not start serving";

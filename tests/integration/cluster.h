@@ -114,6 +114,8 @@ class Cluster {
   int AddJoining(int via);
   // Starts node i: first start (bootstrap/join) or restart on its datadir.
   void Start(int i, bool bootstrap, const std::string& join);
+  // Starts node i like Start, without waiting for it to serve.
+  void Launch(int i, bool bootstrap, const std::string& join);
   void Restart(int i) { Start(i, false, ""); }
   void Kill(int i);
   void Terminate(int i);

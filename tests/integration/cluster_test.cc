@@ -769,9 +769,12 @@ TEST(ClusterTest, EveryErrorStatus) {
   expect_error(Http(c.http_port(leader), "POST", "/keys/k/", R"({"value":"x"})"), 503,
                "write without leader");
   expect_error(Http(c.http_port(leader), "GET", "/keys/k/"), 503, "read without leader");
-  // A node that is not in any cluster has no leader either.
+  // A node that is not in any cluster has no leader either: one that learned
+  // the cluster id from the leaderless node but cannot be added (a joiner
+  // whose target never answers does not serve at all: it learns the id
+  // before it creates anything).
   Cluster lone(1);
-  lone.Start(0, false, "127.0.0.1:" + std::to_string(FreePort()));
+  lone.Start(0, false, c.node(leader).http());
   expect_error(Http(lone.http_port(0), "POST", "/keys/k/", R"({"value":"x"})"), 503,
                "write on a lone node");
 }

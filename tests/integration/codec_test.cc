@@ -2,7 +2,9 @@
 #include "transport/codec.h"
 
 #include <gtest/gtest.h>
+#include <xxhash.h>
 
+#include "kv/encoding.h"
 #include "transport/transport.h"
 
 namespace raftkv::transport {
@@ -111,7 +113,7 @@ TEST(CodecTest, FramesCarryVersionTypeLengthAndChecksum) {
   std::string_view payload = std::string_view(frames).substr(kFrameHeaderBytes, h.length);
   EXPECT_TRUE(VerifyPayload(h, payload));
   Hello hello;
-  ASSERT_TRUE(DecodeHello(payload, &hello));
+  ASSERT_TRUE(DecodeHello(payload, h.version, &hello));
   EXPECT_EQ(hello, (Hello{1, 2, "127.0.0.1:7001"}));
 
   std::string_view second = std::string_view(frames).substr(hello_len);
@@ -137,6 +139,65 @@ TEST(CodecTest, FramesCarryVersionTypeLengthAndChecksum) {
   bad = std::string(second.substr(0, kFrameHeaderBytes));
   bad[6] = 1;
   EXPECT_EQ(ParseFrameHeader(bad, 1 << 20, &h), HeaderCheck::kBadReserved);
+}
+
+// Decodes the one Hello frame in `frame`, checking its header.
+Hello DecodeHelloFrame(std::string_view frame, uint8_t want_version) {
+  FrameHeader h;
+  EXPECT_EQ(ParseFrameHeader(frame, 1 << 20, &h), HeaderCheck::kOk);
+  EXPECT_EQ(h.type, FrameType::kHello);
+  EXPECT_EQ(h.version, want_version);
+  EXPECT_EQ(h.length + kFrameHeaderBytes, frame.size());
+  std::string_view payload = frame.substr(kFrameHeaderBytes);
+  EXPECT_TRUE(VerifyPayload(h, payload));
+  Hello out;
+  EXPECT_TRUE(DecodeHello(payload, h.version, &out));
+  return out;
+}
+
+TEST(CodecTest, HelloWithClusterIdRoundTripsAsVersion2) {
+  const Hello hello{1, 2, "127.0.0.1:7001", 0xfedcba9876543210ULL};
+  std::string frame;
+  AppendHelloFrame(hello, &frame);
+  EXPECT_EQ(DecodeHelloFrame(frame, kHelloWithClusterVersion), hello);
+  // The id is the last 8 bytes of the payload: cut or padded, it is malformed.
+  std::string_view payload = std::string_view(frame).substr(kFrameHeaderBytes);
+  Hello out;
+  EXPECT_FALSE(DecodeHello(payload.substr(0, payload.size() - 1), 2, &out));
+  EXPECT_FALSE(DecodeHello(std::string(payload) + "x", 2, &out));
+  // A version 2 Hello exists to carry an id: zero there is malformed.
+  std::string zero(payload);
+  for (size_t i = zero.size() - 8; i < zero.size(); i++) zero[i] = 0;
+  EXPECT_FALSE(DecodeHello(zero, 2, &out));
+  EXPECT_FALSE(DecodeHello(payload, 3, &out));
+}
+
+TEST(CodecTest, HelloWithoutClusterIdIsTheEarlierReleasesBytes) {
+  // The frame the release before cluster ids sends, written out by hand:
+  // version 1, type 1, payload from, to, address.
+  std::string payload;
+  kv::PutU64(&payload, 1);
+  kv::PutU64(&payload, 2);
+  kv::PutBytes(&payload, "127.0.0.1:7001");
+  std::string old_frame;
+  kv::PutU32(&old_frame, static_cast<uint32_t>(payload.size()));
+  kv::PutU8(&old_frame, 1);
+  kv::PutU8(&old_frame, 1);
+  kv::PutU16(&old_frame, 0);
+  kv::PutU64(&old_frame, XXH3_64bits_withSeed(payload.data(), payload.size(), 1));
+  old_frame += payload;
+  // It decodes as a Hello from a cluster without an id...
+  EXPECT_EQ(DecodeHelloFrame(old_frame, kFrameVersion), (Hello{1, 2, "127.0.0.1:7001", 0}));
+  // ...and a node without an id still sends exactly it.
+  std::string frame;
+  AppendHelloFrame(Hello{1, 2, "127.0.0.1:7001", 0}, &frame);
+  EXPECT_EQ(frame, old_frame);
+  // Version 2 is for Hellos only.
+  std::string msg;
+  AppendMessageFrame(FullMessage(), &msg);
+  msg[4] = static_cast<char>(kHelloWithClusterVersion);
+  FrameHeader h;
+  EXPECT_EQ(ParseFrameHeader(msg, 1 << 20, &h), HeaderCheck::kBadVersion);
 }
 
 TEST(CodecTest, SplitHostPort) {

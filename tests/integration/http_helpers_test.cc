@@ -59,5 +59,21 @@ TEST(IdentityTest, NodeIdsAreStableNonzeroAndContextsRoundTrip) {
   EXPECT_FALSE(DecodeMemberContext(R"({"raft":5})", &out));
 }
 
+TEST(IdentityTest, ClusterIdFromStatus) {
+  uint64_t id = 7;
+  std::string why;
+  EXPECT_TRUE(ClusterIdFromStatus(R"({"node_id":"1","cluster_id":"18446744073709551615"})", &id,
+                                  &why));
+  EXPECT_EQ(id, 18446744073709551615ULL);
+  // A node of the release before cluster ids: its cluster has none.
+  EXPECT_TRUE(ClusterIdFromStatus(R"({"node_id":"1"})", &id, &why));
+  EXPECT_EQ(id, 0u);
+  for (const char* bad : {R"({"cluster_id":"5"})", R"({"node_id":"1","cluster_id":5})",
+                          R"({"node_id":"1","cluster_id":"-5"})", "not json", "[]"}) {
+    EXPECT_FALSE(ClusterIdFromStatus(bad, &id, &why)) << bad;
+  }
+  EXPECT_NE(NewClusterId(), 0u);
+}
+
 }  // namespace
 }  // namespace raftkv::server
