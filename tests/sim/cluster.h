@@ -206,6 +206,8 @@ class Cluster : public ClientTransport {
   // node dies right after).
   void CompletePersist(SimNode* n, bool deliver, bool may_tear);
   bool WriteMemory(SimNode* n, const raft::Ready& rd, bool torn);
+  // Writes the snapshot the driver took, if its delay is over at `step`.
+  void CompleteSnapshot(SimNode* n, uint64_t step);
   bool WriteWal(SimNode* n, const raft::Ready& rd, bool torn);
   bool CheckEntries(SimNode* n, const raft::Ready& rd, const raft::Storage& st,
                     raft::Index* last_index);
