@@ -271,8 +271,10 @@ void Cluster::StopNode(SimNode* n) {
 void Cluster::Crash(SimNode* n, const char* why) {
   stats_.crashes++;
   // A Ready on disk may have been written and synced whole, and only its
-  // completion lost with the process.
-  if (n->persist_rd != nullptr && disk_rng_.Chance(1, 3)) {
+  // completion lost with the process; not if the power failed at an fsync
+  // of the snapshot being written (the env is frozen: nothing more is written).
+  bool frozen = wal_ && n->env->frozen();
+  if (n->persist_rd != nullptr && !frozen && disk_rng_.Chance(1, 3)) {
     trace_.Textf(n->id, "the Ready on disk is synced whole, its completion lost");
     CompletePersist(n, false, false);
   }
