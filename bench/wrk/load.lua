@@ -22,7 +22,7 @@
 -- MAX bounds the requests a thread sends (the thread stops itself); -d bounds the time.
 -- done() prints one machine-readable line:
 --   BENCH_RESULT {"requests":..,"duration_us":..,"rps":..,"p50_us":..,"p99_us":..,
---                 "non2xx":..,"connect":..,"read":..,"write":..,"timeout":..,"max_seq":..}
+--                 "p999_us":..,"max_us":..,"non2xx":..,"connect":..,"read":..,"write":..,"timeout":..,"max_seq":..}
 -- "non2xx" is wrk's status error count (responses with status > 399).
 
 local mode, tag, nkeys, max_requests = "health", "zz", 10000, 1000000
@@ -159,8 +159,9 @@ function done(summary, latency, requests)
   local secs = summary.duration / 1e6
   io.write(string.format(
     'BENCH_RESULT {"requests":%d,"duration_us":%d,"rps":%.1f,"p50_us":%d,"p99_us":%d,' ..
+    '"p999_us":%d,"max_us":%d,' ..
     '"non2xx":%d,"connect":%d,"read":%d,"write":%d,"timeout":%d,"max_seq":%d}\n',
     summary.requests, summary.duration, summary.requests / secs,
-    latency:percentile(50), latency:percentile(99),
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max,
     e.status, e.connect, e.read, e.write, e.timeout, max_seq))
 end

@@ -55,20 +55,25 @@ void Driver::Shutdown(std::function<void()> closed) {
   RAFT_ASSERT(!stopped_, "Shutdown called twice");
   stopped_ = true;
   FailAll(Code::kShuttingDown, "the node is shutting down");
-  // Flush starts no new persist from now on. One still running must end
-  // before the store closes: its completion still sends the votes and
-  // acknowledgements that wait for it. After a storage failure nothing is
-  // outstanding (the failed completion has run).
+  // Flush starts no new persist, MaybeSnapshot no new snapshot, from now
+  // on. One still running must end before the store closes: a persist's
+  // completion still sends the votes and acknowledgements that wait for it,
+  // and a snapshot's runs on the store.
   stop_done_ = [this, closed = std::move(closed)] {
     raft::Status s = store_->Close();
     if (!s.ok()) spdlog::error("closing the log store: {}", s.ToString());
     closed();
   };
-  if (!persisting_ || storage_failed_) {
-    auto fn = std::move(stop_done_);
-    stop_done_ = nullptr;
-    fn();
-  }
+  MaybeFinishShutdown();
+}
+
+void Driver::MaybeFinishShutdown() {
+  // After a storage failure the persist is not outstanding: its failed
+  // completion has run.
+  if (!stop_done_ || (persisting_ && !storage_failed_) || snapshotting_) return;
+  auto fn = std::move(stop_done_);
+  stop_done_ = nullptr;
+  fn();
 }
 
 // ---------------------------------------------------------------------------
@@ -215,6 +220,9 @@ StatusReport Driver::Status() const {
   r.storage = store_->Describe();
   r.storage_durable = store_->durable();
   if (storage_failed_) r.health = "storage failed: " + storage_error_.ToString();
+  r.degraded = degraded();
+  r.snapshot_failures = snapshot_failures_;
+  if (snapshot_failures_ > 0) r.snapshot_error = snapshot_error_.ToString();
   return r;
 }
 
@@ -226,6 +234,11 @@ std::shared_ptr<const ClusterView> Driver::view() const {
 std::string Driver::health() const {
   std::lock_guard lock(view_mu_);
   return health_;
+}
+
+std::string Driver::degraded() const {
+  std::lock_guard lock(view_mu_);
+  return degraded_;
 }
 
 // ---------------------------------------------------------------------------
@@ -246,6 +259,9 @@ void Driver::Tick() {
   // After a storage failure the node is frozen (see OnPersisted): no
   // election timeouts, no heartbeats; requests still expire below.
   if (!storage_failed_) node_->Tick();
+  ticks_++;
+  // A snapshot retried after a failure is due even if no write comes.
+  MaybeSnapshot();
   TimePoint now = hooks_.now();
   for (PendingWrite& w : writes_.TakeExpired(now)) {
     w.done(Outcome{Code::kTimeout,
@@ -331,10 +347,9 @@ void Driver::OnPersisted(raft::Status s) {
   inflight_.reset();
   persisting_ = false;
   if (stop_done_) {
-    // Shutdown() waited for this persist; it closes the store now.
-    auto fn = std::move(stop_done_);
-    stop_done_ = nullptr;
-    return fn();
+    // Shutdown() waited for this persist; it closes the store now (or once
+    // the snapshot being written completes).
+    return MaybeFinishShutdown();
   }
   MaybeSnapshot();
   MaybePublishView(false);
@@ -362,11 +377,7 @@ void Driver::OnStorageFailed(raft::Status s) {
     std::lock_guard lock(view_mu_);
     health_ = "storage failed: " + s.ToString();
   }
-  if (stop_done_) {
-    auto fn = std::move(stop_done_);
-    stop_done_ = nullptr;
-    fn();
-  }
+  MaybeFinishShutdown();
 }
 
 Outcome Driver::StorageFailedOutcome() const {
@@ -499,7 +510,9 @@ void Driver::FailAll(Code code, const std::string& why) {
 }
 
 void Driver::MaybeSnapshot() {
-  if (storage_failed_) return;
+  if (storage_failed_ || stopped_ || snapshotting_) return;
+  // After a failure, wait out the back-off (OnSnapshotSaved).
+  if (snapshot_failures_ > 0 && ticks_ < snapshot_retry_tick_) return;
   uint64_t applied = kv_->revision();
   if (config_.snapshot_entries == 0 || applied < last_snapshot_index_ + config_.snapshot_entries) {
     return;
@@ -514,24 +527,66 @@ void Driver::MaybeSnapshot() {
   if (!store_->storage().TermAt(applied, &stored_term).ok() || stored_term != applied_term_) {
     return;
   }
-  // The driver thread (and, with one io thread, HTTP) waits for all of this:
-  // the log line says for how long.
+  // Serializing the image is the only part on the driver thread (the
+  // key-value map cannot change under it); the LogStore writes and fsyncs
+  // the file and deletes the WAL segments it covers in the background,
+  // while the driver goes on (docs/raft-core.md, "The driver's own rules").
   TimePoint start = hooks_.now();
   std::string data = kv_->Snapshot();
+  double serialize_ms =
+      std::chrono::duration_cast<std::chrono::microseconds>(hooks_.now() - start).count() / 1000.0;
   size_t bytes = data.size();
   raft::Index compact_to =
       applied > config_.snapshot_keep_entries ? applied - config_.snapshot_keep_entries : 0;
-  raft::Status s = store_->SaveSnapshot(applied, conf_applied_, std::move(data), compact_to);
+  snapshotting_ = true;
+  store_->SaveSnapshot(applied, conf_applied_, std::move(data), compact_to,
+                       [this, applied, compact_to, start, serialize_ms, bytes](raft::Status s) {
+                         OnSnapshotSaved(applied, compact_to, start, serialize_ms, bytes,
+                                         std::move(s));
+                       });
+}
+
+void Driver::OnSnapshotSaved(raft::Index index, raft::Index compact_to, TimePoint start,
+                             double serialize_ms, size_t bytes, raft::Status s) {
+  snapshotting_ = false;
+  auto ms = std::chrono::duration_cast<std::chrono::microseconds>(hooks_.now() - start).count() /
+            1000.0;
   if (!s.ok()) {
-    spdlog::warn("snapshot at index {} failed: {}", applied, s.ToString());
-    return;
+    // The node still works (the log keeps everything since the last
+    // snapshot), but its log grows: report it and retry with back-off
+    // rather than at every applied batch.
+    snapshot_failures_++;
+    snapshot_error_ = s;
+    uint64_t shift = std::min<uint64_t>(snapshot_failures_ - 1, 32);
+    uint64_t backoff = std::min(config_.snapshot_retry_max_ticks,
+                                config_.snapshot_retry_base_ticks << shift);
+    snapshot_retry_tick_ = ticks_ + backoff;
+    auto retry_ms = static_cast<uint64_t>(config_.tick.count()) * backoff;
+    std::string why = "snapshot failed (" + std::to_string(snapshot_failures_) +
+                      " attempts in a row, the last at index " + std::to_string(index) + ": " +
+                      s.ToString() + "); next attempt in " + std::to_string(retry_ms) + " ms";
+    spdlog::warn("{}", why);
+    std::lock_guard lock(view_mu_);
+    degraded_ = std::move(why);
+  } else {
+    // A snapshot from the leader installed meanwhile may be newer.
+    last_snapshot_index_ = std::max(last_snapshot_index_, index);
+    snapshots_taken_++;
+    if (snapshot_failures_ > 0) {
+      spdlog::info("snapshots work again after {} failed attempts", snapshot_failures_);
+    }
+    snapshot_failures_ = 0;
+    snapshot_error_ = raft::Status::Ok();
+    {
+      std::lock_guard lock(view_mu_);
+      degraded_.clear();
+    }
+    spdlog::info(
+        "snapshot at index {} ({} bytes; image serialized in {:.1f} ms on the driver thread, "
+        "written in {:.1f} ms in the background); log compacted through index {}",
+        index, bytes, serialize_ms, ms, compact_to);
   }
-  last_snapshot_index_ = applied;
-  snapshots_taken_++;
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(hooks_.now() - start).count();
-  spdlog::info(
-      "snapshot at index {} ({} keys, {} bytes) in {:.1f} ms; log compacted through index {}",
-      applied, kv_->size(), bytes, us / 1000.0, compact_to);
+  MaybeFinishShutdown();
 }
 
 void Driver::OnSoftState(const raft::SoftState& ss) {

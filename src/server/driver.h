@@ -11,7 +11,7 @@
 // so the code that production runs is the code that the simulator checks.
 //
 // Threads: every method runs on the driver thread (the one `post` runs work
-// on), except view(), health() and self(), which any thread may call. Callbacks run
+// on), except view(), health(), degraded() and self(), which any thread may call. Callbacks run
 // on the driver thread and must be cheap.
 //
 // The driver loop (see log_store.h for the persistence contract):
@@ -24,7 +24,8 @@
 //   parallel with replicating it), apply its committed entries (unless it
 //   installs a snapshot), and hand it to the LogStore. On completion: install
 //   its snapshot, send the other messages, apply (if not done), release
-//   reads, Advance, and maybe snapshot + compact the log.
+//   reads, Advance, and maybe start a snapshot + compaction of the log, which
+//   the LogStore writes in the background (MaybeSnapshot).
 #pragma once
 
 #include <chrono>
@@ -79,6 +80,13 @@ struct StatusReport {
   bool storage_durable = false;
   // "ok", or why this node stopped accepting writes ("storage failed: ...").
   std::string health = "ok";
+  // "" while healthy; else what works but needs an operator's eye, the node
+  // still serving ("snapshot failed ...": see Driver::degraded()).
+  std::string degraded;
+  // Snapshot attempts that failed since the last one that succeeded, and
+  // the last failure ("" once one succeeds).
+  uint64_t snapshot_failures = 0;
+  std::string snapshot_error;
 };
 
 struct ReplicaConfig {
@@ -90,6 +98,11 @@ struct ReplicaConfig {
   // snapshot_keep_entries in the log for slightly lagging followers.
   uint64_t snapshot_entries = 100000;
   uint64_t snapshot_keep_entries = 5000;
+  // After a failed snapshot the next attempt waits this many ticks, doubled
+  // after each further failure up to snapshot_retry_max_ticks, and back to
+  // the base after a success.
+  uint64_t snapshot_retry_base_ticks = 20;
+  uint64_t snapshot_retry_max_ticks = 1200;
   // Writes plus reads waiting on this node.
   uint64_t max_pending_requests = 100000;
 };
@@ -140,7 +153,8 @@ class Driver {
   // Starts the driver loop (the harness calls Tick() from now on).
   void Start();
   // Fails every request still waiting (kShuttingDown), starts no new persist
-  // and, once none is outstanding, closes the LogStore and runs `closed`.
+  // or snapshot and, once none is outstanding, closes the LogStore and runs
+  // `closed`.
   void Shutdown(std::function<void()> closed);
 
   // One tick of the Raft clock (ReplicaConfig::tick long); expires requests.
@@ -173,6 +187,10 @@ class Driver {
   // Any thread: "" while the storage is healthy, else "storage failed: ..."
   // (the node then refuses writes; see OnStorageFailed).
   std::string health() const;
+  // Any thread: "" while every background duty works, else why not
+  // ("snapshot failed ..."). The node still serves reads and writes; its log
+  // grows until a snapshot succeeds (retried with back-off).
+  std::string degraded() const;
 
   // For harnesses that check the node (the simulator): read only.
   const raft::Node& node() const { return *node_; }
@@ -200,6 +218,10 @@ class Driver {
   void ProposeConfChange(const raft::ConfChange& cc, Callback done);
   void FailAll(Code code, const std::string& why);
   void MaybeSnapshot();
+  void OnSnapshotSaved(raft::Index index, raft::Index compact_to, TimePoint start,
+                       double serialize_ms, size_t bytes, raft::Status s);
+  // Shutdown's last step, once no persist or snapshot is outstanding.
+  void MaybeFinishShutdown();
   void OnSoftState(const raft::SoftState& ss);
   void MaybePublishView(bool force);
   void LogState();
@@ -232,6 +254,14 @@ class Driver {
   raft::Term applied_term_ = 0;
   uint64_t snapshots_taken_ = 0;
   uint64_t snapshots_installed_ = 0;
+  uint64_t ticks_ = 0;
+  // A SaveSnapshot is outstanding (at most one).
+  bool snapshotting_ = false;
+  // Failed snapshot attempts since the last success, the last error, and
+  // the tick before which no new attempt starts.
+  uint64_t snapshot_failures_ = 0;
+  raft::Status snapshot_error_;
+  uint64_t snapshot_retry_tick_ = 0;
 
   PendingWrites writes_;
   PendingReads reads_;
@@ -239,7 +269,8 @@ class Driver {
 
   mutable std::mutex view_mu_;
   std::shared_ptr<const ClusterView> view_;
-  std::string health_;  // Guarded by view_mu_; see health().
+  std::string health_;    // Guarded by view_mu_; see health().
+  std::string degraded_;  // Guarded by view_mu_; see degraded().
 };
 
 }  // namespace raftkv::server

@@ -155,6 +155,9 @@ std::string StatusJson(const StatusReport& r, const HttpServer::Shared& shared) 
   o["storage"] = r.storage;
   o["durable"] = r.storage_durable;
   o["health"] = r.health;
+  o["degraded"] = r.degraded;
+  o["snapshot_failures"] = r.snapshot_failures;
+  o["snapshot_error"] = r.snapshot_error;
   o["admitted"] = r.admitted;
   json::array members;
   for (const raft::Member& m : r.node.conf.members) {
@@ -346,6 +349,15 @@ class Session : public std::enable_shared_from_this<Session> {
       static const std::string kOk = R"({"status":"ok"})";
       if (std::string h = shared_->replica->health(); !h.empty()) {
         return Respond(http::status::service_unavailable, JsonObject1("status", h));
+      }
+      // Degraded is still healthy (200, "ok"): the node serves reads and
+      // writes correctly, so a load balancer keeps it; monitoring reads
+      // "degraded" (docs/http-api.md).
+      if (std::string d = shared_->replica->degraded(); !d.empty()) {
+        std::string body = R"({"status":"ok","degraded":)";
+        AppendJsonString(&body, d);
+        body.push_back('}');
+        return Respond(http::status::ok, body);
       }
       return Respond(http::status::ok, kOk);
     }

@@ -49,12 +49,24 @@ std::string WalLogStore::Describe() const {
   return d;
 }
 
-raft::Status WalLogStore::SaveSnapshot(raft::Index index, const raft::ConfState& conf,
-                                       std::string data, raft::Index compact_to) {
-  raft::Status s = disk_->CreateSnapshot(index, conf, std::move(data));
-  if (!s.ok()) return s;
-  if (compact_to > 0) return disk_->Compact(std::min(compact_to, index));
-  return raft::Status::Ok();
+void WalLogStore::SaveSnapshot(raft::Index index, const raft::ConfState& conf, std::string data,
+                               raft::Index compact_to, Done done) {
+  RAFT_ASSERT(post_ != nullptr, "WalLogStore used before Attach");
+  // As Persist: the completion runs on the snapshot thread, and only the
+  // driver thread touches DiskStorage's in-memory view.
+  raft::Status s = disk_->SubmitSnapshot(
+      index, conf, std::move(data), std::min(compact_to, index),
+      [this, done](const raft::Status& st) mutable {
+        post_([this, st, done = std::move(done)] {
+          if (st.ok()) {
+            disk_->ApplySnapshotWritten();
+          } else {
+            disk_->AbandonSnapshot();
+          }
+          done(st);
+        });
+      });
+  if (!s.ok()) post_([s, done = std::move(done)] { done(s); });
 }
 
 void MemoryLogStore::Persist(const raft::Ready& rd, Done done) {
@@ -68,12 +80,11 @@ void MemoryLogStore::Persist(const raft::Ready& rd, Done done) {
   done(raft::Status::Ok());
 }
 
-raft::Status MemoryLogStore::SaveSnapshot(raft::Index index, const raft::ConfState& conf,
-                                          std::string data, raft::Index compact_to) {
+void MemoryLogStore::SaveSnapshot(raft::Index index, const raft::ConfState& conf,
+                                  std::string data, raft::Index compact_to, Done done) {
   raft::Status s = storage_.CreateSnapshot(index, conf, std::move(data));
-  if (!s.ok()) return s;
-  if (compact_to > 0) return storage_.Compact(std::min(compact_to, index));
-  return raft::Status::Ok();
+  if (s.ok() && compact_to > 0) s = storage_.Compact(std::min(compact_to, index));
+  done(std::move(s));
 }
 
 }  // namespace raftkv::server

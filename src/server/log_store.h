@@ -40,8 +40,8 @@ class LogStore {
   virtual void Attach(DriverPost post) { (void)post; }
 
   // Driver thread. The stable state the raft::Node reads: what was persisted
-  // before this process started, plus every Persist whose `done` has run
-  // and every SaveSnapshot. Must outlive the Node.
+  // before this process started, plus every Persist and SaveSnapshot whose
+  // `done` has run. Must outlive the Node.
   virtual const raft::Storage& storage() const = 0;
 
   // Driver thread. Starts making rd.snapshot_chunks, rd.snapshot,
@@ -59,14 +59,23 @@ class LogStore {
   // At most one Persist is outstanding at a time.
   virtual void Persist(const raft::Ready& rd, Done done) = 0;
 
-  // Driver thread, no Persist outstanding. Records a snapshot of the state
-  // machine taken at applied index `index` (membership `conf` as of that
-  // index) and drops the log up to and including `compact_to` (<= index), so
-  // that a follower missing those entries is sent the snapshot.
-  virtual raft::Status SaveSnapshot(raft::Index index, const raft::ConfState& conf,
-                                    std::string data, raft::Index compact_to) = 0;
+  // Driver thread. Starts recording a snapshot of the state machine taken
+  // at applied index `index` (membership `conf` as of that index; the log
+  // must hold the entry applied there) and dropping the log up to and
+  // including `compact_to` (<= index), so that a follower missing those
+  // entries is sent the snapshot. `done` runs exactly once, on the driver
+  // thread, after storage() reflects it (if ok); it may run before
+  // SaveSnapshot returns. Persists may be outstanding meanwhile, and may
+  // start and complete before it; a snapshot from the leader stored
+  // meanwhile supersedes it (done(ok), storage() keeps the leader's). A
+  // non-OK status means this snapshot was not recorded; storage() is as
+  // before and a later SaveSnapshot may succeed (it does not fail the
+  // store). At most one SaveSnapshot is outstanding at a time.
+  virtual void SaveSnapshot(raft::Index index, const raft::ConfState& conf, std::string data,
+                            raft::Index compact_to, Done done) = 0;
 
-  // Driver thread, no Persist outstanding: flushes whatever is buffered.
+  // Driver thread, no Persist or SaveSnapshot outstanding: flushes whatever
+  // is buffered.
   virtual raft::Status Close() = 0;
 
   // For /status and logs, e.g. "memory (not durable)".
@@ -94,13 +103,12 @@ class WalLogStore : public LogStore {
   // is a new commit index (must_sync false) completes at once: that hard
   // state is written with the next update that goes to disk.
   void Persist(const raft::Ready& rd, Done done) override;
-  // Writes the snapshot file and deletes the WAL segments it covers on the
-  // driver thread: it blocks the driver for the snapshot's fsyncs (and a
-  // directory fsync per deleted segment). Snapshots are taken every
-  // --snapshot-entries applied entries, so this is rare; moving it off the
-  // driver thread would need a background snapshot writer in src/storage.
-  raft::Status SaveSnapshot(raft::Index index, const raft::ConfState& conf, std::string data,
-                            raft::Index compact_to) override;
+  // Hands the snapshot to DiskStorage's snapshot thread, which writes its
+  // file and deletes the WAL segments it covers (their fsyncs never block
+  // the driver, nor the WAL writer); the completion is posted back to the
+  // driver thread, which updates DiskStorage's in-memory view and runs `done`.
+  void SaveSnapshot(raft::Index index, const raft::ConfState& conf, std::string data,
+                    raft::Index compact_to, Done done) override;
   raft::Status Close() override { return disk_->health(); }
   std::string Describe() const override;
   bool durable() const override { return true; }
@@ -120,8 +128,9 @@ class MemoryLogStore : public LogStore {
  public:
   const raft::Storage& storage() const override { return storage_; }
   void Persist(const raft::Ready& rd, Done done) override;
-  raft::Status SaveSnapshot(raft::Index index, const raft::ConfState& conf, std::string data,
-                            raft::Index compact_to) override;
+  // Completes before it returns.
+  void SaveSnapshot(raft::Index index, const raft::ConfState& conf, std::string data,
+                    raft::Index compact_to, Done done) override;
   raft::Status Close() override { return raft::Status::Ok(); }
   std::string Describe() const override { return "memory (not durable)"; }
   bool durable() const override { return false; }

@@ -111,4 +111,6 @@ std::shared_ptr<const ClusterView> Replica::view() const { return driver_->view(
 
 std::string Replica::health() const { return driver_->health(); }
 
+std::string Replica::degraded() const { return driver_->degraded(); }
+
 }  // namespace raftkv::server

@@ -76,6 +76,9 @@ class Replica {
   // Any thread: "" while the storage is healthy, else "storage failed: ..."
   // (the node then refuses writes; see Driver::OnStorageFailed).
   std::string health() const;
+  // Any thread: "" while every background duty works, else why not (a
+  // failing snapshot; see Driver::degraded()). The node still serves.
+  std::string degraded() const;
   // Whether this node has been admitted to its cluster (bootstrapped or
   // joined). Set by the Server; shown in /status.
   void set_admitted(bool admitted) { admitted_ = admitted; }

@@ -4,6 +4,8 @@
 #include <deque>
 #include <future>
 
+#include <pthread.h>
+
 #include "storage/format.h"
 #include "storage/snapshot_file.h"
 
@@ -243,7 +245,29 @@ Update Update::FromReady(const raft::Ready& rd) {
 DiskStorage::DiskStorage(std::string dir, const StorageOptions& options)
     : dir_(std::move(dir)), opts_(options), env_(options.env ? options.env : DefaultEnv()) {}
 
-DiskStorage::~DiskStorage() = default;
+DiskStorage::~DiskStorage() {
+  // The snapshot thread uses wal_: it stops (after its work) before wal_ goes.
+  {
+    std::lock_guard l(snapshot_mu_);
+    snapshot_stop_ = true;
+  }
+  snapshot_cv_.notify_all();
+  if (snapshot_thread_.joinable()) snapshot_thread_.join();
+}
+
+void DiskStorage::SnapshotLoop() {
+  for (;;) {
+    std::function<void()> work;
+    {
+      std::unique_lock l(snapshot_mu_);
+      snapshot_cv_.wait(l, [this] { return snapshot_stop_ || snapshot_work_ != nullptr; });
+      if (snapshot_work_ == nullptr) return;  // Stopping, and nothing left to do.
+      work = std::move(snapshot_work_);
+      snapshot_work_ = nullptr;
+    }
+    work();
+  }
+}
 
 Status DiskStorage::Open(const std::string& dir, const StorageOptions& options,
                          std::unique_ptr<DiskStorage>* out, RecoveryInfo* info) {
@@ -403,8 +427,10 @@ Status DiskStorage::Save(const Update& update) {
   return Status::Ok();
 }
 
-Status DiskStorage::CreateSnapshot(raft::Index index, const raft::ConfState& conf,
-                                   std::string data) {
+Status DiskStorage::SubmitSnapshot(raft::Index index, const raft::ConfState& conf,
+                                   std::string data, raft::Index compact_to, WalCallback done) {
+  RAFT_ASSERT(!snapshot_job_.has_value(), "a second SubmitSnapshot while one is outstanding");
+  RAFT_ASSERT(compact_to <= index, "compacting past the snapshot at " + std::to_string(index));
   Status s = wal_->health();
   if (!s.ok()) return s;
   if (index <= mem_.LatestSnapshot().meta.index) {
@@ -413,19 +439,79 @@ Status DiskStorage::CreateSnapshot(raft::Index index, const raft::ConfState& con
   }
   s = CheckSnapshotSize(data.size(), opts_.max_snapshot_bytes);
   if (!s.ok()) return s;
-  raft::Snapshot snap;
-  s = mem_.TermAt(index, &snap.meta.term);
+  auto snap = std::make_shared<raft::Snapshot>();
+  // The term is read now: the entry at an applied index stays in the log
+  // until a snapshot covers it (Raft never truncates a committed entry).
+  s = mem_.TermAt(index, &snap->meta.term);
   if (!s.ok()) return s;
-  snap.meta.index = index;
-  snap.meta.conf = conf;
-  snap.data = std::move(data);
-  s = WriteSnapshotFile(env_, dir_, opts_.cluster_id, opts_.node_id, snap,
-                        opts_.fsync == FsyncMode::kAlways);
+  snap->meta.index = index;
+  snap->meta.conf = conf;
+  snap->data = std::move(data);
+  snapshot_job_ = SnapshotJob{snap, compact_to};
+  // The file is durable before any segment goes (the crash-safety order).
+  Wal* wal = wal_.get();
+  std::function<void()> work = [wal, snap, compact_to, done = std::move(done)] {
+    Status st = wal->WriteSnapshot(*snap);
+    if (st.ok() && compact_to > 0) st = wal->RemoveSegmentsThrough(compact_to);
+    done(st);
+  };
+  {
+    std::lock_guard l(snapshot_mu_);
+    snapshot_work_ = std::move(work);
+    if (!snapshot_thread_.joinable()) {
+      snapshot_thread_ = std::thread([this] {
+        pthread_setname_np(pthread_self(), "raftkv-snap");
+        SnapshotLoop();
+      });
+    }
+  }
+  snapshot_cv_.notify_one();
+  return Status::Ok();
+}
+
+bool DiskStorage::ApplySnapshotWritten() {
+  RAFT_ASSERT(snapshot_job_.has_value(), "ApplySnapshotWritten without SubmitSnapshot");
+  SnapshotJob job = std::move(*snapshot_job_);
+  snapshot_job_.reset();
+  raft::Snapshot& snap = *job.snap;
+  // A snapshot from the leader at a later index replaced the log meanwhile.
+  if (mem_.LatestSnapshot().meta.index >= snap.meta.index) return false;
+  raft::Term term = 0;
+  RAFT_ASSERT(mem_.TermAt(snap.meta.index, &term).ok() && term == snap.meta.term,
+              "the log changed under the snapshot at " + std::to_string(snap.meta.index) +
+                  " while it was written");
+  Status s = mem_.CreateSnapshot(snap.meta.index, snap.meta.conf, std::move(snap.data));
+  RAFT_ASSERT(s.ok(), "recording the written snapshot: " + s.ToString());
+  if (job.compact_to > 0) {
+    s = mem_.Compact(job.compact_to);
+    RAFT_ASSERT(s.ok(), "compacting after the written snapshot: " + s.ToString());
+  }
+  return true;
+}
+
+void DiskStorage::AbandonSnapshot() {
+  RAFT_ASSERT(snapshot_job_.has_value(), "AbandonSnapshot without SubmitSnapshot");
+  snapshot_job_.reset();
+}
+
+Status DiskStorage::CreateSnapshot(raft::Index index, const raft::ConfState& conf,
+                                   std::string data) {
+  std::promise<Status> p;
+  std::future<Status> f = p.get_future();
+  Status s = SubmitSnapshot(index, conf, std::move(data), 0,
+                            [&p](const Status& st) { p.set_value(st); });
   if (!s.ok()) return s;
-  return mem_.CreateSnapshot(index, conf, std::move(snap.data));
+  s = f.get();
+  if (!s.ok()) {
+    AbandonSnapshot();
+    return s;
+  }
+  ApplySnapshotWritten();
+  return Status::Ok();
 }
 
 Status DiskStorage::Compact(raft::Index index) {
+  RAFT_ASSERT(!snapshot_job_.has_value(), "Compact while a snapshot is being written");
   Status s = mem_.Compact(index);
   if (!s.ok()) return s;
   return wal_->RemoveSegmentsThrough(index);

@@ -6,11 +6,13 @@
 // commit, snapshot files, and a META file naming the cluster and node.
 //
 // Threads. One thread, the Raft driver, owns a DiskStorage and calls every
-// method (the raft::Storage reads, Submit, Apply, Save, CreateSnapshot,
-// Compact). The in-memory view changes only in Apply, CreateSnapshot and
-// Compact, so the driver never races with the writer thread, which only
-// writes files. health(), wal_stats() and Describe() may be called from any
-// thread.
+// method (the raft::Storage reads, Submit, Apply, Save, SubmitSnapshot,
+// ApplySnapshotWritten, CreateSnapshot, Compact). The in-memory view changes
+// only in Apply, ApplySnapshotWritten, CreateSnapshot and Compact, so the
+// driver never races with the two threads that only write files: the WAL
+// writer thread (each Ready) and the snapshot thread (a snapshot of the
+// state machine taken on this node, and the compaction after it). health(),
+// wal_stats() and Describe() may be called from any thread.
 //
 // Driving it (one Ready at a time):
 //   Update u = Update::FromReady(rd);
@@ -21,11 +23,15 @@
 // writes and report health(); every later Submit fails with the same status.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "raft/status.h"
@@ -100,10 +106,12 @@ class DiskStorage : public raft::Storage {
   static Status Open(const std::string& dir, const StorageOptions& options,
                      std::unique_ptr<DiskStorage>* out, RecoveryInfo* info = nullptr);
 
-  // Waits for queued writes and stops the writer thread.
+  // Waits for a snapshot being written and for queued WAL writes, and stops
+  // both threads.
   ~DiskStorage() override;
 
-  // raft::Storage, as of the last Apply/CreateSnapshot/Compact.
+  // raft::Storage, as of the last Apply, ApplySnapshotWritten, CreateSnapshot
+  // or Compact.
   raft::HardState InitialHardState() const override { return mem_.InitialHardState(); }
   raft::Index FirstIndex() const override { return mem_.FirstIndex(); }
   raft::Index LastIndex() const override { return mem_.LastIndex(); }
@@ -131,12 +139,41 @@ class DiskStorage : public raft::Storage {
   // Submit, wait for the completion, Apply. Blocks the caller for an fsync.
   Status Save(const Update& update);
 
-  // Records a snapshot of the state machine at applied index `index` and
-  // writes it to disk before returning (blocks for its fsyncs). Does not drop
-  // entries. kInvalidArgument if not newer than the latest snapshot.
+  // Starts recording a snapshot of the state machine at applied index
+  // `index` (membership `conf` as of it), whose term is the log's there, and
+  // then compacting the log through `compact_to` (0: not at all; at most
+  // `index`). The snapshot thread writes the snapshot file (fsynced), then
+  // deletes the WAL segments whose entries are all at or below compact_to
+  // (a directory fsync each), while the driver goes on and the WAL writer
+  // keeps writing Readies. `done` runs on the snapshot thread and must not
+  // touch this object: hand it to the driver thread, which then calls
+  // ApplySnapshotWritten (ok) or AbandonSnapshot (not ok). Nothing of the
+  // in-memory view changes before that.
+  // A non-ok return means `done` will not run: kInvalidArgument if `index`
+  // is not newer than the latest snapshot, past the log, or the image is
+  // over max_snapshot_data_bytes(); the failed WAL's status. A failed write
+  // (done with an error) leaves the storage healthy: no segment was deleted
+  // before the file was durable, a stray *.tmp file is removed by the next
+  // Open, and a later SubmitSnapshot may succeed. At most one is outstanding.
+  // Crash safety: the snapshot file is durable before any segment goes, and
+  // segments go oldest first, so a crash at any point recovers (the
+  // snapshot covers the entries of the segments not yet deleted).
+  Status SubmitSnapshot(raft::Index index, const raft::ConfState& conf, std::string data,
+                        raft::Index compact_to, WalCallback done);
+  // After an ok completion of SubmitSnapshot: the snapshot becomes
+  // LatestSnapshot() and the entries through compact_to leave memory, unless
+  // a newer snapshot from the leader was applied meanwhile (the written one
+  // is then superseded: its file is gone already, or left for the next Open
+  // to remove). Returns false in that case.
+  bool ApplySnapshotWritten();
+  // After a failed completion of SubmitSnapshot: forgets it.
+  void AbandonSnapshot();
+  // SubmitSnapshot without compaction, waited for, then applied: blocks the
+  // caller for the snapshot's fsyncs (for tests and tools).
   Status CreateSnapshot(raft::Index index, const raft::ConfState& conf, std::string data);
   // Drops the entries up to `index` (at most the latest snapshot's) from
-  // memory and deletes the WAL segments that hold only such entries.
+  // memory and deletes the WAL segments that hold only such entries (blocks
+  // for their directory fsyncs). Not while a SubmitSnapshot is outstanding.
   Status Compact(raft::Index index);
 
   // The largest snapshot image (raft::Snapshot::data bytes) that Submit and
@@ -155,6 +192,7 @@ class DiskStorage : public raft::Storage {
 
  private:
   DiskStorage(std::string dir, const StorageOptions& options);
+  void SnapshotLoop();
 
   const std::string dir_;
   const StorageOptions opts_;
@@ -164,6 +202,20 @@ class DiskStorage : public raft::Storage {
   // Driver thread: for each submitted update with a streamed snapshot, in
   // submission order, where the writer thread puts its image for Apply.
   std::deque<std::shared_ptr<raft::Snapshot>> received_;
+
+  // A local snapshot submitted and not yet applied or abandoned (driver thread).
+  struct SnapshotJob {
+    std::shared_ptr<raft::Snapshot> snap;
+    raft::Index compact_to = 0;
+  };
+  std::optional<SnapshotJob> snapshot_job_;
+  // The snapshot thread (started by the first SubmitSnapshot) and the work
+  // handed to it; guarded by snapshot_mu_.
+  std::mutex snapshot_mu_;
+  std::condition_variable snapshot_cv_;
+  std::function<void()> snapshot_work_;
+  bool snapshot_stop_ = false;
+  std::thread snapshot_thread_;
 };
 
 }  // namespace raftkv::storage

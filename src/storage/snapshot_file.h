@@ -1,11 +1,11 @@
 // Snapshot files (docs/wal-format.md, "Snapshots").
 //
 // Free functions without shared state: callable from any thread, but two
-// writers of the same directory must not run at once (DiskStorage calls
-// WriteSnapshotFile from the driver thread for CreateSnapshot, and the WAL
-// writer thread writes a leader's snapshot, whole or through a
-// SnapshotReceiver; the driver never has both outstanding, because a Ready
-// is persisted before the next one is made).
+// writers of the same directory must not run at once (each removes the
+// other's older files). DiskStorage's snapshot thread writes a local
+// snapshot through Wal::WriteSnapshot, and the WAL writer thread writes a
+// leader's snapshot, whole or through a SnapshotReceiver; the Wal's
+// snapshot_files_mu_ lets one of them at a time into the directory.
 #pragma once
 
 #include <cstdint>

@@ -463,7 +463,10 @@ Status Wal::WriteGroup(std::deque<Pending>* group) {
   for (Pending& p : *group) {
     WalBatch& b = p.batch;
     // Chunks go straight to the receive file; a Ready's messages (the
-    // chunks' acknowledgements) leave only after this batch completes.
+    // chunks' acknowledgements) leave only after this batch completes. A
+    // local snapshot being written (WriteSnapshot) finishes first.
+    std::unique_lock<std::mutex> files;
+    if (!b.chunks_.empty() || b.snapshot_) files = std::unique_lock(snapshot_files_mu_);
     raft::Snapshot completed;
     for (const raft::SnapshotChunk& c : b.chunks_) {
       Status s = receiver_->Write(c, &completed);
@@ -498,6 +501,12 @@ Status Wal::WriteGroup(std::deque<Pending>* group) {
   return Flush(&parts, &part_bytes);
 }
 
+Status Wal::WriteSnapshot(const raft::Snapshot& snap) {
+  std::lock_guard<std::mutex> l(snapshot_files_mu_);
+  return WriteSnapshotFile(env_, opts_.dir, opts_.cluster_id, opts_.node_id, snap,
+                           opts_.fsync == FsyncMode::kAlways);
+}
+
 Status Wal::RemoveSegmentsThrough(raft::Index index) {
   for (;;) {
     uint64_t seq;
@@ -507,13 +516,18 @@ Status Wal::RemoveSegmentsThrough(raft::Index index) {
       seq = segments_.front().seq;
     }
     // Only this function removes segments and the writer only touches the
-    // back one, so the front segment cannot change under us.
+    // back one, so the front segment cannot change under us. A removed file
+    // leaves the list at once, so that a retry after a failed directory
+    // fsync does not try to remove it again.
     Status s = env_->RemoveFile(JoinPath(opts_.dir, SegmentFileName(seq)));
-    if (s.ok()) s = SyncDirTimed();
     if (!s.ok()) return s;
     stats_.segments_removed.fetch_add(1, std::memory_order_relaxed);
-    std::lock_guard<std::mutex> l(mu_);
-    segments_.pop_front();
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      segments_.pop_front();
+    }
+    s = SyncDirTimed();
+    if (!s.ok()) return s;
   }
 }
 

@@ -1,7 +1,7 @@
 // Wal: the segmented write-ahead log of docs/wal-format.md, with group commit.
 //
-// Threads. Submit, RemoveSegmentsThrough, stats and health may be called from
-// any thread. Completions run on the Wal's own writer thread, which is the
+// Threads. Submit, WriteSnapshot, RemoveSegmentsThrough, stats and health may
+// be called from any thread. Completions run on the Wal's own writer thread, which is the
 // only thread that writes segment files: it takes every batch queued since
 // its last write, writes them with one pwritev, issues one fdatasync, and then
 // runs their completions in submission order. A completion must be short and
@@ -161,10 +161,19 @@ class Wal {
   // Submit and wait for the completion (any thread but the writer's).
   Status SubmitAndWait(WalBatch batch);
 
+  // Writes `snap` (a snapshot of the state machine taken on this node) as
+  // its snapshot file and removes older ones (WriteSnapshotFile), fsynced
+  // unless --fsync=never. Blocks for those fsyncs; any thread but the
+  // writer's (DiskStorage calls it from its snapshot thread). The writer
+  // thread writes no snapshot file meanwhile (a chunk or a snapshot from the
+  // leader waits for it), so the directory's snapshot files have one writer
+  // at a time. An error does not fail the Wal: the segments are untouched.
+  Status WriteSnapshot(const raft::Snapshot& snap);
+
   // Deletes, oldest first, the segments other than the active one whose
   // entries are all at or below `index`. Blocks for a directory fsync per
-  // segment; compaction is rare. Callers must not pass an index past what a
-  // durable snapshot covers.
+  // segment; any thread but the writer's, one caller at a time. Callers must
+  // not pass an index past what a durable snapshot covers.
   Status RemoveSegmentsThrough(raft::Index index);
 
   WalStats stats() const;
@@ -205,6 +214,9 @@ class Wal {
   bool stop_ = false;             // Guarded by mu_.
   Status failed_;                 // Guarded by mu_.
   std::deque<Segment> segments_;  // Guarded by mu_; back() is the active segment.
+  // Held by whoever writes or removes snapshot files: the writer thread for a
+  // leader's snapshot (whole or in chunks), WriteSnapshot for a local one.
+  std::mutex snapshot_files_mu_;
 
   // Writer thread only (and Open, before the thread starts).
   std::unique_ptr<WritableFile> active_;

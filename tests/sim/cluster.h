@@ -229,6 +229,8 @@ class Cluster : public ClientTransport {
   void CheckSend(SimNode* n, const raft::Message& m);
   uint64_t SnapshotLimitFor(const SimNode* n) const;
   bool WriteMemory(SimNode* n, const raft::Ready& rd, bool torn);
+  // Writes the snapshot the driver took, if its delay is over at `step`.
+  void CompleteSnapshot(SimNode* n, uint64_t step);
   bool WriteWal(SimNode* n, const raft::Ready& rd, bool torn);
   bool CheckEntries(SimNode* n, const raft::Ready& rd, const raft::Storage& st,
                     raft::Index* last_index);

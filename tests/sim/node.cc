@@ -1,8 +1,9 @@
 // A simulated node: the server's own driver (server::Driver) with the real
 // kv::Store, run on the simulator's thread. This file is its harness: the
 // node's life cycle (start, crash, removal), the driver's task queue, and its
-// disk, whose writes complete after a simulated delay while the driver keeps
-// stepping the node, as the server's WAL writer thread does.
+// disk, whose writes (Readies and snapshots) complete after a simulated delay
+// while the driver keeps stepping the node, as the server's WAL writer and
+// snapshot threads do.
 #include <chrono>
 #include <cinttypes>
 #include <condition_variable>
@@ -43,15 +44,30 @@ const char* DiskModeName(DiskMode mode) {
 }
 
 // The node's LogStore. Persist hands the Ready to the cluster, which writes
-// it (and runs its completion) at a later simulated step. Memory mode: the
-// node's MemoryStorage is the disk. Wal mode: the server's own WalLogStore
-// over a DiskStorage on the node's MemEnv; its completions, which the WAL
-// writer thread posts, wait in a mailbox until the cluster runs them on the
-// simulator's thread, so the writer's timing changes nothing.
+// it (and runs its completion) at a later simulated step; SaveSnapshot keeps
+// the snapshot here until CompleteSnapshot writes it, a few steps later (a
+// crash before then loses it with the store). Memory mode: the node's
+// MemoryStorage is the disk. Wal mode: the server's own WalLogStore over a
+// DiskStorage on the node's MemEnv; its completions, which the WAL writer
+// and snapshot threads post, wait in a mailbox until the cluster runs them on
+// the simulator's thread, so the threads' timing changes nothing.
 class Cluster::SimLogStore : public server::LogStore {
  public:
+  // A snapshot the driver asked for, written at step `due`.
+  struct PendingSnapshot {
+    raft::Index index = 0;
+    raft::ConfState conf;
+    std::string data;
+    raft::Index compact_to = 0;
+    Done done;
+    uint64_t due = 0;
+  };
+
   SimLogStore(Cluster* cluster, SimNode* n, std::unique_ptr<storage::DiskStorage> disk)
-      : cluster_(cluster), n_(n) {
+      : cluster_(cluster),
+        n_(n),
+        // A stream of its own per incarnation: the other streams replay as before.
+        rng_(DeriveSeed(cluster->options_.seed, 500000 + n->id * 4096 + n->incarnation)) {
     if (disk) {
       wal_ = std::make_unique<server::WalLogStore>(std::move(disk));
       wal_->Attach([this](std::function<void()> fn) {
@@ -71,38 +87,29 @@ class Cluster::SimLogStore : public server::LogStore {
   void Persist(const raft::Ready& rd, Done done) override {
     cluster_->OnPersist(n_, rd, std::move(done));
   }
-  // The driver only logs a failed snapshot (the server retries later); on
-  // the simulated disk, which never fails a write, it fails the run.
-  raft::Status SaveSnapshot(raft::Index index, const raft::ConfState& conf, std::string data,
-                            raft::Index compact_to) override {
-    raft::Status s = Snapshot(index, conf, std::move(data), compact_to);
-    if (!s.ok()) {
-      cluster_->Fail(StrFormat("storage: n%" PRIu64 " snapshot at %" PRIu64 ": %s", n_->id, index,
-                               s.ToString().c_str()));
-    }
-    return s;
+  // Written like a Ready that takes a while: a snapshot file is larger.
+  void SaveSnapshot(raft::Index index, const raft::ConfState& conf, std::string data,
+                    raft::Index compact_to, Done done) override {
+    RAFT_ASSERT(!snapshot_, "a second SaveSnapshot while one is outstanding");
+    uint64_t delay = rng_.Chance(1, 10) ? 8 + rng_.Uniform(33) : 1 + rng_.Uniform(8);
+    snapshot_ = PendingSnapshot{index,           conf, std::move(data), compact_to,
+                                std::move(done), cluster_->step_ + delay};
   }
   raft::Status Close() override { return wal_ ? wal_->Close() : raft::Status::Ok(); }
   std::string Describe() const override { return wal_ ? wal_->Describe() : "simulated memory"; }
   bool durable() const override { return true; }
 
   server::WalLogStore* wal() { return wal_.get(); }
-
- private:
-  raft::Status Snapshot(raft::Index index, const raft::ConfState& conf, std::string data,
-                        raft::Index compact_to) {
-    if (wal_) return wal_->SaveSnapshot(index, conf, std::move(data), compact_to);
-    raft::Status s = n_->mem.CreateSnapshot(index, conf, std::move(data));
-    if (!s.ok()) return s;
-    // Writing a snapshot syncs the disk, hard state included: a restarted
-    // node never finds a commit index below its snapshot.
-    n_->synced_hs = n_->mem.InitialHardState();
-    if (compact_to > 0) return n_->mem.Compact(std::min(compact_to, index));
-    return raft::Status::Ok();
+  // The snapshot to write at `step`, if one is due.
+  std::optional<PendingSnapshot> TakeDueSnapshot(uint64_t step) {
+    if (!snapshot_ || snapshot_->due > step) return std::nullopt;
+    std::optional<PendingSnapshot> p = std::move(snapshot_);
+    snapshot_.reset();
+    return p;
   }
+  raft::Rng* rng() { return &rng_; }
 
- public:
-  // Wal mode: waits for the next completion the writer thread posted.
+  // Wal mode: waits for the next completion the writer or snapshot thread posted.
   std::function<void()> WaitMail() {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [this] { return !mail_.empty(); });
@@ -114,6 +121,8 @@ class Cluster::SimLogStore : public server::LogStore {
  private:
   Cluster* cluster_;
   SimNode* n_;
+  raft::Rng rng_;  // The snapshot's delay and whether power fails during it.
+  std::optional<PendingSnapshot> snapshot_;
   // The mailbox is declared before wal_, so that it outlives the WAL writer
   // thread, which wal_'s destruction joins.
   std::mutex mu_;
@@ -268,8 +277,10 @@ void Cluster::StopNode(SimNode* n) {
 void Cluster::Crash(SimNode* n, const char* why) {
   stats_.crashes++;
   // A Ready on disk may have been written and synced whole, and only its
-  // completion lost with the process.
-  if (n->persist_rd != nullptr && disk_rng_.Chance(1, 3)) {
+  // completion lost with the process; not if the power failed at an fsync
+  // of the snapshot being written (the env is frozen: nothing more is written).
+  bool frozen = wal_ && n->env->frozen();
+  if (n->persist_rd != nullptr && !frozen && disk_rng_.Chance(1, 3)) {
     trace_.Textf(n->id, "the Ready on disk is synced whole, its completion lost");
     CompletePersist(n, false, false);
   }
@@ -373,6 +384,70 @@ void Cluster::CompletePersists(uint64_t step) {
     if (!n || n->state != NodeState::kUp || n->persist_rd == nullptr) continue;
     if (n->persist_due <= step) CompletePersist(n.get(), true, true);
   }
+  for (auto& n : nodes_) {
+    if (failed()) return;
+    if (!n || n->state != NodeState::kUp) continue;
+    CompleteSnapshot(n.get(), step);
+  }
+}
+
+// Writes a snapshot the driver took (SaveSnapshot) and runs its completion.
+// During faults, power sometimes fails: in wal mode at one of the snapshot's
+// fsyncs (the file's, the directory's after its rename, or one per WAL
+// segment deleted after it: a crash between the file and the compaction), or
+// right after it, before the completion; in memory mode before it is stored.
+void Cluster::CompleteSnapshot(SimNode* n, uint64_t step) {
+  std::optional<SimLogStore::PendingSnapshot> due = n->store->TakeDueSnapshot(step);
+  if (!due) return;
+  SimLogStore::PendingSnapshot& p = *due;
+  raft::Rng* rng = n->store->rng();
+  bool torn = faults_on_ && profile_.torn_ppm > 0 &&
+              rng->Chance(std::min<uint64_t>(10 * profile_.torn_ppm, kMillion), kMillion);
+  if (torn) stats_.torn_crashes++;
+  raft::Status st;
+  if (wal_) {
+    uint64_t crash_at_sync = torn ? 1 + rng->Uniform(4) : 0;
+    n->env->ArmCrashAtSync(crash_at_sync);
+    bool called = false;
+    n->store->wal()->SaveSnapshot(p.index, p.conf, std::move(p.data), p.compact_to,
+                                  [&](raft::Status s) {
+                                    st = std::move(s);
+                                    called = true;
+                                  });
+    while (!called) n->store->WaitMail()();
+    if (torn) {
+      bool frozen = n->env->frozen();
+      n->env->ArmCrashAtSync(0);
+      if (st.ok() || frozen) {
+        Crash(n, st.ok() ? "crash after writing a snapshot, before its completion"
+                         : StrFormat("power lost at fsync %" PRIu64
+                                     " while writing the snapshot at %" PRIu64,
+                                     crash_at_sync, p.index)
+                               .c_str());
+        return;
+      }
+    }
+  } else if (torn) {
+    Crash(n, StrFormat("crash while writing the snapshot at %" PRIu64 ": not stored", p.index)
+                 .c_str());
+    return;
+  } else if (n->mem.LatestSnapshot().meta.index < p.index) {
+    // Else a snapshot from the leader superseded it meanwhile.
+    st = n->mem.CreateSnapshot(p.index, p.conf, std::move(p.data));
+    // Writing a snapshot syncs the disk, hard state included: a restarted
+    // node never finds a commit index below its snapshot.
+    n->synced_hs = n->mem.InitialHardState();
+    if (st.ok() && p.compact_to > 0) st = n->mem.Compact(std::min(p.compact_to, p.index));
+  }
+  // The simulated disk never fails a write (the driver would retry later).
+  if (!st.ok()) {
+    Fail(StrFormat("storage: n%" PRIu64 " snapshot at %" PRIu64 ": %s", n->id, p.index,
+                   st.ToString().c_str()));
+    return;
+  }
+  trace_.Textf(n->id, "snapshot at %" PRIu64 " written, log compacted through %" PRIu64, p.index,
+               p.compact_to);
+  p.done(raft::Status::Ok());
 }
 
 void Cluster::CompletePersist(SimNode* n, bool deliver, bool may_tear) {

@@ -5,8 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <future>
 
 #include "storage/format.h"
+#include "storage/mem_env.h"
 #include "storage/snapshot_file.h"
 #include "test_util.h"
 
@@ -47,6 +49,16 @@ void ExpectEntries(const DiskStorage& ds, raft::Term term, raft::Index lo, raft:
   ASSERT_TRUE(ds.Entries(lo, hi + 1, UINT64_MAX, &got).ok());
   ASSERT_EQ(got.size(), hi - lo + 1);
   for (raft::Index i = lo; i <= hi; i++) EXPECT_EQ(got[i - lo], MakeEntry(term, i, bytes));
+}
+
+// A whole snapshot from the leader, as a Ready carries it.
+std::shared_ptr<raft::Snapshot> LeaderSnapshot(raft::Index index, raft::Term term,
+                                               std::string data) {
+  auto snap = std::make_shared<raft::Snapshot>();
+  snap->meta.index = index;
+  snap->meta.term = term;
+  snap->data = std::move(data);
+  return snap;
 }
 
 std::string Segment(const TempDir& d, uint64_t seq) { return d.Sub(SegmentFileName(seq)); }
@@ -146,11 +158,7 @@ TEST(DiskStorageTest, SnapshotFromLeaderReplacesTheLog) {
     auto ds = MustOpen(d.path(), Opts());
     ASSERT_TRUE(ds->Save(Entries(1, 1, 10)).ok());
     Update u = Entries(3, 51, 52);
-    auto snap = std::make_shared<raft::Snapshot>();
-    snap->meta.index = 50;
-    snap->meta.term = 3;
-    snap->data = "leader-state";
-    u.snapshot = snap;
+    u.snapshot = LeaderSnapshot(50, 3, "leader-state");
     u.hard_state = raft::HardState{3, 0, 50};
     ASSERT_TRUE(ds->Save(u).ok());
     EXPECT_EQ(ds->FirstIndex(), 51u);
@@ -573,6 +581,121 @@ TEST(DiskStorageTest, SegmentOfAnotherNodeIsCorruption) {
   Status s = OpenStatus(d.path(), Opts());
   EXPECT_EQ(s.code(), raft::Code::kCorruption) << s.ToString();
   EXPECT_NE(s.message().find("node 9"), std::string::npos) << s.ToString();
+}
+
+
+// SubmitSnapshot's work, waited for on the test's (driver) thread.
+Status WaitSubmitted(DiskStorage* ds, raft::Index index, std::string data, raft::Index compact_to) {
+  std::promise<Status> p;
+  std::future<Status> f = p.get_future();
+  Status s = ds->SubmitSnapshot(index, {}, std::move(data), compact_to,
+                                [&p](const Status& st) { p.set_value(st); });
+  if (!s.ok()) return s;
+  return f.get();
+}
+
+TEST(DiskStorageTest, SubmittedSnapshotChangesNothingInMemoryUntilApplied) {
+  TempDir d;
+  auto ds = MustOpen(d.path(), Opts(4096));
+  for (raft::Index i = 1; i <= 100; i++) ASSERT_TRUE(ds->Save(Entries(1, i, i, 200)).ok());
+  size_t before = testing::FilesWithPrefix(d.path(), "wal-").size();
+  ASSERT_TRUE(WaitSubmitted(ds.get(), 80, "state-80", 70).ok());
+  // On disk already: the file, and fewer segments.
+  EXPECT_TRUE(std::filesystem::exists(d.Sub(SnapshotFileName(80))));
+  EXPECT_LT(testing::FilesWithPrefix(d.path(), "wal-").size(), before);
+  // In memory only once applied (the driver thread's step).
+  EXPECT_EQ(ds->LatestSnapshot().meta.index, 0u);
+  EXPECT_EQ(ds->FirstIndex(), 1u);
+  EXPECT_TRUE(ds->ApplySnapshotWritten());
+  EXPECT_EQ(ds->LatestSnapshot().meta.index, 80u);
+  EXPECT_EQ(ds->LatestSnapshot().meta.term, 1u);
+  EXPECT_EQ(ds->FirstIndex(), 71u);
+  // Readies go on meanwhile and after.
+  ASSERT_TRUE(ds->Save(Entries(1, 101, 101, 200)).ok());
+  ds.reset();
+  auto re = MustOpen(d.path(), Opts(4096));
+  EXPECT_EQ(re->LatestSnapshot().data, "state-80");
+  EXPECT_EQ(re->LastIndex(), 101u);
+  ExpectEntries(*re, 1, 81, 101, 200);
+}
+
+// A snapshot from the leader stored while a local one is written wins, in
+// memory and on disk, whichever file was written last.
+TEST(DiskStorageTest, LeaderSnapshotAppliedMeanwhileSupersedesTheLocalOne) {
+  TempDir d;
+  auto ds = MustOpen(d.path(), Opts());
+  ASSERT_TRUE(ds->Save(Entries(1, 1, 10)).ok());
+  std::promise<Status> p;
+  std::future<Status> f = p.get_future();
+  ASSERT_TRUE(
+      ds->SubmitSnapshot(8, {}, "local-8", 8, [&p](const Status& st) { p.set_value(st); }).ok());
+  Update u = Entries(3, 51, 52);
+  u.snapshot = LeaderSnapshot(50, 3, "leader-50");
+  ASSERT_TRUE(ds->Save(u).ok());
+  ASSERT_TRUE(f.get().ok());
+  EXPECT_FALSE(ds->ApplySnapshotWritten()) << "the older local snapshot replaced the leader's";
+  EXPECT_EQ(ds->LatestSnapshot().data, "leader-50");
+  EXPECT_EQ(ds->FirstIndex(), 51u);
+  ds.reset();
+  auto re = MustOpen(d.path(), Opts());
+  EXPECT_EQ(re->LatestSnapshot().data, "leader-50");
+  ExpectEntries(*re, 3, 51, 52);
+}
+
+// A failed snapshot write leaves the storage as it was and healthy; the
+// next attempt succeeds.
+TEST(DiskStorageTest, FailedSnapshotWriteLeavesTheStorageHealthy) {
+  TempDir d;
+  testing::FaultEnv env;
+  StorageOptions o = Opts(4096);
+  o.env = &env;
+  auto ds = MustOpen(d.path(), o);
+  for (raft::Index i = 1; i <= 50; i++) ASSERT_TRUE(ds->Save(Entries(1, i, i, 200)).ok());
+  size_t segments = testing::FilesWithPrefix(d.path(), "wal-").size();
+  env.faults.fail_next_syncs = 1;  // The snapshot file's fsync.
+  Status s = WaitSubmitted(ds.get(), 40, "state-40", 30);
+  EXPECT_EQ(s.code(), raft::Code::kIoError) << s.ToString();
+  ds->AbandonSnapshot();
+  EXPECT_TRUE(ds->health().ok());
+  EXPECT_EQ(testing::FilesWithPrefix(d.path(), "wal-").size(), segments);
+  EXPECT_EQ(ds->LatestSnapshot().meta.index, 0u);
+  ASSERT_TRUE(ds->Save(Entries(1, 51, 51, 200)).ok());
+  ASSERT_TRUE(WaitSubmitted(ds.get(), 40, "state-40", 30).ok());
+  EXPECT_TRUE(ds->ApplySnapshotWritten());
+  EXPECT_EQ(ds->FirstIndex(), 31u);
+}
+
+// Power lost at each fsync of a snapshot with compaction (the file's, the
+// directory's after its rename, then one per deleted segment): the node
+// recovers every entry, from the old snapshot or the new one.
+TEST(DiskStorageTest, CrashAtAnyFsyncOfASnapshotRecovers) {
+  for (uint64_t crash_at = 1; crash_at <= 6; crash_at++) {
+    SCOPED_TRACE("crash at fsync " + std::to_string(crash_at));
+    MemEnv env;
+    StorageOptions o = Opts(4096);
+    o.env = &env;
+    {
+      auto ds = MustOpen("/data", o);
+      for (raft::Index i = 1; i <= 100; i++) ASSERT_TRUE(ds->Save(Entries(1, i, i, 200)).ok());
+      env.ArmCrashAtSync(crash_at);
+      Status s = WaitSubmitted(ds.get(), 80, "state-80", 75);
+      if (s.ok()) {
+        EXPECT_FALSE(env.frozen());
+        ds->ApplySnapshotWritten();
+      } else {
+        EXPECT_TRUE(env.frozen()) << s.ToString();
+        ds->AbandonSnapshot();
+      }
+    }
+    raft::Rng rng(crash_at);
+    env.Crash(&rng);
+    auto ds = MustOpen("/data", o);
+    raft::Index snap = ds->LatestSnapshot().meta.index;
+    EXPECT_TRUE(snap == 0 || snap == 80) << snap;
+    EXPECT_EQ(ds->LastIndex(), 100u);
+    ExpectEntries(*ds, 1, std::max<raft::Index>(ds->FirstIndex(), 1), 100, 200);
+    EXPECT_LE(ds->FirstIndex(), snap + 1);
+  }
 }
 
 }  // namespace
