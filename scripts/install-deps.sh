@@ -27,10 +27,15 @@ packages=(
   iptables
 )
 
-# Extra tools for `make bench` only (pass --bench).
-if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(wrk etcd-server etcd-client gnuplot-nox python3)
-fi
+# Extra tools for `make bench` only (pass --bench), and for
+# scripts/sim-coverage.sh only (pass --coverage: lcov reads gcc's gcov data).
+for flag in "$@"; do
+  case "$flag" in
+    --bench) packages+=(wrk etcd-server etcd-client gnuplot-nox python3) ;;
+    --coverage) packages+=(lcov) ;;
+    *) echo "install-deps: unknown flag $flag (--bench, --coverage)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${packages[@]}"; do

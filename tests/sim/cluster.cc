@@ -20,6 +20,8 @@ constexpr uint64_t kTailMaxTicks = 1500;
 constexpr uint64_t kFinalTimeoutTicks = 50;
 // The liveness check's own writes: a request id apart from the clients'.
 constexpr uint64_t kFinalClient = uint64_t{1} << 62;
+// The divergence schedule's writes to a cut-off leader.
+constexpr uint64_t kDivergentClient = uint64_t{1} << 61;
 // Voter bounds for membership changes: keep a real quorum, do not grow forever.
 constexpr size_t kMinVoters = 3;
 constexpr int kExtraMembers = 2;
@@ -67,7 +69,7 @@ void InstallCrashHandler() {
 
 Cluster::Cluster(const SimOptions& options)
     : options_(options),
-      profile_(DrawProfile(options.seed, options.nodes)),
+      profile_(DrawProfile(options.seed, options.nodes, options.schedules)),
       trace_(options.trace_tail, options.echo_trace, options.trace_out),
       rng_(DeriveSeed(options.seed, 3)),
       disk_rng_(DeriveSeed(options.seed, 5)),
@@ -77,7 +79,9 @@ Cluster::Cluster(const SimOptions& options)
       segment_bytes_(1024 + DeriveSeed(options.seed, 8) % 8192),
       net_(DeriveSeed(options.seed, 2), &trace_),
       clients_(DeriveSeed(options.seed, 4), DrawClientOptions(options.seed), &trace_),
+      sched_rng_(DeriveSeed(options.seed, 14)),
       request_timeout_ticks_(20 + DeriveSeed(options.seed, 12) % 61) {
+  if (profile_.lone_voter && options.faults) lone_end_tick_ = profile_.lone_ticks;
   // The drivers log as the server does; the trace is the simulator's log.
   spdlog::set_level(spdlog::level::off);
 }
@@ -352,11 +356,206 @@ void Cluster::StartTail() {
   trace_.Text(raft::kNoNode, "calm tail: network healed, all nodes restarted and resumed");
   for (auto& n : nodes_) {
     if (!n) continue;
+    if (n->state != NodeState::kGone && n->snapshot_limit_bytes > 0) {
+      // Snapshot refusal: restarted without the limit, so that it catches up.
+      if (n->state != NodeState::kDown) Crash(n.get(), "restart without the snapshot limit");
+      n->state = NodeState::kDown;
+    }
     if (n->state == NodeState::kDown) {
       StartNode(n.get());
     } else if (n->state == NodeState::kPaused) {
       n->state = NodeState::kUp;
     }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Targeted schedules (faults.h; README.md, "Targeted schedules").
+
+void Cluster::TargetedEvents() {
+  if (InLonePhase() || (lone_end_tick_ != 0 && tick_ == lone_end_tick_)) LoneVoterEvent();
+  if (!faults_on_) return;
+  if (profile_.figure8) Figure8Event();
+  if (profile_.divergence) DivergenceEvent();
+}
+
+// Raft paper, Figure 8: a leader replicates an entry to a minority and
+// crashes; a leader of a later term, which lacks it, writes another entry at
+// its index and crashes too; the first comes back, is elected, and copies its
+// old entry to a majority. Counting those copies must not commit it: only an
+// entry of the leader's own term commits by counting (5.4.2). Crashing every
+// leader that holds an entry fewer than a quorum have, right then, makes such
+// histories over and over; small appends (tiny_messages) let the old entry be
+// acknowledged alone, before the new leader's own entry after it.
+void Cluster::Figure8Event() {
+  if (tick_ < figure8_next_tick_) return;
+  SimNode* l = Leader();
+  if (l == nullptr) return;
+  raft::NodeStatus st = l->node().GetStatus();
+  if (st.last_index <= st.commit) return;
+  size_t holders = 1, followers = 0;  // Of the entry after the commit index.
+  for (const raft::PeerStatus& p : st.peers) {
+    if (p.role == raft::MemberRole::kVoter && p.match > st.commit) followers++;
+  }
+  holders += followers;
+  if (holders >= st.conf.Voters().size() / 2 + 1) return;
+  // Most often right after a follower took it (a minority, not only the leader).
+  if (!sched_rng_.Chance(1, followers > 0 ? 2 : 4)) return;
+  figure8_next_tick_ = tick_ + 2 + sched_rng_.Uniform(20);
+  std::string why = StrFormat("figure 8: leader of term %" PRIu64 " holds [%" PRIu64 ",%" PRIu64
+                              "], commit %" PRIu64 ", followers holding more: %zu",
+                              st.term, st.commit + 1, st.last_index, st.commit, followers);
+  if (DownOrPaused() < std::max(1, profile_.max_down) && sched_rng_.Chance(3, 4)) {
+    stats_.figure8_crashes++;
+    Crash(l, why.c_str());
+    l->wake_tick = tick_ + 1 + sched_rng_.Uniform(20);
+    return;
+  }
+  if (net_.AnyBlocked()) return;
+  std::vector<SimNode*> others;
+  for (auto& n : nodes_) {
+    if (n && n.get() != l && n->state != NodeState::kGone) others.push_back(n.get());
+  }
+  for (SimNode* o : others) {
+    net_.Block(l->id, o->id);
+    net_.Block(o->id, l->id);
+  }
+  stats_.figure8_isolations++;
+  stats_.partitions++;
+  heal_tick_ = tick_ + 10 + sched_rng_.Uniform(51);
+  trace_.Textf(l->id, "%s: isolated until tick %" PRIu64, why.c_str(), heal_tick_);
+}
+
+// Long-lived divergent logs: the leader (with one follower, in a cluster of
+// five or more) is cut off for 100-400 ticks. Check-quorum is off, so it
+// stays leader and takes proposals while the majority elects another and
+// commits; when the cut heals it must find where its log parts from the new
+// leader's (the reject hint's fast backtracking) and truncate everything after.
+void Cluster::DivergenceEvent() {
+  if (divergent_leader_ != raft::kNoNode) {
+    SimNode* old = Find(divergent_leader_);
+    if (net_.AnyBlocked()) {
+      // Writes keep reaching the cut-off leader (the clients' own wait for
+      // their timeouts): 1-3 a tick on a key of their own, never read.
+      if (old == nullptr || old->state != NodeState::kUp ||
+          old->node().role() != raft::Role::kLeader) {
+        return;
+      }
+      server::Driver* d = old->driver.get();
+      for (uint64_t i = 1 + sched_rng_.Uniform(3); i > 0; i--) {
+        kv::RequestId id{kDivergentClient, ++divergent_writes_};
+        std::string cmd = kv::EncodePut(id, "divergent", std::to_string(divergent_writes_));
+        CallDriver([d, &cmd, id](server::Callback cb) { d->Propose(std::move(cmd), id, std::move(cb)); },
+                   nullptr);
+      }
+      AfterInput(old);
+      return;
+    }
+    divergent_leader_ = raft::kNoNode;
+    if (old == nullptr || old->state != NodeState::kUp) return;
+    raft::NodeStatus st = old->node().GetStatus();
+    stats_.divergent_entries += st.last_index - st.commit;
+    trace_.Textf(old->id, "divergence heals: %s of term %" PRIu64 " holds %" PRIu64
+                 " entries past its commit index",
+                 RoleShortName(st.role), st.term, st.last_index - st.commit);
+    return;
+  }
+  if (divergence_next_tick_ == 0) divergence_next_tick_ = tick_ + sched_rng_.Uniform(200);
+  if (tick_ < divergence_next_tick_ || net_.AnyBlocked()) return;
+  SimNode* l = Leader();
+  if (l == nullptr) return;
+  std::vector<SimNode*> side{l}, rest;
+  for (auto& n : nodes_) {
+    if (n && n.get() != l && n->state != NodeState::kGone) rest.push_back(n.get());
+  }
+  if (rest.size() >= 4) {
+    size_t i = sched_rng_.Uniform(rest.size());
+    side.push_back(rest[i]);
+    rest.erase(rest.begin() + static_cast<long>(i));
+  }
+  std::string a, b;
+  for (SimNode* x : side) {
+    a += " " + std::to_string(x->id);
+    for (SimNode* y : rest) {
+      net_.Block(x->id, y->id);
+      net_.Block(y->id, x->id);
+    }
+  }
+  for (SimNode* y : rest) b += " " + std::to_string(y->id);
+  stats_.divergences++;
+  stats_.partitions++;
+  divergent_leader_ = l->id;
+  heal_tick_ = tick_ + 100 + sched_rng_.Uniform(301);
+  divergence_next_tick_ = heal_tick_ + 100 + sched_rng_.Uniform(400);
+  trace_.Textf(l->id, "divergence: leader cut off {%s } | {%s } until tick %" PRIu64, a.c_str(),
+               b.c_str(), heal_tick_);
+}
+
+bool Cluster::InLonePhase() const { return tick_ < lone_end_tick_; }
+
+// A lone voter with learners: node 1 is the only voter while its learners'
+// answers are cut (so none is promoted), and it is crashed every 10-40
+// ticks. Each restart it campaigns and becomes leader in the Ready that
+// changes its term, whose appends to the learners the driver must hold
+// until that term is durable (CheckSend).
+void Cluster::LoneVoterEvent() {
+  if (!InLonePhase()) {
+    net_.HealAll();
+    trace_.Text(raft::kNoNode, "lone voter phase ends: learners' answers flow again");
+    return;
+  }
+  for (auto& n : nodes_) {
+    if (n && n->id != 1) net_.Block(n->id, 1);
+  }
+  SimNode* one = Find(1);
+  if (one == nullptr || one->state != NodeState::kUp || tick_ < lone_next_crash_tick_ ||
+      one->node().conf().members.size() < 2) {
+    return;
+  }
+  lone_next_crash_tick_ = tick_ + 10 + sched_rng_.Uniform(31);
+  stats_.lone_crashes++;
+  Crash(one, "lone voter: crash");
+  one->wake_tick = tick_ + 1 + sched_rng_.Uniform(5);
+}
+
+// Every step of the lone phase: a lone voter whose Ready that makes it
+// leader of a new term is on disk is crashed half the time, so that the
+// term may be lost with everything the Ready held back.
+void Cluster::TargetedStepEvents() {
+  if (!InLonePhase()) return;
+  SimNode* one = Find(1);
+  if (one == nullptr || one->state != NodeState::kUp || one->persist_rd == nullptr) return;
+  const raft::Ready& rd = *one->persist_rd;
+  if (!rd.term_or_vote_changed || !rd.soft_state || rd.soft_state->role != raft::Role::kLeader ||
+      one->node().conf().members.size() < 2 || lone_seen_incarnation_ == one->incarnation) {
+    return;
+  }
+  // One such Ready an incarnation: the lone voter leads until it crashes.
+  lone_seen_incarnation_ = one->incarnation;
+  stats_.lone_term_changes++;
+  if (!sched_rng_.Chance(1, 2)) return;
+  stats_.lone_term_crashes++;
+  stats_.lone_crashes++;
+  Crash(one, "lone voter: crash while the Ready of its new term is on disk");
+  one->wake_tick = tick_ + 1 + sched_rng_.Uniform(5);
+}
+
+uint64_t Cluster::SnapshotLimitFor(const SimNode* n) const {
+  if (!profile_.snapshot_refusal || !faults_on_) return 0;
+  raft::Rng r(DeriveSeed(options_.seed, 3000 + n->id * 4096 + n->incarnation));
+  return r.Chance(1, 2) ? profile_.snapshot_limit_bytes : 0;
+}
+
+void Cluster::CheckSend(SimNode* n, const raft::Message& m) {
+  // A pre-vote and its grant name the term the candidate would campaign
+  // at; every other message carries the sender's term, which must be on its
+  // disk before the message leaves (types.h, Ready: term_or_vote_changed).
+  if (m.type == raft::MessageType::kPreVote || m.type == raft::MessageType::kPreVoteResp) return;
+  raft::Term durable = n->storage().InitialHardState().term;
+  if (m.term > durable) {
+    Fail(StrFormat("persistence: n%" PRIu64 " sends %s to n%" PRIu64 " in term %" PRIu64
+                   " while its disk holds term %" PRIu64,
+                   n->id, raft::MessageTypeName(m.type), m.to, m.term, durable));
   }
 }
 
@@ -434,15 +633,16 @@ RunResult Cluster::Run() {
         if (faults_on_) net_.set_faults(profile_.net);
         trace_.Textf(raft::kNoNode, "warm-up done: conf %s; faults %s",
                      DescribeConf(l->node().conf()).c_str(), faults_on_ ? "on" : "off");
-      } else if (tick_ >= kWarmupMaxTicks) {
+      } else if (tick_ >= kWarmupMaxTicks + lone_end_tick_) {
         Fail(StrFormat("liveness (warm-up): no %d-voter cluster after %" PRIu64 " calm ticks",
-                       options_.nodes, kWarmupMaxTicks));
+                       options_.nodes, kWarmupMaxTicks + lone_end_tick_));
         break;
       }
     }
 
     ScheduledEvents();
     if (faults_on_) FaultEvents();
+    if (!tail) TargetedEvents();
     if (!tail) MembershipEvents(!warm_);
 
     for (auto& n : nodes_) {
@@ -459,8 +659,14 @@ RunResult Cluster::Run() {
       trace_.SetTime(tick_, sub);
       DeliverDue(step_);
       ProcessDirty();
+      if (!tail) TargetedStepEvents();
       CompletePersists(step_);
       ProcessDirty();
+    }
+  }
+  for (auto& n : nodes_) {
+    if (n && n->state == NodeState::kUp) {
+      stats_.snapshots_refused += n->node().GetStatus().snapshots_refused;
     }
   }
   stats_.ticks = tick_;

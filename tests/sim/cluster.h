@@ -65,6 +65,8 @@ struct SimOptions {
   bool faults = true;     // Off: no faults at all (debugging).
   // Off: no membership changes after the warm-up (triage: rules them out).
   bool membership = true;
+  // Off: no targeted schedule (faults.h) is drawn (comparisons).
+  bool schedules = true;
   DiskMode disk = DiskMode::kBySeed;
   bool echo_trace = false;
   FILE* trace_out = stdout;
@@ -90,6 +92,15 @@ struct RunStats {
   uint64_t state_comparisons = 0;    // Key-value maps of two nodes compared at one index.
   uint64_t conf_changes = 0;         // Membership changes proposed and accepted.
   uint64_t transfers = 0;
+  // Targeted schedules (faults.h): how often each fired.
+  uint64_t figure8_crashes = 0;     // Leaders with an entry on a minority crashed...
+  uint64_t figure8_isolations = 0;  // ... or cut off.
+  uint64_t divergences = 0;         // Leaders cut off for long with proposals flowing.
+  uint64_t divergent_entries = 0;   // Uncommitted entries they held when the cut healed.
+  uint64_t snapshots_refused = 0;   // Snapshot transfers refused as over the limit.
+  uint64_t lone_crashes = 0;        // Crashes of node 1 while the lone voter.
+  uint64_t lone_term_changes = 0;   // Readies of a lone voter with learners that change its term.
+  uint64_t lone_term_crashes = 0;   // ... crashed while on disk.
   uint64_t lin_states = 0;
   ClientStats clients;
 };
@@ -145,6 +156,8 @@ class Cluster : public ClientTransport {
     // Memory mode: the last hard state written with a sync; a crash may lose
     // later ones.
     raft::HardState synced_hs;
+    // This incarnation's raft::Config::max_snapshot_bytes (0: the default).
+    uint64_t snapshot_limit_bytes = 0;
     // Chunks stored of the snapshot transfer in progress (stats only).
     uint64_t transfer_chunks = 0;
     NodeState state = NodeState::kDown;
@@ -179,6 +192,13 @@ class Cluster : public ClientTransport {
   void DeliverDue(uint64_t step);
   void LivenessDriver();
   void StartTail();
+  // The targeted schedules (faults.h): called every tick, and every step.
+  void TargetedEvents();
+  void TargetedStepEvents();
+  void Figure8Event();
+  void DivergenceEvent();
+  void LoneVoterEvent();
+  bool InLonePhase() const;
 
   // Node lifecycle.
   SimNode* AddNode(raft::NodeId id);
@@ -205,6 +225,9 @@ class Cluster : public ClientTransport {
   // the node crashes), and runs its completion if `deliver` (not if the
   // node dies right after).
   void CompletePersist(SimNode* n, bool deliver, bool may_tear);
+  // A message leaves n: a term it has not made durable must not be in it.
+  void CheckSend(SimNode* n, const raft::Message& m);
+  uint64_t SnapshotLimitFor(const SimNode* n) const;
   bool WriteMemory(SimNode* n, const raft::Ready& rd, bool torn);
   bool WriteWal(SimNode* n, const raft::Ready& rd, bool torn);
   bool CheckEntries(SimNode* n, const raft::Ready& rd, const raft::Storage& st,
@@ -248,6 +271,15 @@ class Cluster : public ClientTransport {
   uint64_t final_incarnation_ = 0;
   uint64_t final_deadline_ = 0;
   bool final_done_ = false;
+  // Targeted schedules: their own random stream, and when each may fire next.
+  raft::Rng sched_rng_;
+  uint64_t figure8_next_tick_ = 0;
+  uint64_t divergence_next_tick_ = 0;
+  raft::NodeId divergent_leader_ = raft::kNoNode;  // Cut off by DivergenceEvent.
+  uint64_t divergent_writes_ = 0;                  // Proposed to it while cut off.
+  uint64_t lone_end_tick_ = 0;  // The lone phase ends (network healed) then.
+  uint64_t lone_next_crash_tick_ = 0;
+  uint64_t lone_seen_incarnation_ = 0;  // Node 1's, whose term-change Ready was seen.
   // Driver timings drawn from the seed.
   uint64_t request_timeout_ticks_ = 0;
 

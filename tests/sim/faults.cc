@@ -16,10 +16,45 @@ std::string FaultProfile::Describe() const {
       net.long_delay_ppm, net.long_delay_max_steps, partition_ppm, crash_ppm, torn_ppm, pause_ppm,
       member_ppm, transfer_ppm, max_down, heartbeat_interval_ticks, pre_vote, check_quorum,
       max_msg_bytes, max_inflight_msgs, max_uncommitted_bytes, max_snapshot_chunk_bytes,
-      compact_every, compact_margin);
+      compact_every, compact_margin) +
+         (tiny_messages ? " +tiny" : "") + (figure8 ? " +figure8" : "") +
+         (divergence ? " +divergence" : "") +
+         (snapshot_refusal ? StrFormat(" +refusal=%" PRIu64, snapshot_limit_bytes) : "") +
+         (lone_voter ? StrFormat(" +lone=%" PRIu64, lone_ticks) : "");
 }
 
-FaultProfile DrawProfile(uint64_t seed, int nodes) {
+namespace {
+
+// The targeted schedules, from a stream of their own (see faults.h).
+void DrawSchedules(uint64_t seed, FaultProfile* p) {
+  raft::Rng r(DeriveSeed(seed, 13));
+  p->figure8 = r.Chance(1, 4);
+  // Figure 8 needs an old entry acknowledged alone, without the new
+  // leader's own entry after it: small appends make that likely.
+  p->tiny_messages = r.Chance(1, 4) || (p->figure8 && r.Chance(3, 4));
+  if (p->tiny_messages) {
+    // A put is some 40-90 bytes: at most one entry per append (a slice
+    // always carries one, whatever the limit). With one append in flight,
+    // a learner replicates an entry per round trip, slower than the clients
+    // write during the warm-up, and would never catch up to be promoted.
+    p->max_msg_bytes = 1 + r.Uniform(48);
+    p->max_inflight_msgs = 2 + r.Uniform(2);
+  }
+  p->divergence = r.Chance(1, 5);
+  if (p->divergence) {
+    // An isolated leader must stay leader to keep taking proposals.
+    p->check_quorum = false;
+    p->max_uncommitted_bytes = 32768 + r.Uniform(32769);
+  }
+  p->snapshot_refusal = r.Chance(1, 5);
+  if (p->snapshot_refusal) p->snapshot_limit_bytes = 24 + r.Uniform(200);
+  p->lone_voter = r.Chance(1, 6);
+  if (p->lone_voter) p->lone_ticks = 80 + r.Uniform(121);
+}
+
+}  // namespace
+
+FaultProfile DrawProfile(uint64_t seed, int nodes, bool schedules) {
   raft::Rng r(DeriveSeed(seed, 1));
   // Each rate varies within [v/2, 3v/2] so no two runs of a level are alike.
   auto jitter = [&r](uint32_t v) -> uint32_t {
@@ -97,6 +132,7 @@ FaultProfile DrawProfile(uint64_t seed, int nodes) {
   p.max_committed_bytes_per_ready = 64 + r.Uniform(1025);
   p.compact_every = 5 + r.Uniform(60);
   p.compact_margin = r.Uniform(11);
+  if (schedules) DrawSchedules(seed, &p);
   return p;
 }
 

@@ -39,9 +39,35 @@ struct FaultProfile {
   uint64_t compact_every = 20;
   uint64_t compact_margin = 5;
 
+  // Targeted schedules (README.md, "Targeted schedules"), each drawn for a
+  // share of the seeds from a stream of their own, so the draws above stay
+  // what they were. They aim at Raft rules that random faults rarely reach.
+  // Small messages: max_msg_bytes below one entry (each append carries one)
+  // and one or two messages in flight per peer.
+  bool tiny_messages = false;
+  // Figure 8: a leader holding an uncommitted entry that fewer than a quorum
+  // have is crashed (or isolated) at once, again and again.
+  bool figure8 = false;
+  // Divergent logs: check-quorum off and a large uncommitted budget; the
+  // leader (with one follower, of five nodes) is cut off for long periods,
+  // keeps taking proposals, then must truncate them when the network heals.
+  bool divergence = false;
+  // Snapshot refusal: some incarnations of a node refuse snapshots over
+  // snapshot_limit_bytes (raft::Config::max_snapshot_bytes); every node runs
+  // without the limit in the calm tail, so it catches up.
+  bool snapshot_refusal = false;
+  uint64_t snapshot_limit_bytes = 0;
+  // Lone voter: node 1 stays the only voter, its learners' answers cut off,
+  // for lone_ticks of the warm-up, while it is crashed again and again (and
+  // when a Ready that changes its term is on disk).
+  bool lone_voter = false;
+  uint64_t lone_ticks = 0;
+
   std::string Describe() const;
 };
 
-FaultProfile DrawProfile(uint64_t seed, int nodes);
+// `schedules` off: no targeted schedule is drawn (the profiles as they were
+// before those existed; for comparisons).
+FaultProfile DrawProfile(uint64_t seed, int nodes, bool schedules = true);
 
 }  // namespace raftkv::sim

@@ -36,6 +36,7 @@ struct Args {
   bool trace = false;
   bool faults = true;
   bool membership = true;
+  bool schedules = true;
   bool verbose = false;
   bool fork = true;
 };
@@ -43,13 +44,14 @@ struct Args {
 void Usage(FILE* out) {
   std::fprintf(out,
                "usage: raftkv-sim --seed N [--nodes 3|5] [--ticks T] [--trace] [--no-faults]\n"
-               "                  [--no-membership] [--disk=memory|wal]\n"
+               "                  [--no-membership] [--no-schedules] [--disk=memory|wal]\n"
                "       raftkv-sim --seeds COUNT [--start S] [--nodes 3|5] [--ticks T] [-v]\n"
-               "                  [--no-fork] [--disk=memory|wal]\n"
+               "                  [--no-fork] [--no-schedules] [--disk=memory|wal]\n"
                "Runs the deterministic Raft cluster simulator. A campaign alternates 3 and 5\n"
                "nodes by seed unless --nodes is given; it exits non-zero on any failure.\n"
                "--disk: memory (MemoryStorage) or wal (DiskStorage on an in-memory file\n"
-               "system); by default wal for seeds with seed %% 4 < 2, memory for the others.\n");
+               "system); by default wal for seeds with seed %% 4 < 2, memory for the others.\n"
+               "--no-schedules: no targeted schedule (figure 8, divergence, ...) is drawn.\n");
 }
 
 bool ParseU64(const char* s, uint64_t* out) {
@@ -88,6 +90,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       a->faults = false;
     } else if (f == "--no-membership") {
       a->membership = false;
+    } else if (f == "--no-schedules") {
+      a->schedules = false;
     } else if (f == "--no-fork") {
       a->fork = false;
     } else if (f == "-v" || f == "--verbose") {
@@ -144,6 +148,16 @@ void PrintRun(const SimOptions& o, const RunResult& r, FILE* out) {
       s.conf_changes, s.transfers, s.clients.puts_ok, s.clients.puts_unknown, s.clients.puts_failed,
       s.clients.gets_ok, s.clients.gets_failed, s.clients.refused, s.lin_states,
       r.lin_inconclusive ? " (INCONCLUSIVE)" : "", r.trace_hash);
+  // The targeted schedules that fired (README.md, "Targeted schedules").
+  if (s.figure8_crashes + s.figure8_isolations + s.divergences + s.snapshots_refused +
+          s.lone_crashes >
+      0) {
+    std::fprintf(out,
+                 "  schedules: figure8=%" PRIu64 "+%" PRIu64 " divergence=%" PRIu64 "/%" PRIu64
+                 " refused=%" PRIu64 " lone=%" PRIu64 "/%" PRIu64 "/%" PRIu64 "\n",
+                 s.figure8_crashes, s.figure8_isolations, s.divergences, s.divergent_entries,
+                 s.snapshots_refused, s.lone_crashes, s.lone_term_changes, s.lone_term_crashes);
+  }
 }
 
 // What a campaign needs to know about one run.
@@ -157,6 +171,9 @@ struct Outcome {
   uint64_t taken = 0;             // Entries applied through TakeCommitted.
   uint64_t overlapped = 0;        // Persists during which the node took input.
   uint64_t state_comparisons = 0;
+  // Targeted schedules: runs in which each fired, and how often.
+  uint64_t figure8 = 0, divergences = 0, divergent_entries = 0, refused = 0, lone = 0,
+           lone_term_changes = 0;
 };
 
 Outcome RunInProcess(const SimOptions& o, bool verbose) {
@@ -173,7 +190,13 @@ Outcome RunInProcess(const SimOptions& o, bool verbose) {
                  r.stats.transfer_crashes,
                  r.stats.taken,
                  r.stats.persists_overlapped,
-                 r.stats.state_comparisons};
+                 r.stats.state_comparisons,
+                 r.stats.figure8_crashes + r.stats.figure8_isolations,
+                 r.stats.divergences,
+                 r.stats.divergent_entries,
+                 r.stats.snapshots_refused,
+                 r.stats.lone_crashes,
+                 r.stats.lone_term_changes};
 }
 
 // Runs one seed in a child process, so that a core assertion (an abort)
@@ -230,6 +253,7 @@ int main(int argc, char** argv) {
     o.ticks = a.ticks;
     o.faults = a.faults;
     o.membership = a.membership;
+    o.schedules = a.schedules;
     o.disk = a.disk;
     o.echo_trace = a.trace;
     RunResult r = raftkv::sim::RunSimulation(o);
@@ -245,6 +269,7 @@ int main(int argc, char** argv) {
 
   uint64_t runs = 0, ticks = 0, inconclusive = 0, snapshots = 0, chunked = 0, transfer_crashes = 0,
            taken = 0, overlapped = 0, state_comparisons = 0;
+  Outcome sched;  // Sums of the targeted schedules' counts.
   std::vector<uint64_t> failed;
   uint64_t progress_every = a.seeds >= 10 ? a.seeds / 10 : 1;
   for (uint64_t seed = a.start; seed < a.start + a.seeds; seed++) {
@@ -254,6 +279,7 @@ int main(int argc, char** argv) {
     o.ticks = a.ticks;
     o.faults = a.faults;
     o.membership = a.membership;
+    o.schedules = a.schedules;
     o.disk = a.disk;
     Outcome r = a.fork ? RunIsolated(o, a.verbose) : RunInProcess(o, a.verbose);
     runs++;
@@ -265,6 +291,12 @@ int main(int argc, char** argv) {
     taken += r.taken;
     overlapped += r.overlapped;
     state_comparisons += r.state_comparisons;
+    sched.figure8 += r.figure8;
+    sched.divergences += r.divergences;
+    sched.divergent_entries += r.divergent_entries;
+    sched.refused += r.refused;
+    sched.lone += r.lone;
+    sched.lone_term_changes += r.lone_term_changes;
     if (!r.ok) failed.push_back(seed);
     if (runs % progress_every == 0 || runs == a.seeds) {
       std::printf("progress: %" PRIu64 "/%" PRIu64 " runs, %zu failures\n", runs, a.seeds,
@@ -278,7 +310,11 @@ int main(int argc, char** argv) {
               runs, ticks, failed.size(), snapshots, chunked, transfer_crashes, taken, overlapped,
               state_comparisons);
   if (inconclusive > 0) std::printf(" inconclusive=%" PRIu64, inconclusive);
-  std::printf("\n");
+  std::printf("\nschedules: figure8=%" PRIu64 " divergences=%" PRIu64 " divergent_entries=%" PRIu64
+              " snapshots_refused=%" PRIu64 " lone_crashes=%" PRIu64
+              " lone_term_changes=%" PRIu64 "\n",
+              sched.figure8, sched.divergences, sched.divergent_entries, sched.refused, sched.lone,
+              sched.lone_term_changes);
   if (!failed.empty()) {
     std::printf("failing seeds:");
     for (uint64_t s : failed) std::printf(" %" PRIu64, s);

@@ -188,6 +188,7 @@ server::ReplicaConfig Cluster::ConfigFor(SimNode* n) const {
   cfg.max_snapshot_chunk_bytes = profile_.max_snapshot_chunk_bytes;
   cfg.max_pending_reads = profile_.max_pending_reads;
   cfg.max_committed_bytes_per_ready = profile_.max_committed_bytes_per_ready;
+  if (n->snapshot_limit_bytes > 0) cfg.max_snapshot_bytes = n->snapshot_limit_bytes;
   // A fresh seed per incarnation: a restarted node does not replay the
   // timeouts of its previous life.
   cfg.seed = DeriveSeed(options_.seed, 1000 + n->id * 4096 + n->incarnation);
@@ -207,8 +208,11 @@ server::ReplicaConfig Cluster::ConfigFor(SimNode* n) const {
 server::DriverHooks Cluster::HooksFor(SimNode* n) {
   server::DriverHooks h;
   h.post = [n](std::function<void()> fn) { n->tasks.push_back(std::move(fn)); };
-  h.send = [this](std::vector<raft::Message> msgs) {
-    for (raft::Message& m : msgs) net_.Send(step_, std::move(m));
+  h.send = [this, n](std::vector<raft::Message> msgs) {
+    for (raft::Message& m : msgs) {
+      CheckSend(n, m);
+      net_.Send(step_, std::move(m));
+    }
   };
   h.now = [this] { return server::TimePoint(kTick * static_cast<int64_t>(step_) / kStepsPerTick); };
   h.fatal = [n](const std::string& why) {
@@ -226,6 +230,7 @@ void Cluster::StartNode(SimNode* n) {
     return;
   }
   n->incarnation++;
+  n->snapshot_limit_bytes = SnapshotLimitFor(n);
   n->tasks.clear();
   n->kv = std::make_unique<kv::Store>();
   n->store = std::make_unique<SimLogStore>(this, n, std::move(disk));
@@ -248,6 +253,7 @@ void Cluster::StartNode(SimNode* n) {
 // Everything volatile goes: the driver (and with it every request waiting on
 // it, unanswered), its disk handle and its state machine.
 void Cluster::StopNode(SimNode* n) {
+  if (n->driver) stats_.snapshots_refused += n->node().GetStatus().snapshots_refused;
   n->driver.reset();
   n->observer.reset();
   n->store.reset();
