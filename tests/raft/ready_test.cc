@@ -103,6 +103,36 @@ TEST(ReadyTest, LeaderCountsItsOwnEntryOnlyAfterPersisting) {
   EXPECT_EQ(solo.applied.back().data, "x");
 }
 
+// The same rule where it matters: in a 3-voter cluster a follower's
+// acknowledgement plus the leader's own copy is a quorum only once the
+// leader's copy is on its disk. A leader that counted its unpersisted entry
+// would commit it on one acknowledgement, and a crash of both could lose it.
+TEST(ReadyTest, LeaderDoesNotCountItsUnpersistedEntryTowardACommit) {
+  auto net = Network::Make(3);
+  net->Campaign(1);
+  Index index = 0;
+  ASSERT_TRUE(net->node(1).Propose("x", &index).ok());
+  // The leader's Ready with the entry is "on disk": its appends may leave.
+  Ready rd = net->node(1).GetReady();
+  ASSERT_FALSE(rd.entries.empty());
+  ASSERT_EQ(rd.entries.back().index, index);
+  for (const Message& m : rd.messages) {
+    if (m.to == 2 && m.type == MessageType::kApp) net->Deliver(m);
+  }
+  // Follower 2 stores it and acknowledges; the acknowledgement reaches the leader.
+  while (net->ProcessReady(2)) {
+  }
+  for (const Message& m : net->TakeQueue()) {
+    if (m.to == 1) net->Deliver(m);
+  }
+  EXPECT_LT(net->node(1).commit(), index)
+      << "committed on one acknowledgement while its own copy was not persisted";
+  net->peer(1).storage->Append(rd.entries);
+  if (rd.hard_state) net->peer(1).storage->SetHardState(*rd.hard_state);
+  net->node(1).Advance(rd);
+  EXPECT_EQ(net->node(1).commit(), index);
+}
+
 // types.h: committed entries are handed out once; after Advance they do not
 // come back, and an idle node has nothing ready.
 TEST(ReadyTest, CommittedEntriesAreHandedOutOnce) {

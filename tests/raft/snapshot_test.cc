@@ -111,6 +111,36 @@ TEST(SnapshotTest, LaggingFollowerCatchesUpByChunkedSnapshot) {
 // Raft paper 7: a lost chunk is not fatal; the leader notices (the follower
 // asks for the offset it expects, or the transfer goes idle) and resends
 // from there, and the follower installs the exact image.
+// Raft paper Figure 13, and what a follower may install: a snapshot at or
+// below the follower's commit index is never installed. Here the follower
+// has committed through 10 and compacted its own log through 8 (its own
+// snapshot), so it cannot even see that the leader's snapshot at 5 agrees
+// with its log; installing it would roll its state back to index 5.
+TEST(SnapshotTest, SnapshotAtOrBelowTheCommitIndexIsNotInstalled) {
+  ConfState conf = test::MakeConf({1, 2, 3});
+  auto storage = test::MakeStorage(conf, test::MakeEntries(2, 10, 1), HardState{1, kNoNode, 10});
+  ASSERT_TRUE(storage->CreateSnapshot(8, conf, "image at 8").ok());
+  ASSERT_TRUE(storage->Compact(8).ok());
+  Node node(test::DefaultConfig(2), storage.get());
+  // Drain what a restart hands out (entries 9 and 10).
+  while (node.HasReady()) node.Advance(node.GetReady());
+  ASSERT_EQ(node.commit(), 10u);
+  SnapshotMeta old;
+  old.index = 5;
+  old.term = 1;
+  old.conf = conf;
+  node.Step(test::SnapChunkMsg(1, 2, 1, old, "image at 5", 0, 64));
+  ASSERT_TRUE(node.HasReady());
+  Ready rd = node.GetReady();
+  EXPECT_FALSE(rd.snapshot.has_value()) << "installed a snapshot at 5 below commit 10";
+  EXPECT_EQ(node.commit(), 10u);
+  EXPECT_EQ(node.GetStatus().last_index, 10u);
+  // The leader learns where the follower is.
+  ASSERT_EQ(rd.messages.size(), 1u);
+  EXPECT_EQ(rd.messages[0].type, MessageType::kAppResp);
+  EXPECT_EQ(rd.messages[0].index, 10u);
+}
+
 TEST(SnapshotTest, LostChunkIsRecovered) {
   auto net = ChunkedNetwork();
   const std::string image = SnapshotImage(1000);
