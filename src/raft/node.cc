@@ -1235,6 +1235,15 @@ std::vector<Entry> Node::TakeCommitted() {
   return out;
 }
 
+Index Node::OldestSnapshotInTransfer() const {
+  Index oldest = 0;
+  for (const auto& [id, pr] : progress_) {
+    if (pr.state != ProgressState::kSnapshot) continue;
+    if (oldest == 0 || pr.pending_snapshot < oldest) oldest = pr.pending_snapshot;
+  }
+  return oldest;
+}
+
 NodeStatus Node::GetStatus() const {
   NodeStatus st;
   st.id = id_;

@@ -190,6 +190,14 @@ class Node {
   Index commit() const { return log_.committed(); }
   const ConfState& conf() const { return conf_; }
   NodeStatus GetStatus() const;
+  // Leader: the index of the oldest snapshot a transfer in progress is
+  // sending (0: none, or not leader). When the transfer completes, the
+  // follower continues from the entry after it, so a driver that compacts
+  // its log should keep the entries after this index meanwhile; compacting
+  // them makes the follower need a newer snapshot, and one whose transfers
+  // always take longer than the log kept lasts never catches up (etcd's
+  // server pauses compaction while a snapshot is in flight for this reason).
+  Index OldestSnapshotInTransfer() const;
 
  private:
   // Transitions (one place each, named as in the paper).

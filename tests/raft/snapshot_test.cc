@@ -623,6 +623,7 @@ TEST(SnapshotTest, TransfersOfOneSnapshotShareOneImage) {
   NodeStatus st = LeaderStatus(net.get());
   EXPECT_EQ(st.pinned_snapshot_images, 1u);
   EXPECT_EQ(st.pinned_snapshot_bytes, image.size());
+  EXPECT_EQ(net->node(1).OldestSnapshotInTransfer(), snap_index);
   for (const PeerStatus& p : st.peers)
     EXPECT_EQ(p.sending_snapshot_index, p.id >= 4 ? snap_index : 0) << "peer " << p.id;
 
@@ -640,6 +641,7 @@ TEST(SnapshotTest, TransfersOfOneSnapshotShareOneImage) {
   st = LeaderStatus(net.get());
   EXPECT_EQ(st.pinned_snapshot_images, 0u);
   EXPECT_EQ(st.pinned_snapshot_bytes, 0u);
+  EXPECT_EQ(net->node(1).OldestSnapshotInTransfer(), 0u);
 }
 
 // A follower that falls silent mid-transfer (no answer to a chunk or a
