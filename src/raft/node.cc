@@ -231,10 +231,20 @@ void Node::TickHeartbeat() {
     heartbeat_elapsed_ = 0;
     BroadcastHeartbeat();
     for (auto& [id, pr] : progress_) {
-      if (pr.state == ProgressState::kSnapshot &&
-          ++pr.snap_idle_ticks >= cfg_.election_timeout_ticks) {
+      if (pr.state != ProgressState::kSnapshot ||
+          ++pr.snap_idle_ticks < cfg_.election_timeout_ticks) {
+        continue;
+      }
+      if (pr.snap_heard) {
         // The last chunk or its answer was lost: send it again.
         SendSnapshotChunk(id, &pr);
+      } else {
+        // Not a word from the follower since the last chunk, heartbeats
+        // included: it is down or cut off. Release the image rather than
+        // hold it for a follower that may never come back (and that forgets
+        // the transfer if it restarts); once heard from again, it gets the
+        // newest snapshot.
+        pr.SnapshotAbandoned();
       }
     }
   }
@@ -403,6 +413,7 @@ void Node::StepLeader(const Message& m) {
   auto it = progress_.find(m.from);
   if (it == progress_.end()) return;
   Progress* pr = &it->second;
+  pr->snap_heard = true;
   switch (m.type) {
     case MessageType::kAppResp:
       pr->recent_active = true;
@@ -637,7 +648,7 @@ bool Node::MaybeSendAppend(NodeId to, bool send_if_empty) {
       // the image and the next heartbeat response retries.
       return false;
     }
-    pr->BecomeSnapshot(snap.meta.index);
+    pr->BecomeSnapshot(PinLatestSnapshot());
     SendSnapshotChunk(to, pr);
     return true;
   }
@@ -650,16 +661,34 @@ bool Node::MaybeSendAppend(NodeId to, bool send_if_empty) {
   return true;
 }
 
-void Node::SendSnapshotChunk(NodeId to, Progress* pr) {
+std::shared_ptr<const Snapshot> Node::PinLatestSnapshot() {
   const Snapshot& snap = log_.LatestSnapshot();
   // MaybeSendAppend starts no transfer from a streamed snapshot, and a
   // leader never restores one.
   RAFT_ASSERT(!snap.streamed, "sending the image of a streamed snapshot at " +
                                   std::to_string(snap.meta.index) + ", which the core lacks");
-  if (snap.meta.index != pr->pending_snapshot) {
-    // A newer snapshot was taken since the transfer started: send that one.
-    pr->BecomeSnapshot(snap.meta.index);
+  // Storage keeps only its latest snapshot and replaces it when the driver
+  // takes a newer one, so a transfer that must outlive that keeps its own
+  // copy. One copy per snapshot: a transfer that starts while another one of
+  // the same snapshot runs shares its copy. A leader's snapshots only move
+  // forward, so once the latest is newer than the last copy made, that copy
+  // is never wanted again for a new transfer and lives only as long as the
+  // transfers already sending it.
+  std::shared_ptr<const Snapshot> image = last_pinned_snapshot_.lock();
+  if (!image || image->meta != snap.meta) {
+    image = std::make_shared<const Snapshot>(snap);
+    last_pinned_snapshot_ = image;
   }
+  return image;
+}
+
+void Node::SendSnapshotChunk(NodeId to, Progress* pr) {
+  // The transfer sends the snapshot it started with to the end, even if a
+  // newer one was taken meanwhile: restarting with the newer one would
+  // starve a follower whenever a transfer takes longer than the interval
+  // between two snapshots. If the follower still needs entries compacted
+  // since, the next MaybeSendAppend starts a transfer of the newest one.
+  const Snapshot& snap = *pr->snap_image;
   Message m;
   m.type = MessageType::kSnap;
   m.to = to;
@@ -668,6 +697,7 @@ void Node::SendSnapshotChunk(NodeId to, Progress* pr) {
   m.snap_data = snap.data.substr(m.snap_offset, cfg_.max_snapshot_chunk_bytes);
   m.snap_done = m.snap_offset + m.snap_data.size() == snap.data.size();
   pr->snap_idle_ticks = 0;
+  pr->snap_heard = false;
   Send(std::move(m));
 }
 
@@ -1205,6 +1235,15 @@ std::vector<Entry> Node::TakeCommitted() {
   return out;
 }
 
+Index Node::OldestSnapshotInTransfer() const {
+  Index oldest = 0;
+  for (const auto& [id, pr] : progress_) {
+    if (pr.state != ProgressState::kSnapshot) continue;
+    if (oldest == 0 || pr.pending_snapshot < oldest) oldest = pr.pending_snapshot;
+  }
+  return oldest;
+}
+
 NodeStatus Node::GetStatus() const {
   NodeStatus st;
   st.id = id_;
@@ -1219,10 +1258,15 @@ NodeStatus Node::GetStatus() const {
   st.transferee = transferee_;
   st.snapshots_refused = snapshots_refused_;
   st.last_refused_snapshot_index = last_refused_snapshot_index_;
+  std::set<const Snapshot*> pinned;
   for (const auto& [id, pr] : progress_) {
     st.peers.push_back(PeerStatus{id, pr.role, pr.match, pr.next, pr.state, pr.recent_active,
                                   pr.snap_refusals, pr.snap_refused_limit_bytes,
-                                  pr.snap_backoff_ticks});
+                                  pr.snap_backoff_ticks, pr.pending_snapshot});
+    if (pr.snap_image && pinned.insert(pr.snap_image.get()).second) {
+      st.pinned_snapshot_images++;
+      st.pinned_snapshot_bytes += pr.snap_image->data.size();
+    }
   }
   return st;
 }

@@ -84,6 +84,8 @@ struct PeerStatus {
   uint64_t snapshot_refusals = 0;
   uint64_t snapshot_refused_limit_bytes = 0;
   int snapshot_backoff_ticks = 0;
+  // The index of the snapshot being sent to this peer (0: none).
+  Index sending_snapshot_index = 0;
 };
 
 struct NodeStatus {
@@ -103,6 +105,12 @@ struct NodeStatus {
   // until the leader's snapshot fits: operators should see this.
   uint64_t snapshots_refused = 0;
   Index last_refused_snapshot_index = 0;
+  // Leader: the snapshot images it holds for transfers in progress (each
+  // transfer keeps sending the snapshot it started with, see
+  // Node::PinLatestSnapshot) and their bytes. One per snapshot, however many
+  // followers receive it; released when its last transfer ends.
+  uint64_t pinned_snapshot_images = 0;
+  uint64_t pinned_snapshot_bytes = 0;
   std::vector<PeerStatus> peers;  // Leader only.
 };
 
@@ -182,6 +190,14 @@ class Node {
   Index commit() const { return log_.committed(); }
   const ConfState& conf() const { return conf_; }
   NodeStatus GetStatus() const;
+  // Leader: the index of the oldest snapshot a transfer in progress is
+  // sending (0: none, or not leader). When the transfer completes, the
+  // follower continues from the entry after it, so a driver that compacts
+  // its log should keep the entries after this index meanwhile; compacting
+  // them makes the follower need a newer snapshot, and one whose transfers
+  // always take longer than the log kept lasts never catches up (etcd's
+  // server pauses compaction while a snapshot is in flight for this reason).
+  Index OldestSnapshotInTransfer() const;
 
  private:
   // Transitions (one place each, named as in the paper).
@@ -208,6 +224,7 @@ class Node {
   // Replication (leader).
   void BroadcastAppend();
   bool MaybeSendAppend(NodeId to, bool send_if_empty);
+  std::shared_ptr<const Snapshot> PinLatestSnapshot();
   void SendSnapshotChunk(NodeId to, Progress* pr);
   void BroadcastHeartbeat();
   void SendHeartbeat(NodeId to);
@@ -279,6 +296,10 @@ class Node {
   // Leader: the last index of its own log that is on stable storage. The
   // leader counts itself towards a commit quorum only for persisted entries.
   Index self_match_ = 0;
+  // Leader: the last snapshot image copied for a transfer (Progress::
+  // snap_image), so that transfers of the same snapshot share one copy. Weak:
+  // the transfers own it, and the last one to end frees it.
+  std::weak_ptr<const Snapshot> last_pinned_snapshot_;
   // Leader: (index, bytes) of proposals not yet committed, for max_uncommitted_bytes.
   std::deque<std::pair<Index, uint64_t>> uncommitted_;
   uint64_t uncommitted_bytes_ = 0;

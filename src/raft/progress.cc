@@ -25,8 +25,7 @@ void Progress::BecomeProbe() {
   }
   state = ProgressState::kProbe;
   probe_sent = false;
-  pending_snapshot = 0;
-  snap_offset = 0;
+  ForgetSnapshot();
   inflights.Reset();
 }
 
@@ -34,33 +33,50 @@ void Progress::BecomeReplicate() {
   state = ProgressState::kReplicate;
   next = match + 1;
   probe_sent = false;
-  pending_snapshot = 0;
-  snap_offset = 0;
+  ForgetSnapshot();
   inflights.Reset();
 }
 
-void Progress::BecomeSnapshot(Index snapshot_index) {
+void Progress::BecomeSnapshot(std::shared_ptr<const Snapshot> image) {
   state = ProgressState::kSnapshot;
   probe_sent = false;
-  pending_snapshot = snapshot_index;
+  pending_snapshot = image->meta.index;
+  snap_image = std::move(image);
   snap_offset = 0;
   snap_idle_ticks = 0;
+  snap_heard = false;
   inflights.Reset();
+}
+
+void Progress::SnapshotAbandoned() {
+  ProbeWithoutSnapshot();
+  // Paused until the follower is heard from (HandleHeartbeatResponse).
+  probe_sent = true;
 }
 
 void Progress::SnapshotRefused(uint64_t limit_bytes, int backoff_ticks) {
+  ProbeWithoutSnapshot();
+  snap_refusals++;
+  snap_refused_limit_bytes = limit_bytes;
+  snap_backoff_ticks = backoff_ticks;
+}
+
+void Progress::ProbeWithoutSnapshot() {
   // Not BecomeProbe: that resumes after the snapshot, which the follower
   // does not have.
   state = ProgressState::kProbe;
   next = match + 1;
   probe_sent = false;
+  ForgetSnapshot();
+  inflights.Reset();
+}
+
+void Progress::ForgetSnapshot() {
+  snap_image.reset();
   pending_snapshot = 0;
   snap_offset = 0;
   snap_idle_ticks = 0;
-  inflights.Reset();
-  snap_refusals++;
-  snap_refused_limit_bytes = limit_bytes;
-  snap_backoff_ticks = backoff_ticks;
+  snap_heard = false;
 }
 
 bool Progress::MaybeUpdate(Index n) {

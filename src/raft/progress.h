@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <memory>
 
 #include "raft/types.h"
 
@@ -52,10 +53,17 @@ struct Progress {
   bool recent_active = false;
   Inflights inflights;
 
-  // Snapshot state: the snapshot being sent and how far.
-  Index pending_snapshot = 0;
+  // Snapshot state: the snapshot being sent and how far. The transfer is
+  // pinned to the snapshot it started with: snap_image holds that image
+  // (shared by every follower's transfer of the same snapshot, see
+  // Node::PinLatestSnapshot) until the transfer ends, however many newer
+  // snapshots the leader takes meanwhile. Every way out of kSnapshot drops it.
+  std::shared_ptr<const Snapshot> snap_image;
+  Index pending_snapshot = 0;  // snap_image->meta.index while in kSnapshot.
   uint64_t snap_offset = 0;
   int snap_idle_ticks = 0;
+  // Heard from the follower (any message) since the last chunk was sent.
+  bool snap_heard = false;
   // The follower refused a snapshot as over its size limit: how often (for
   // this leader), the limit it named, and the ticks left before a snapshot
   // is offered again. While snap_backoff_ticks > 0 the peer is probed with
@@ -66,7 +74,13 @@ struct Progress {
 
   void BecomeProbe();
   void BecomeReplicate();
-  void BecomeSnapshot(Index snapshot_index);
+  // Starts sending `image` (not null, not streamed) from offset 0.
+  void BecomeSnapshot(std::shared_ptr<const Snapshot> image);
+  // The follower has been silent for a whole retry interval: the transfer is
+  // given up (its image released), back to probe from match, paused until
+  // the follower is heard from again (a heartbeat response unpauses it, and
+  // the next MaybeSendAppend starts a transfer of the newest snapshot).
+  void SnapshotAbandoned();
   // The follower refused the snapshot being sent (over its limit_bytes):
   // back to probe from match, and no snapshot for backoff_ticks.
   void SnapshotRefused(uint64_t limit_bytes, int backoff_ticks);
@@ -77,6 +91,12 @@ struct Progress {
   bool MaybeDecrTo(Index rejected, Index hint);
   bool IsPaused() const;
   void SentEntries(Index last, uint64_t count);
+
+ private:
+  // Leaves no trace of a transfer (and releases its image).
+  void ForgetSnapshot();
+  // A transfer that did not complete: probe from match.
+  void ProbeWithoutSnapshot();
 };
 
 }  // namespace raftkv::raft

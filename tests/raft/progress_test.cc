@@ -131,12 +131,15 @@ TEST(ProgressTest, ProbeRejectionNeverRewindsBelowMatch) {
 TEST(ProgressTest, SnapshotPausesThenProbeResumesAfterIt) {
   Progress pr(10);
   pr.match = 3;
-  pr.BecomeSnapshot(40);
+  Snapshot snap;
+  snap.meta.index = 40;
+  pr.BecomeSnapshot(std::make_shared<const Snapshot>(snap));
   EXPECT_TRUE(pr.IsPaused());
   pr.BecomeProbe();
   EXPECT_EQ(pr.next, 41u);
   EXPECT_EQ(pr.state, ProgressState::kProbe);
   EXPECT_EQ(pr.pending_snapshot, 0u);
+  EXPECT_EQ(pr.snap_image, nullptr) << "the image outlived the transfer";
 }
 
 // Becoming replicate forgets in-flight messages of an earlier state.

@@ -55,6 +55,18 @@ Index StreamRecorded(Network* net, const std::string& image, std::vector<Ready>*
   return snap_index;
 }
 
+// Proposes `data` on node 1 and ticks until node `id` has applied it.
+// Returns the ticks taken, or -1 if max_ticks passed first.
+int ProposeUntilApplied(Network* net, NodeId id, const std::string& data, int max_ticks) {
+  EXPECT_TRUE(net->node(1).Propose(data).ok());
+  return net->TickUntil(
+      [&] {
+        auto d = net->peer(id).AppliedData();
+        return !d.empty() && d.back() == data;
+      },
+      max_ticks);
+}
+
 std::vector<Message> Chunks(const std::vector<Message>& msgs, NodeId to) {
   std::vector<Message> out;
   for (const Message& m : msgs)
@@ -70,13 +82,7 @@ TEST(SnapshotTest, LaggingFollowerCatchesUpByChunkedSnapshot) {
   auto net = ChunkedNetwork();
   const std::string image = SnapshotImage(1000);
   const Index snap_index = LagAndCompact(net.get(), image);
-  ASSERT_TRUE(net->node(1).Propose("after").ok());
-  int t = net->TickUntil(
-      [&] {
-        auto d = net->peer(3).AppliedData();
-        return !d.empty() && d.back() == "after";
-      },
-      30);
+  int t = ProposeUntilApplied(net.get(), 3, "after", 30);
   ASSERT_GE(t, 0) << "follower never caught up";
 
   auto chunks = Chunks(net->sent, 3);
@@ -162,13 +168,7 @@ TEST(SnapshotTest, LostChunkIsRecovered) {
   EXPECT_GE(sent_at_offset, 2);
   EXPECT_EQ(net->peer(3).installed[0].data, image);
   EXPECT_EQ(net->peer(3).installed[0].meta.index, snap_index);
-  ASSERT_TRUE(net->node(1).Propose("after").ok());
-  t = net->TickUntil(
-      [&] {
-        auto d = net->peer(3).AppliedData();
-        return !d.empty() && d.back() == "after";
-      },
-      10);
+  t = ProposeUntilApplied(net.get(), 3, "after", 10);
   EXPECT_GE(t, 0);
 }
 
@@ -561,14 +561,148 @@ TEST(SnapshotTest, LeaderBacksOffFromAFollowerThatRefusedItsSnapshot) {
   // installs it and catches up.
   net->peer(3).cfg.max_snapshot_bytes = 4096;
   net->Restart(3);
-  ASSERT_TRUE(net->node(1).Propose("after").ok());
-  t = net->TickUntil(
-      [&] {
-        auto d = net->peer(3).AppliedData();
-        return !d.empty() && d.back() == "after";
-      },
-      2 * 8 * 10 + 30);
+  t = ProposeUntilApplied(net.get(), 3, "after", 2 * 8 * 10 + 30);
   ASSERT_GE(t, 0) << "the follower never caught up once the snapshot fit";
+  ASSERT_EQ(net->peer(3).installed.size(), 1u);
+  EXPECT_EQ(net->peer(3).installed[0].data, image);
+}
+
+// The leader's transfers and the snapshot images it holds for them.
+NodeStatus LeaderStatus(Network* net) { return net->node(1).GetStatus(); }
+
+// Proposes `n` entries on node 1 and commits them (on the nodes not held);
+// returns node 1's applied index.
+Index ProposeAndApply(Network* net, int n, const std::string& prefix) {
+  for (int i = 0; i < n; ++i) {
+    EXPECT_TRUE(net->node(1).Propose(prefix + std::to_string(i)).ok());
+    net->Stabilize();
+  }
+  return net->peer(1).applied_index;
+}
+
+// Holds (Network::Hold) node `id` once its driver stores the chunk at
+// `offset`: the transfer is then in progress, its answer in flight.
+void HoldAtChunk(Network* net, std::map<NodeId, bool>* held, uint64_t offset) {
+  net->on_ready = [net, held, offset](NodeId id, const Ready& rd) {
+    if (!held->count(id) || (*held)[id]) return;
+    for (const SnapshotChunk& c : rd.snapshot_chunks) {
+      if (c.offset == offset) {
+        (*held)[id] = true;
+        net->Hold(id);
+      }
+    }
+  };
+}
+
+// A transfer sends the snapshot it started with to the end, even when the
+// leader takes a newer one meanwhile (as etcd-io/raft sends the snapshot it
+// started with). Restarting with the newer one starves the follower whenever
+// a transfer takes longer than the interval between two snapshots. The
+// follower then needs entries the leader has compacted since, and gets the
+// newer snapshot next: two complete transfers, none restarted.
+TEST(SnapshotTest, TransferKeepsItsSnapshotWhenTheLeaderTakesANewerOne) {
+  auto net = ChunkedNetwork();
+  const std::string first = SnapshotImage(1000);
+  const Index first_index = LagAndCompact(net.get(), first);
+  std::map<NodeId, bool> held{{3, false}};
+  HoldAtChunk(net.get(), &held, 3 * kChunk);
+  ASSERT_GE(net->TickUntil([&] { return held[3]; }, 30), 0) << "the transfer never started";
+  net->on_ready = nullptr;
+
+  // Mid-transfer, the leader takes a newer snapshot (another image) and
+  // compacts its log through it.
+  const Index second_index = ProposeAndApply(net.get(), 5, "q");
+  const std::string second = SnapshotImage(700) + "/2";
+  ASSERT_TRUE(net->storage(1).CreateSnapshot(second_index, net->node(1).conf(), second).ok());
+  ASSERT_TRUE(net->storage(1).Compact(second_index).ok());
+  EXPECT_EQ(LeaderStatus(net.get()).pinned_snapshot_images, 1u);
+  EXPECT_EQ(LeaderStatus(net.get()).pinned_snapshot_bytes, first.size());
+
+  net->ReleaseHeld();
+  int t = ProposeUntilApplied(net.get(), 3, "after", 60);
+  ASSERT_GE(t, 0) << "follower never caught up";
+  ASSERT_EQ(net->peer(3).installed.size(), 2u);
+  EXPECT_EQ(net->peer(3).installed[0].meta.index, first_index);
+  EXPECT_EQ(net->peer(3).installed[0].data, first) << "the first transfer was not completed";
+  EXPECT_EQ(net->peer(3).installed[1].meta.index, second_index);
+  EXPECT_EQ(net->peer(3).installed[1].data, second);
+  int first_starts = 0;
+  for (const Message& m : Chunks(net->sent, 3))
+    first_starts += m.snap_meta.index == first_index && m.snap_offset == 0;
+  EXPECT_EQ(first_starts, 1) << "the transfer of the first snapshot started over";
+  EXPECT_EQ(LeaderStatus(net.get()).pinned_snapshot_images, 0u) << "image held after its transfers";
+  EXPECT_EQ(LeaderStatus(net.get()).pinned_snapshot_bytes, 0u);
+}
+
+// The leader copies the image a transfer pins once per snapshot, not once
+// per follower, and releases it when the last transfer of it ends.
+TEST(SnapshotTest, TransfersOfOneSnapshotShareOneImage) {
+  auto net = Network::Make(5, 0, [](Config& c) { c.max_snapshot_chunk_bytes = kChunk; });
+  net->Isolate(4);
+  net->Isolate(5);
+  net->Campaign(1);
+  const Index snap_index = ProposeAndApply(net.get(), 20, "p");
+  const std::string image = SnapshotImage(1000);
+  ASSERT_TRUE(net->storage(1).CreateSnapshot(snap_index, net->node(1).conf(), image).ok());
+  ASSERT_TRUE(net->storage(1).Compact(snap_index).ok());
+  net->Heal();
+  std::map<NodeId, bool> held{{4, false}, {5, false}};
+  HoldAtChunk(net.get(), &held, 2 * kChunk);
+  ASSERT_GE(net->TickUntil([&] { return held[4] && held[5]; }, 30), 0);
+  net->on_ready = nullptr;
+  NodeStatus st = LeaderStatus(net.get());
+  EXPECT_EQ(st.pinned_snapshot_images, 1u);
+  EXPECT_EQ(st.pinned_snapshot_bytes, image.size());
+  EXPECT_EQ(net->node(1).OldestSnapshotInTransfer(), snap_index);
+  for (const PeerStatus& p : st.peers)
+    EXPECT_EQ(p.sending_snapshot_index, p.id >= 4 ? snap_index : 0) << "peer " << p.id;
+
+  // A newer snapshot is not copied until a transfer needs it.
+  const Index newer = ProposeAndApply(net.get(), 3, "q");
+  ASSERT_TRUE(net->storage(1).CreateSnapshot(newer, net->node(1).conf(), image + "+").ok());
+  EXPECT_EQ(LeaderStatus(net.get()).pinned_snapshot_bytes, image.size());
+
+  net->ReleaseHeld();
+  int t = net->TickUntil(
+      [&] { return net->peer(4).installed.size() == 1 && net->peer(5).installed.size() == 1; }, 30);
+  ASSERT_GE(t, 0) << "the transfers never completed";
+  EXPECT_EQ(net->peer(4).installed[0].data, image);
+  EXPECT_EQ(net->peer(5).installed[0].data, image);
+  st = LeaderStatus(net.get());
+  EXPECT_EQ(st.pinned_snapshot_images, 0u);
+  EXPECT_EQ(st.pinned_snapshot_bytes, 0u);
+  EXPECT_EQ(net->node(1).OldestSnapshotInTransfer(), 0u);
+}
+
+// A follower that falls silent mid-transfer (no answer to a chunk or a
+// heartbeat for an election timeout) loses its transfer: the leader stops
+// sending it chunks and releases the image, rather than hold it for a
+// follower that may never come back. Heard from again, it gets the newest
+// snapshot and catches up.
+TEST(SnapshotTest, SilentFollowerLosesItsTransferAndItsImage) {
+  auto net = ChunkedNetwork();
+  const std::string image = SnapshotImage(1000);
+  LagAndCompact(net.get(), image);
+  std::map<NodeId, bool> held{{3, false}};
+  HoldAtChunk(net.get(), &held, 2 * kChunk);
+  ASSERT_GE(net->TickUntil([&] { return held[3]; }, 30), 0);
+  net->on_ready = nullptr;
+  EXPECT_EQ(LeaderStatus(net.get()).pinned_snapshot_images, 1u);
+
+  // Node 3 goes dark: what was held is lost, and so is everything after.
+  net->Heal();
+  net->Isolate(3);
+  net->ReleaseHeld();
+  const int chunks_before = net->CountSent(MessageType::kSnap, 1, 3);
+  for (int i = 0; i < 5 * 10; ++i) net->TickAll();
+  EXPECT_LE(net->CountSent(MessageType::kSnap, 1, 3), chunks_before + 1)
+      << "the leader kept sending chunks to a follower it never heard from";
+  EXPECT_EQ(LeaderStatus(net.get()).pinned_snapshot_images, 0u);
+  EXPECT_EQ(LeaderStatus(net.get()).pinned_snapshot_bytes, 0u);
+
+  net->Heal();
+  int t = ProposeUntilApplied(net.get(), 3, "after", 60);
+  ASSERT_GE(t, 0) << "follower never caught up once heard from again";
   ASSERT_EQ(net->peer(3).installed.size(), 1u);
   EXPECT_EQ(net->peer(3).installed[0].data, image);
 }
