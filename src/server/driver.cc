@@ -538,6 +538,15 @@ void Driver::MaybeSnapshot() {
   size_t bytes = data.size();
   raft::Index compact_to =
       applied > config_.snapshot_keep_entries ? applied - config_.snapshot_keep_entries : 0;
+  // A follower receiving a snapshot continues from the entry after it: keep
+  // those entries until its transfer ends, or a transfer slower than the
+  // log kept would leave it needing the next snapshot, forever (etcd's
+  // server also holds compaction while a snapshot is in flight). The leader
+  // drops the transfer of a follower that goes silent, so this is bounded
+  // by transfers that make progress.
+  if (raft::Index floor = node_->OldestSnapshotInTransfer(); floor != 0) {
+    compact_to = std::min(compact_to, floor);
+  }
   snapshotting_ = true;
   store_->SaveSnapshot(applied, conf_applied_, std::move(data), compact_to,
                        [this, applied, compact_to, start, serialize_ms, bytes](raft::Status s) {

@@ -41,9 +41,10 @@ class HeldLogStore : public LogStore {
     held_ = &rd;
     done_ = std::move(done);
   }
-  raft::Status SaveSnapshot(raft::Index index, const raft::ConfState& conf, std::string data,
-                            raft::Index compact_to) override {
-    return mem_.SaveSnapshot(index, conf, std::move(data), compact_to);
+  // Snapshots complete at once: these tests hold only persists.
+  void SaveSnapshot(raft::Index index, const raft::ConfState& conf, std::string data,
+                    raft::Index compact_to, Done done) override {
+    mem_.SaveSnapshot(index, conf, std::move(data), compact_to, std::move(done));
   }
   raft::Status Close() override { return raft::Status::Ok(); }
   std::string Describe() const override { return "held (test)"; }
