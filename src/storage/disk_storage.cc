@@ -253,6 +253,17 @@ DiskStorage::~DiskStorage() {
   }
   snapshot_cv_.notify_all();
   if (snapshot_thread_.joinable()) snapshot_thread_.join();
+  if (opts_.manual_threads && snapshot_work_) snapshot_work_();
+}
+
+bool DiskStorage::RunBackgroundWork() {
+  RAFT_ASSERT(opts_.manual_threads, "RunBackgroundWork without manual_threads");
+  if (wal_->RunQueued()) return true;
+  if (!snapshot_work_) return false;
+  std::function<void()> work = std::move(snapshot_work_);
+  snapshot_work_ = nullptr;
+  work();
+  return true;
 }
 
 void DiskStorage::SnapshotLoop() {
@@ -317,6 +328,7 @@ Status DiskStorage::Open(const std::string& dir, const StorageOptions& options,
   wo.max_queued_bytes = options.max_queued_bytes;
   wo.fsync = options.fsync;
   wo.env = env;
+  wo.manual_writer = options.manual_threads;
   wo.max_snapshot_bytes = options.max_snapshot_bytes;
   Replayer rp;
   rp.snapshot_index = snap.meta.index;
@@ -458,7 +470,7 @@ Status DiskStorage::SubmitSnapshot(raft::Index index, const raft::ConfState& con
   {
     std::lock_guard l(snapshot_mu_);
     snapshot_work_ = std::move(work);
-    if (!snapshot_thread_.joinable()) {
+    if (!snapshot_thread_.joinable() && !opts_.manual_threads) {
       snapshot_thread_ = std::thread([this] {
         pthread_setname_np(pthread_self(), "raftkv-snap");
         SnapshotLoop();

@@ -59,6 +59,10 @@ struct StorageOptions {
   uint64_t max_snapshot_bytes = 4ull << 30;
   FsyncMode fsync = FsyncMode::kAlways;
   Env* env = nullptr;  // nullptr: DefaultEnv().
+  // No WAL writer or snapshot thread: their work waits until the owner
+  // calls RunBackgroundWork() on its own thread, and completions run in it
+  // (the simulator: deterministic, and no thread hand-off per Ready).
+  bool manual_threads = false;
 };
 
 // The ids in the META file of data directory `dir`, without opening it:
@@ -189,6 +193,10 @@ class DiskStorage : public raft::Storage {
   std::string Describe() const { return wal_->Describe(); }
   // For tests and benchmarks.
   Wal* wal() { return wal_.get(); }
+  // manual_threads only: does the queued WAL writes, then a submitted
+  // snapshot's, as those threads would, running their completions. False
+  // if there was nothing to do.
+  bool RunBackgroundWork();
 
  private:
   DiskStorage(std::string dir, const StorageOptions& options);

@@ -75,6 +75,10 @@ Wal::~Wal() {
   }
   cv_.notify_all();
   if (writer_.joinable()) writer_.join();
+  if (opts_.manual_writer) {
+    while (WriteQueued()) {
+    }
+  }
 }
 
 static Status Corrupt(const std::string& file, uint64_t offset, const std::string& why) {
@@ -288,11 +292,13 @@ Status Wal::Open(const WalOptions& options, const ReplayFn& replay, WalRecovery*
     // The header part of a reopened segment is already there; any batch may follow.
     wal->active_data_start_ = 0;
   }
-  Wal* w = wal.get();
-  wal->writer_ = std::thread([w] {
-    pthread_setname_np(pthread_self(), "raftkv-wal");
-    w->WriterLoop();
-  });
+  if (!options.manual_writer) {
+    Wal* w = wal.get();
+    wal->writer_ = std::thread([w] {
+      pthread_setname_np(pthread_self(), "raftkv-wal");
+      w->WriterLoop();
+    });
+  }
   *out = std::move(wal);
   return Status::Ok();
 }
@@ -369,28 +375,42 @@ Status Wal::SubmitAndWait(WalBatch batch) {
 
 void Wal::WriterLoop() {
   for (;;) {
-    std::deque<Pending> group;
-    Status failed;
     {
       std::unique_lock<std::mutex> l(mu_);
       cv_.wait(l, [this] { return stop_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stop_ and drained.
-      group.swap(queue_);
-      queued_bytes_ = 0;
-      failed = failed_;
     }
-    Status s = failed.ok() ? WriteGroup(&group) : failed;
-    if (!s.ok()) Fail(s);
-    if (s.ok()) {
-      uint64_t entries = 0;
-      for (const Pending& p : group) entries += p.batch.entry_count();
-      stats_.batches.fetch_add(group.size(), std::memory_order_relaxed);
-      stats_.entries.fetch_add(entries, std::memory_order_relaxed);
-    }
-    for (Pending& p : group) {
-      if (p.done) p.done(s);
-    }
+    WriteQueued();
   }
+}
+
+bool Wal::RunQueued() {
+  RAFT_ASSERT(opts_.manual_writer, "RunQueued on a Wal with a writer thread");
+  return WriteQueued();
+}
+
+bool Wal::WriteQueued() {
+  std::deque<Pending> group;
+  Status failed;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (queue_.empty()) return false;
+    group.swap(queue_);
+    queued_bytes_ = 0;
+    failed = failed_;
+  }
+  Status s = failed.ok() ? WriteGroup(&group) : failed;
+  if (!s.ok()) Fail(s);
+  if (s.ok()) {
+    uint64_t entries = 0;
+    for (const Pending& p : group) entries += p.batch.entry_count();
+    stats_.batches.fetch_add(group.size(), std::memory_order_relaxed);
+    stats_.entries.fetch_add(entries, std::memory_order_relaxed);
+  }
+  for (Pending& p : group) {
+    if (p.done) p.done(s);
+  }
+  return true;
 }
 
 void Wal::Fail(const Status& s) {

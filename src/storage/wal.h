@@ -56,6 +56,11 @@ struct WalOptions {
   Env* env = nullptr;  // nullptr: DefaultEnv().
   // Largest snapshot file received from the leader in chunks.
   uint64_t max_snapshot_bytes = 4ull << 30;
+  // No writer thread: the owner runs the queued batches with RunQueued(), on
+  // its own thread, when it likes (the simulator does, so that a run is
+  // deterministic and pays no thread hand-off per batch). Completions then
+  // run inside RunQueued().
+  bool manual_writer = false;
 };
 
 // Monotonic counters, readable at any time.
@@ -158,8 +163,13 @@ class Wal {
   // durable (ok) or failed. If Submit returns non-ok, `done` is never called:
   // kUnavailable past a limit, or the failed state's status.
   Status Submit(WalBatch batch, WalCallback done);
-  // Submit and wait for the completion (any thread but the writer's).
+  // Submit and wait for the completion (any thread but the writer's; not
+  // with manual_writer).
   Status SubmitAndWait(WalBatch batch);
+  // manual_writer only: writes every batch queued so far as one group, as
+  // the writer thread would, and runs their completions. False if none was
+  // queued.
+  bool RunQueued();
 
   // Writes `snap` (a snapshot of the state machine taken on this node) as
   // its snapshot file and removes older ones (WriteSnapshotFile), fsynced
@@ -197,6 +207,9 @@ class Wal {
   explicit Wal(const WalOptions& options);
   Status CreateSegment(uint64_t seq, std::unique_ptr<WritableFile>* out);
   void WriterLoop();
+  // Takes the queue (and the failed state) under mu_, writes it as one
+  // group and runs the completions. False if the queue was empty.
+  bool WriteQueued();
   Status WriteGroup(std::deque<Pending>* group);
   Status Flush(std::vector<std::string_view>* parts, uint64_t* part_bytes);
   Status SyncFile(WritableFile* f);

@@ -48,9 +48,10 @@ const char* DiskModeName(DiskMode mode) {
 // the snapshot here until CompleteSnapshot writes it, a few steps later (a
 // crash before then loses it with the store). Memory mode: the node's
 // MemoryStorage is the disk. Wal mode: the server's own WalLogStore over a
-// DiskStorage on the node's MemEnv; its completions, which the WAL writer
-// and snapshot threads post, wait in a mailbox until the cluster runs them on
-// the simulator's thread, so the threads' timing changes nothing.
+// DiskStorage on the node's MemEnv, without threads (manual_threads): the
+// cluster runs the WAL writer's and the snapshot's work on the simulator's
+// thread when it completes a persist or a snapshot (WaitMail), and their
+// completions, posted to a mailbox, run there too.
 class Cluster::SimLogStore : public server::LogStore {
  public:
   // A snapshot the driver asked for, written at step `due`.
@@ -69,11 +70,10 @@ class Cluster::SimLogStore : public server::LogStore {
         // A stream of its own per incarnation: the other streams replay as before.
         rng_(DeriveSeed(cluster->options_.seed, 500000 + n->id * 4096 + n->incarnation)) {
     if (disk) {
+      disk_ = disk.get();
       wal_ = std::make_unique<server::WalLogStore>(std::move(disk));
       wal_->Attach([this](std::function<void()> fn) {
-        std::lock_guard lock(mu_);
         mail_.push_back(std::move(fn));
-        cv_.notify_one();
       });
     }
   }
@@ -109,10 +109,12 @@ class Cluster::SimLogStore : public server::LogStore {
   }
   raft::Rng* rng() { return &rng_; }
 
-  // Wal mode: waits for the next completion the writer or snapshot thread posted.
+  // Wal mode: the next completion the WAL writer or snapshot work posted,
+  // doing that work first if none is there yet.
   std::function<void()> WaitMail() {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [this] { return !mail_.empty(); });
+    while (mail_.empty()) {
+      RAFT_ASSERT(disk_->RunBackgroundWork(), "waiting for a completion with no storage work queued");
+    }
     std::function<void()> fn = std::move(mail_.front());
     mail_.pop_front();
     return fn;
@@ -123,11 +125,10 @@ class Cluster::SimLogStore : public server::LogStore {
   SimNode* n_;
   raft::Rng rng_;  // The snapshot's delay and whether power fails during it.
   std::optional<PendingSnapshot> snapshot_;
-  // The mailbox is declared before wal_, so that it outlives the WAL writer
-  // thread, which wal_'s destruction joins.
-  std::mutex mu_;
-  std::condition_variable cv_;
+  // The mailbox is declared before wal_, so that it outlives the storage,
+  // whose destruction may still run queued work (and post completions).
   std::deque<std::function<void()>> mail_;
+  storage::DiskStorage* disk_ = nullptr;  // Owned by wal_.
   std::unique_ptr<server::WalLogStore> wal_;
 };
 
@@ -171,6 +172,11 @@ bool Cluster::OpenDisk(SimNode* n, std::unique_ptr<storage::DiskStorage>* disk) 
   so.node_id = n->id;
   so.segment_bytes = segment_bytes_;
   so.env = n->env.get();
+  // The WAL writer's and the snapshot thread's work runs on the simulator's
+  // thread, when SimLogStore::WaitMail asks for it: same order as with the
+  // threads (each completion is waited for before the next submit), no
+  // hand-off, and nothing left to the OS scheduler.
+  so.manual_threads = true;
   storage::RecoveryInfo info;
   raft::Status s = storage::DiskStorage::Open("/data", so, disk, &info);
   if (!s.ok()) {
@@ -405,6 +411,16 @@ void Cluster::CompleteSnapshot(SimNode* n, uint64_t step) {
               rng->Chance(std::min<uint64_t>(10 * profile_.torn_ppm, kMillion), kMillion);
   if (torn) stats_.torn_crashes++;
   raft::Status st;
+  if (n->storage().LatestSnapshot().meta.index >= p.index) {
+    // A snapshot from the leader, installed while this one waited to be
+    // written, superseded it (the LogStore contract: done(ok), the
+    // leader's stays). The real store submits at once and drops the local
+    // one when it completes; here the write itself comes later.
+    trace_.Textf(n->id, "snapshot at %" PRIu64 " superseded by the leader's at %" PRIu64, p.index,
+                 n->storage().LatestSnapshot().meta.index);
+    p.done(raft::Status::Ok());
+    return;
+  }
   if (wal_) {
     uint64_t crash_at_sync = torn ? 1 + rng->Uniform(4) : 0;
     n->env->ArmCrashAtSync(crash_at_sync);
@@ -431,8 +447,7 @@ void Cluster::CompleteSnapshot(SimNode* n, uint64_t step) {
     Crash(n, StrFormat("crash while writing the snapshot at %" PRIu64 ": not stored", p.index)
                  .c_str());
     return;
-  } else if (n->mem.LatestSnapshot().meta.index < p.index) {
-    // Else a snapshot from the leader superseded it meanwhile.
+  } else {
     st = n->mem.CreateSnapshot(p.index, p.conf, std::move(p.data));
     // Writing a snapshot syncs the disk, hard state included: a restarted
     // node never finds a commit index below its snapshot.

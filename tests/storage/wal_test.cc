@@ -116,6 +116,33 @@ TEST(WalTest, CompletionsRunInSubmissionOrder) {
   for (int i = 0; i < kN; i++) EXPECT_EQ(order[i], i);
 }
 
+// manual_writer (the simulator's mode): nothing is written or completed
+// until the owner runs the queue, and then every batch queued so far goes
+// as one group with one fsync, completions in order, on the caller's thread.
+TEST(WalTest, ManualWriterWritesOnlyWhenRunAndAsOneGroup) {
+  TempDir d;
+  WalOptions o = Opts(d.path());
+  o.manual_writer = true;
+  auto wal = MustOpen(o);
+  EXPECT_FALSE(wal->RunQueued());
+  std::vector<int> done;
+  for (int i = 0; i < 3; i++) {
+    ASSERT_TRUE(wal->Submit(OneEntry(i + 1), [&, i](const Status& s) {
+                     EXPECT_TRUE(s.ok());
+                     done.push_back(i);
+                   }).ok());
+  }
+  WalStats before = wal->stats();
+  EXPECT_TRUE(done.empty());
+  EXPECT_EQ(before.batches, 0u);
+  EXPECT_TRUE(wal->RunQueued());
+  EXPECT_EQ(done, (std::vector<int>{0, 1, 2}));
+  WalStats after = wal->stats();
+  EXPECT_EQ(after.batches, 3u);
+  EXPECT_EQ(after.writes - before.writes, 1u);
+  EXPECT_FALSE(wal->RunQueued());
+}
+
 TEST(WalTest, RecordOverTheLimitIsRefused) {
   TempDir d;
   WalOptions o = Opts(d.path());
