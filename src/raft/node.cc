@@ -565,9 +565,29 @@ void Node::MaybePromoteLearners() {
   for (const Member& m : conf_.members) {
     if (m.role != MemberRole::kLearner || !m.promote) continue;
     auto it = progress_.find(m.id);
+    if (it == progress_.end()) continue;
     // Raft thesis 4.2.1: a new server votes only once its log has caught
-    // up, so that it does not stall commitment.
-    if (it == progress_.end() || it->second.match < log_.committed()) continue;
+    // up, so that it does not stall commitment. Caught up: it holds every
+    // committed entry, or it finished a catch-up round (reached the leader's
+    // last index as of the round's start) within an election timeout. Under
+    // a steady write load a learner that keeps pace is never exactly at the
+    // commit index (a lone voter commits each entry as it persists it), so
+    // rounds are what promote it there. Called once per tick.
+    Progress& pr = it->second;
+    bool caught_up = pr.match >= log_.committed();
+    if (!caught_up && pr.catchup_target != 0 && pr.match >= pr.catchup_target) {
+      caught_up = pr.catchup_ticks < cfg_.election_timeout_ticks;
+      pr.catchup_target = 0;  // Too slow: the next round starts now.
+    }
+    if (!caught_up) {
+      if (pr.catchup_target == 0) {
+        pr.catchup_target = log_.LastIndex();
+        pr.catchup_ticks = 0;
+      } else {
+        pr.catchup_ticks++;
+      }
+      continue;
+    }
     ConfChange cc{ConfChangeType::kPromoteLearner, m.id, false, std::string()};
     ProposeConfChange(cc, nullptr, nullptr);
     return;

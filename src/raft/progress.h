@@ -71,6 +71,11 @@ struct Progress {
   uint64_t snap_refusals = 0;
   uint64_t snap_refused_limit_bytes = 0;
   int snap_backoff_ticks = 0;
+  // A learner waiting for promotion (Raft thesis 4.2.1): the current
+  // catch-up round must bring match to catchup_target (the leader's last
+  // index when the round began, 0: no round), and has run catchup_ticks.
+  Index catchup_target = 0;
+  int catchup_ticks = 0;
 
   void BecomeProbe();
   void BecomeReplicate();

@@ -53,6 +53,34 @@ TEST(MembershipTest, LearnerIsAddedThenPromotedOnceCaughtUp) {
   EXPECT_LT(net.node(1).commit(), index);
 }
 
+// Raft thesis 4.2.1, catch-up rounds: under a steady write load a lone voter
+// commits each entry as soon as it has persisted it, so a learner that keeps
+// pace is still one entry short of the commit index at every tick. It is
+// promoted once it finishes a round (reaches the leader's last index as of
+// the round's start) within an election timeout.
+TEST(MembershipTest, LearnerKeepingPaceUnderSteadyWritesIsPromoted) {
+  Network net;
+  net.AddEmpty(1);
+  ASSERT_TRUE(net.node(1).Bootstrap("a1").ok());
+  ASSERT_GE(net.TickUntil([&] { return net.node(1).role() == Role::kLeader; }, 5), 0);
+  net.AddEmpty(2);
+  ASSERT_TRUE(net.node(1).ProposeConfChange(AddLearner(2, true, "a2")).ok());
+  net.Stabilize();
+  ASSERT_NE(net.node(1).conf().Find(2), nullptr);
+  int writes = 0;
+  for (; writes < 50; writes++) {
+    net.Stabilize();  // The learner has everything so far...
+    if (net.node(1).conf().IsVoter(2)) break;
+    ASSERT_TRUE(net.node(1).Propose("w" + std::to_string(writes)).ok());
+    net.ProcessReady(1);  // ...and the lone voter commits one more at once.
+    ASSERT_LT(net.peer(2).node->GetStatus().last_index, net.node(1).commit());
+    net.Tick(1);
+  }
+  EXPECT_TRUE(net.node(1).conf().IsVoter(2))
+      << "a learner one entry behind at every tick was never promoted (" << writes << " writes)";
+  EXPECT_LT(writes, 5);
+}
+
 // Raft thesis 4.2.1: a learner's acknowledgement does not count towards the
 // majority.
 TEST(MembershipTest, LearnerDoesNotCountForQuorum) {

@@ -143,13 +143,16 @@ TEST(SimRun, TargetedSchedulesFire) {
 // whole (5000 ticks, as `raftkv-sim --seed N` does), so that the bug they
 // found stays fixed: 1377 and 1719 (wal) starved followers of snapshots
 // until transfers kept their snapshot and the driver stopped compacting the
-// entries after one still being sent (docs/raft-core.md, Snapshots).
+// entries after one still being sent (docs/raft-core.md, Snapshots); 101610
+// (memory) never promoted learners that kept pace with the writes until
+// promotion went by catch-up rounds (docs/raft-core.md, Membership).
 TEST(SimRun, SeedsThatFoundBugsPass) {
   struct Case {
     uint64_t seed;
     DiskMode disk;
   };
-  for (Case c : {Case{1377, DiskMode::kWal}, Case{1719, DiskMode::kWal}}) {
+  for (Case c : {Case{1377, DiskMode::kWal}, Case{1719, DiskMode::kWal},
+                 Case{101610, DiskMode::kMemory}}) {
     SimOptions o;
     o.seed = c.seed;
     o.nodes = c.seed % 2 == 0 ? 3 : 5;
