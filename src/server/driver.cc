@@ -558,8 +558,8 @@ void Driver::MaybeSnapshot() {
 void Driver::OnSnapshotSaved(raft::Index index, raft::Index compact_to, TimePoint start,
                              double serialize_ms, size_t bytes, raft::Status s) {
   snapshotting_ = false;
-  auto ms = std::chrono::duration_cast<std::chrono::microseconds>(hooks_.now() - start).count() /
-            1000.0;
+  auto ms =
+      std::chrono::duration_cast<std::chrono::microseconds>(hooks_.now() - start).count() / 1000.0;
   if (!s.ok()) {
     // The node still works (the log keeps everything since the last
     // snapshot), but its log grows: report it and retry with back-off
@@ -567,8 +567,8 @@ void Driver::OnSnapshotSaved(raft::Index index, raft::Index compact_to, TimePoin
     snapshot_failures_++;
     snapshot_error_ = s;
     uint64_t shift = std::min<uint64_t>(snapshot_failures_ - 1, 32);
-    uint64_t backoff = std::min(config_.snapshot_retry_max_ticks,
-                                config_.snapshot_retry_base_ticks << shift);
+    uint64_t backoff =
+        std::min(config_.snapshot_retry_max_ticks, config_.snapshot_retry_base_ticks << shift);
     snapshot_retry_tick_ = ticks_ + backoff;
     auto retry_ms = static_cast<uint64_t>(config_.tick.count()) * backoff;
     std::string why = "snapshot failed (" + std::to_string(snapshot_failures_) +

@@ -54,18 +54,17 @@ void WalLogStore::SaveSnapshot(raft::Index index, const raft::ConfState& conf, s
   RAFT_ASSERT(post_ != nullptr, "WalLogStore used before Attach");
   // As Persist: the completion runs on the snapshot thread, and only the
   // driver thread touches DiskStorage's in-memory view.
-  raft::Status s = disk_->SubmitSnapshot(
-      index, conf, std::move(data), std::min(compact_to, index),
-      [this, done](const raft::Status& st) mutable {
-        post_([this, st, done = std::move(done)] {
-          if (st.ok()) {
-            disk_->ApplySnapshotWritten();
-          } else {
-            disk_->AbandonSnapshot();
-          }
-          done(st);
-        });
-      });
+  raft::Status s = disk_->SubmitSnapshot(index, conf, std::move(data), std::min(compact_to, index),
+                                         [this, done](const raft::Status& st) mutable {
+                                           post_([this, st, done = std::move(done)] {
+                                             if (st.ok()) {
+                                               disk_->ApplySnapshotWritten();
+                                             } else {
+                                               disk_->AbandonSnapshot();
+                                             }
+                                             done(st);
+                                           });
+                                         });
   if (!s.ok()) post_([s, done = std::move(done)] { done(s); });
 }
 
@@ -80,8 +79,8 @@ void MemoryLogStore::Persist(const raft::Ready& rd, Done done) {
   done(raft::Status::Ok());
 }
 
-void MemoryLogStore::SaveSnapshot(raft::Index index, const raft::ConfState& conf,
-                                  std::string data, raft::Index compact_to, Done done) {
+void MemoryLogStore::SaveSnapshot(raft::Index index, const raft::ConfState& conf, std::string data,
+                                  raft::Index compact_to, Done done) {
   raft::Status s = storage_.CreateSnapshot(index, conf, std::move(data));
   if (s.ok() && compact_to > 0) s = storage_.Compact(std::min(compact_to, index));
   done(std::move(s));

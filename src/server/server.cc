@@ -184,9 +184,8 @@ raft::Status Server::Start() {
   std::vector<asio::io_context*> ios;
   for (auto& io : session_ios_) ios.push_back(io.get());
   if (ios.empty()) ios.push_back(&io_);
-  http_ =
-      std::make_unique<HttpServer>(io_, std::move(ios), ho, replica_.get(), &kv_, forwarder_.get(),
-                                   transport_.get());
+  http_ = std::make_unique<HttpServer>(io_, std::move(ios), ho, replica_.get(), &kv_,
+                                       forwarder_.get(), transport_.get());
 
   s = transport_->Listen(self_.raft);
   if (!s.ok()) return s;

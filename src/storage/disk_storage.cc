@@ -1,10 +1,10 @@
 #include "storage/disk_storage.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <deque>
 #include <future>
-
-#include <pthread.h>
 
 #include "storage/format.h"
 #include "storage/snapshot_file.h"
@@ -439,8 +439,8 @@ Status DiskStorage::Save(const Update& update) {
   return Status::Ok();
 }
 
-Status DiskStorage::SubmitSnapshot(raft::Index index, const raft::ConfState& conf,
-                                   std::string data, raft::Index compact_to, WalCallback done) {
+Status DiskStorage::SubmitSnapshot(raft::Index index, const raft::ConfState& conf, std::string data,
+                                   raft::Index compact_to, WalCallback done) {
   RAFT_ASSERT(!snapshot_job_.has_value(), "a second SubmitSnapshot while one is outstanding");
   RAFT_ASSERT(compact_to <= index, "compacting past the snapshot at " + std::to_string(index));
   Status s = wal_->health();
@@ -510,8 +510,8 @@ Status DiskStorage::CreateSnapshot(raft::Index index, const raft::ConfState& con
                                    std::string data) {
   std::promise<Status> p;
   std::future<Status> f = p.get_future();
-  Status s = SubmitSnapshot(index, conf, std::move(data), 0,
-                            [&p](const Status& st) { p.set_value(st); });
+  Status s =
+      SubmitSnapshot(index, conf, std::move(data), 0, [&p](const Status& st) { p.set_value(st); });
   if (!s.ok()) return s;
   s = f.get();
   if (!s.ok()) {

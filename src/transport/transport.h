@@ -7,10 +7,9 @@
 // cluster id, so that a node which does not know the membership yet (a
 // joiner) can answer the leader that contacted it, and so that a node of
 // another cluster is refused before any of its messages is read (the
-// connection is closed, logged with both cluster ids and counted). Sending is best effort: messages past the
-// per-peer queue bound, or sent while a peer is backing off, are dropped and
-// counted (Raft retransmits). A bad inbound frame closes that connection and
-// nothing else.
+// connection is closed, logged with both cluster ids and counted). Sending is best effort: messages
+// past the per-peer queue bound, or sent while a peer is backing off, are dropped and counted (Raft
+// retransmits). A bad inbound frame closes that connection and nothing else.
 //
 // Threads: all socket work runs on the io_context handed in (any number of
 // threads; each connection is serialized by a strand). Send, SetPeers and

@@ -25,9 +25,9 @@
 namespace raftkv::server {
 namespace {
 
+using raft::Status;
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
-using raft::Status;
 
 // A MemEnv whose local snapshot files (snap-<index>.snap.tmp, before their
 // rename) can be refused at creation, or held at their fsync.
@@ -163,8 +163,8 @@ class SnapshotNode {
     std::unique_ptr<storage::DiskStorage> disk;
     raft::Status s = storage::DiskStorage::Open("/data", so, &disk);
     EXPECT_TRUE(s.ok()) << s.ToString();
-    store_ = std::make_unique<CountingLogStore>(std::make_unique<WalLogStore>(std::move(disk)),
-                                                &tick_);
+    store_ =
+        std::make_unique<CountingLogStore>(std::make_unique<WalLogStore>(std::move(disk)), &tick_);
     ReplicaConfig rc;
     rc.self = MemberInfo{1, "n1", "127.0.0.1:1", ""};
     rc.raft.seed = 7;

@@ -62,8 +62,8 @@ TEST(IdentityTest, NodeIdsAreStableNonzeroAndContextsRoundTrip) {
 TEST(IdentityTest, ClusterIdFromStatus) {
   uint64_t id = 7;
   std::string why;
-  EXPECT_TRUE(ClusterIdFromStatus(R"({"node_id":"1","cluster_id":"18446744073709551615"})", &id,
-                                  &why));
+  EXPECT_TRUE(
+      ClusterIdFromStatus(R"({"node_id":"1","cluster_id":"18446744073709551615"})", &id, &why));
   EXPECT_EQ(id, 18446744073709551615ULL);
   // A node of the release before cluster ids: its cluster has none.
   EXPECT_TRUE(ClusterIdFromStatus(R"({"node_id":"1"})", &id, &why));

@@ -39,8 +39,7 @@ class Pair {
  public:
   Pair(uint64_t from_cluster, uint64_t to_cluster)
       : to_address_(FreeAddress()),
-        from_(io_, 1, from_cluster, FreeAddress(), Options{},
-              [](std::vector<raft::Message>) {}),
+        from_(io_, 1, from_cluster, FreeAddress(), Options{}, [](std::vector<raft::Message>) {}),
         to_(io_, 2, to_cluster, to_address_, Options{},
             [this](std::vector<raft::Message> msgs) { delivered_ += msgs.size(); }) {
     EXPECT_TRUE(to_.Listen(to_address_).ok());

@@ -3,6 +3,8 @@
 // complete only when the test says so, fed the messages a peer would send.
 // The simulator checks the same rules under faults; these pin each one to a
 // single schedule, so that removing a rule fails a named test.
+#include "server/driver.h"
+
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
 
@@ -15,7 +17,6 @@
 #include "kv/command.h"
 #include "kv/store.h"
 #include "raft/types.h"
-#include "server/driver.h"
 #include "server/log_store.h"
 
 namespace raftkv::server {
@@ -91,7 +92,8 @@ Message Append(NodeId from, raft::Term term, raft::Index prev, raft::Term prev_t
 }
 
 Entry Put(raft::Term term, raft::Index index, uint64_t client, const std::string& value) {
-  return Entry{term, index, EntryType::kNormal, kv::EncodePut(kv::RequestId{client, 1}, "k", value)};
+  return Entry{term, index, EntryType::kNormal,
+               kv::EncodePut(kv::RequestId{client, 1}, "k", value)};
 }
 
 // Node 1, started from a snapshot at index 1 (term 1) whose membership has

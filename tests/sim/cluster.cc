@@ -445,8 +445,9 @@ void Cluster::DivergenceEvent() {
       for (uint64_t i = 1 + sched_rng_.Uniform(3); i > 0; i--) {
         kv::RequestId id{kDivergentClient, ++divergent_writes_};
         std::string cmd = kv::EncodePut(id, "divergent", std::to_string(divergent_writes_));
-        CallDriver([d, &cmd, id](server::Callback cb) { d->Propose(std::move(cmd), id, std::move(cb)); },
-                   nullptr);
+        CallDriver(
+            [d, &cmd, id](server::Callback cb) { d->Propose(std::move(cmd), id, std::move(cb)); },
+            nullptr);
       }
       AfterInput(old);
       return;
@@ -455,7 +456,8 @@ void Cluster::DivergenceEvent() {
     if (old == nullptr || old->state != NodeState::kUp) return;
     raft::NodeStatus st = old->node().GetStatus();
     stats_.divergent_entries += st.last_index - st.commit;
-    trace_.Textf(old->id, "divergence heals: %s of term %" PRIu64 " holds %" PRIu64
+    trace_.Textf(old->id,
+                 "divergence heals: %s of term %" PRIu64 " holds %" PRIu64
                  " entries past its commit index",
                  RoleShortName(st.role), st.term, st.last_index - st.commit);
     return;

@@ -279,7 +279,7 @@ class Cluster : public ClientTransport {
   uint64_t divergence_next_tick_ = 0;
   raft::NodeId divergent_leader_ = raft::kNoNode;  // Cut off by DivergenceEvent.
   uint64_t divergent_writes_ = 0;                  // Proposed to it while cut off.
-  uint64_t lone_end_tick_ = 0;  // The lone phase ends (network healed) then.
+  uint64_t lone_end_tick_ = 0;                     // The lone phase ends (network healed) then.
   uint64_t lone_next_crash_tick_ = 0;
   uint64_t lone_seen_incarnation_ = 0;  // Node 1's, whose term-change Ready was seen.
   // Driver timings drawn from the seed.

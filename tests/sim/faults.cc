@@ -9,14 +9,15 @@ namespace raftkv::sim {
 
 std::string FaultProfile::Describe() const {
   return StrFormat(
-      "%s drop=%u dup=%u delay=%u..%u long=%u/%u part=%u crash=%u torn=%u pause=%u "
-      "member=%u transfer=%u max_down=%d hb=%d prevote=%d cq=%d msg=%" PRIu64 " inflight=%" PRIu64
-      " uncommitted=%" PRIu64 " chunk=%" PRIu64 " compact=%" PRIu64 "/%" PRIu64,
-      name.c_str(), net.drop_ppm, net.dup_ppm, net.min_delay_steps, net.max_delay_steps,
-      net.long_delay_ppm, net.long_delay_max_steps, partition_ppm, crash_ppm, torn_ppm, pause_ppm,
-      member_ppm, transfer_ppm, max_down, heartbeat_interval_ticks, pre_vote, check_quorum,
-      max_msg_bytes, max_inflight_msgs, max_uncommitted_bytes, max_snapshot_chunk_bytes,
-      compact_every, compact_margin) +
+             "%s drop=%u dup=%u delay=%u..%u long=%u/%u part=%u crash=%u torn=%u pause=%u "
+             "member=%u transfer=%u max_down=%d hb=%d prevote=%d cq=%d msg=%" PRIu64
+             " inflight=%" PRIu64 " uncommitted=%" PRIu64 " chunk=%" PRIu64 " compact=%" PRIu64
+             "/%" PRIu64,
+             name.c_str(), net.drop_ppm, net.dup_ppm, net.min_delay_steps, net.max_delay_steps,
+             net.long_delay_ppm, net.long_delay_max_steps, partition_ppm, crash_ppm, torn_ppm,
+             pause_ppm, member_ppm, transfer_ppm, max_down, heartbeat_interval_ticks, pre_vote,
+             check_quorum, max_msg_bytes, max_inflight_msgs, max_uncommitted_bytes,
+             max_snapshot_chunk_bytes, compact_every, compact_margin) +
          (tiny_messages ? " +tiny" : "") + (figure8 ? " +figure8" : "") +
          (divergence ? " +divergence" : "") +
          (snapshot_refusal ? StrFormat(" +refusal=%" PRIu64, snapshot_limit_bytes) : "") +

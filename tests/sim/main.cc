@@ -311,8 +311,8 @@ int main(int argc, char** argv) {
               state_comparisons);
   if (inconclusive > 0) std::printf(" inconclusive=%" PRIu64, inconclusive);
   std::printf("\nschedules: figure8=%" PRIu64 " divergences=%" PRIu64 " divergent_entries=%" PRIu64
-              " snapshots_refused=%" PRIu64 " lone_crashes=%" PRIu64
-              " lone_term_changes=%" PRIu64 "\n",
+              " snapshots_refused=%" PRIu64 " lone_crashes=%" PRIu64 " lone_term_changes=%" PRIu64
+              "\n",
               sched.figure8, sched.divergences, sched.divergent_entries, sched.refused, sched.lone,
               sched.lone_term_changes);
   if (!failed.empty()) {

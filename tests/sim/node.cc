@@ -72,9 +72,7 @@ class Cluster::SimLogStore : public server::LogStore {
     if (disk) {
       disk_ = disk.get();
       wal_ = std::make_unique<server::WalLogStore>(std::move(disk));
-      wal_->Attach([this](std::function<void()> fn) {
-        mail_.push_back(std::move(fn));
-      });
+      wal_->Attach([this](std::function<void()> fn) { mail_.push_back(std::move(fn)); });
     }
   }
 
@@ -92,8 +90,8 @@ class Cluster::SimLogStore : public server::LogStore {
                     raft::Index compact_to, Done done) override {
     RAFT_ASSERT(!snapshot_, "a second SaveSnapshot while one is outstanding");
     uint64_t delay = rng_.Chance(1, 10) ? 8 + rng_.Uniform(33) : 1 + rng_.Uniform(8);
-    snapshot_ = PendingSnapshot{index,           conf, std::move(data), compact_to,
-                                std::move(done), cluster_->step_ + delay};
+    snapshot_ = PendingSnapshot{
+        index, conf, std::move(data), compact_to, std::move(done), cluster_->step_ + delay};
   }
   raft::Status Close() override { return wal_ ? wal_->Close() : raft::Status::Ok(); }
   std::string Describe() const override { return wal_ ? wal_->Describe() : "simulated memory"; }
@@ -113,7 +111,8 @@ class Cluster::SimLogStore : public server::LogStore {
   // doing that work first if none is there yet.
   std::function<void()> WaitMail() {
     while (mail_.empty()) {
-      RAFT_ASSERT(disk_->RunBackgroundWork(), "waiting for a completion with no storage work queued");
+      RAFT_ASSERT(disk_->RunBackgroundWork(),
+                  "waiting for a completion with no storage work queued");
     }
     std::function<void()> fn = std::move(mail_.front());
     mail_.pop_front();
@@ -444,8 +443,9 @@ void Cluster::CompleteSnapshot(SimNode* n, uint64_t step) {
       }
     }
   } else if (torn) {
-    Crash(n, StrFormat("crash while writing the snapshot at %" PRIu64 ": not stored", p.index)
-                 .c_str());
+    Crash(
+        n,
+        StrFormat("crash while writing the snapshot at %" PRIu64 ": not stored", p.index).c_str());
     return;
   } else {
     st = n->mem.CreateSnapshot(p.index, p.conf, std::move(p.data));

@@ -151,8 +151,8 @@ TEST(SimRun, SeedsThatFoundBugsPass) {
     uint64_t seed;
     DiskMode disk;
   };
-  for (Case c : {Case{1377, DiskMode::kWal}, Case{1719, DiskMode::kWal},
-                 Case{101610, DiskMode::kMemory}}) {
+  for (Case c :
+       {Case{1377, DiskMode::kWal}, Case{1719, DiskMode::kWal}, Case{101610, DiskMode::kMemory}}) {
     SimOptions o;
     o.seed = c.seed;
     o.nodes = c.seed % 2 == 0 ? 3 : 5;

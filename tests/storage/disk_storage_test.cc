@@ -583,7 +583,6 @@ TEST(DiskStorageTest, SegmentOfAnotherNodeIsCorruption) {
   EXPECT_NE(s.message().find("node 9"), std::string::npos) << s.ToString();
 }
 
-
 // SubmitSnapshot's work, waited for on the test's (driver) thread.
 Status WaitSubmitted(DiskStorage* ds, raft::Index index, std::string data, raft::Index compact_to) {
   std::promise<Status> p;

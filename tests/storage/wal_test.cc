@@ -127,10 +127,12 @@ TEST(WalTest, ManualWriterWritesOnlyWhenRunAndAsOneGroup) {
   EXPECT_FALSE(wal->RunQueued());
   std::vector<int> done;
   for (int i = 0; i < 3; i++) {
-    ASSERT_TRUE(wal->Submit(OneEntry(i + 1), [&, i](const Status& s) {
-                     EXPECT_TRUE(s.ok());
-                     done.push_back(i);
-                   }).ok());
+    ASSERT_TRUE(wal->Submit(OneEntry(i + 1),
+                            [&, i](const Status& s) {
+                              EXPECT_TRUE(s.ok());
+                              done.push_back(i);
+                            })
+                    .ok());
   }
   WalStats before = wal->stats();
   EXPECT_TRUE(done.empty());
