@@ -4,18 +4,26 @@
 // hashicorp/raft's FSM): the Raft driver thread applies committed entries in
 // index order, takes snapshot images and restores them. Apply is
 // deterministic, so every node that applied the same entries holds the same
-// state. Per key the store keeps etcd's create_revision, mod_revision and
-// version; the store's revision is the last applied Raft index.
+// state. Per key the store keeps etcd's create_revision, mod_revision,
+// version and lease; the store's revision is the last applied Raft index.
+//
+// Keys live in one heap node each, found by a hash set of node pointers (a
+// point lookup costs what the plain hash map cost) and kept in key byte order
+// by an intrusive red-black tree whose hook lives in the node (a range is a
+// lower_bound and a walk). The choice and its figures: docs/store.md.
 //
 // Threads: Apply, Snapshot and Restore are called by the Raft driver thread
-// only. Get, revision(), size() and Hash() may be called from any thread (the
-// HTTP threads serve reads directly): they take a shared lock that Apply and
-// Restore take exclusively, once per batch.
+// only. The read methods (Get, Range, ReadTxn, revision(), size(), Hash())
+// may be called from any thread (the HTTP threads serve reads directly): they
+// take a shared lock that Apply and Restore take exclusively, once per batch.
 #pragma once
 
 #include <atomic>
-#include <boost/unordered/unordered_flat_map.hpp>
+#include <boost/intrusive/set.hpp>
+#include <boost/unordered/unordered_flat_set.hpp>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <shared_mutex>
 #include <span>
 #include <string>
@@ -32,7 +40,50 @@ struct KeyMeta {
   uint64_t create_revision = 0;  // Index of the write that created the key.
   uint64_t mod_revision = 0;     // Index of the last write.
   uint64_t version = 0;          // Writes since creation.
+  uint64_t lease = 0;            // The lease the key is attached to (0: none).
   bool operator==(const KeyMeta&) const = default;
+};
+
+struct KeyValue {
+  std::string key;
+  std::string value;
+  KeyMeta meta;
+  bool operator==(const KeyValue&) const = default;
+};
+
+// How a command ended, the same on every node. A command that does not end
+// kOk changed nothing (a transaction is all or nothing).
+enum class ResultCode : uint8_t {
+  kOk = 0,
+  kLeaseNotFound,  // A put named a lease that does not exist.
+  kTooManyKeys,    // A delete's range holds more than its max_keys.
+};
+
+// One op's outcome. Payloads (kvs, the get's kv) are built only where the
+// caller asked for them (ApplyOptions::want_result); counts always are.
+struct OpResult {
+  TxnOpKind kind = TxnOpKind::kPut;
+  bool found = false;         // get: the key exists (kv holds it).
+  KeyValue kv;                // put: the key as written; get: the key.
+  std::vector<KeyValue> kvs;  // range: the page; delete, put: the previous kvs (kWantPrevKv).
+  uint64_t deleted = 0;       // delete.
+  uint64_t count = 0;         // range: keys in the range (kCountOnly); delete: keys matched.
+  bool more = false;          // range, delete: keys past the page or the limit remain.
+};
+
+struct Result {
+  ResultCode code = ResultCode::kOk;
+  uint64_t revision = 0;  // The store revision the result reflects (a write: its index).
+  bool succeeded = true;  // A transaction: its compares held.
+  std::vector<OpResult> ops;
+};
+
+// A change to one key, for watchers (issue 12): a put carries the new kv, a
+// delete the key, its lease and mod_revision = the deleting revision.
+struct Event {
+  enum class Type : uint8_t { kPut, kDelete };
+  Type type = Type::kPut;
+  KeyValue kv;
 };
 
 // One applied command, reported so that the driver can complete the request
@@ -40,11 +91,23 @@ struct KeyMeta {
 struct Applied {
   raft::Index index = 0;
   RequestId id;
+  ResultCode code = ResultCode::kOk;
+  // Built when want_result(index) held; else null.
+  std::shared_ptr<Result> result;
+};
+
+struct ApplyOptions {
+  // Whether the result of the command at an index is wanted (a request on
+  // this node waits for it). Empty: none is.
+  std::function<bool(raft::Index)> want_result;
+  // If set, every change is appended here in apply order.
+  std::vector<Event>* events = nullptr;
 };
 
 class Store {
  public:
   Store() = default;
+  ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
@@ -55,16 +118,27 @@ class Store {
   // is not a command this version knows (the caller must stop: see
   // docs/wire-format.md, "Extending the format"); entries before it stay
   // applied.
-  raft::Status Apply(std::span<const raft::Entry> entries, std::vector<Applied>* applied);
+  raft::Status Apply(std::span<const raft::Entry> entries, std::vector<Applied>* applied,
+                     const ApplyOptions& options = {});
 
-  // Driver thread. The snapshot image (docs/wire-format.md section 3).
+  // Driver thread. The snapshot image (docs/wire-format.md section 3):
+  // version 1 while no key carries a lease (so that a node of the first
+  // release can still install it during a rolling upgrade), else version 2.
   std::string Snapshot() const;
-  // Driver thread. Replaces the whole state with an image. kCorruption (state
-  // unchanged) if the image is malformed.
+  // Driver thread. Replaces the whole state with an image (version 1 or 2).
+  // kCorruption (state unchanged) if the image is malformed.
   raft::Status Restore(std::string_view image);
 
   // Any thread. False if the key is absent.
   bool Get(std::string_view key, std::string* value, KeyMeta* meta = nullptr) const;
+  // Any thread. A range op (kind kRange) or a get (kGet) against the current
+  // state, with its payload.
+  Result Read(const TxnOp& op) const;
+  // Any thread. A transaction whose branches hold only gets and ranges: its
+  // compares and its chosen branch, against one state (the caller checks
+  // that neither branch writes).
+  Result ReadTxn(const std::vector<Compare>& compares, const std::vector<TxnOp>& success,
+                 const std::vector<TxnOp>& failure) const;
   // Any thread. The last applied index.
   uint64_t revision() const { return revision_.load(std::memory_order_acquire); }
   size_t size() const;
@@ -73,24 +147,55 @@ class Store {
   uint64_t Hash() const;
 
  private:
-  struct Record {
+  struct Node : boost::intrusive::set_base_hook<boost::intrusive::optimize_size<true>> {
+    std::string key;
     std::string value;
     KeyMeta meta;
   };
-  struct KeyHash {
+  struct KeyOfNode {
+    using type = std::string_view;
+    std::string_view operator()(const Node& n) const { return n.key; }
+  };
+  struct NodeHash {
     using is_transparent = void;
-    using is_avalanching = void;  // XXH3: the map needs no extra mixing.
+    using is_avalanching = void;  // XXH3: the set needs no extra mixing.
+    size_t operator()(const Node* n) const { return (*this)(std::string_view(n->key)); }
     size_t operator()(std::string_view s) const;
   };
-  // Open addressing (Boost 1.81): a lookup touches one metadata group and one
-  // slot, where std::unordered_map chased a bucket and list nodes; applying a
-  // put was 13% of a follower's driver thread in perf.
-  using Map = boost::unordered_flat_map<std::string, Record, KeyHash, std::equal_to<>>;
+  struct NodeEq {
+    using is_transparent = void;
+    bool operator()(const Node* a, const Node* b) const { return a->key == b->key; }
+    bool operator()(std::string_view a, const Node* b) const { return a == b->key; }
+    bool operator()(const Node* a, std::string_view b) const { return a->key == b; }
+  };
+  using Tree = boost::intrusive::set<Node, boost::intrusive::key_of_value<KeyOfNode>,
+                                     boost::intrusive::constant_time_size<false>>;
+  using Index = boost::unordered_flat_set<Node*, NodeHash, NodeEq>;
+  struct Keys {
+    Index index;
+    Tree tree;
+    size_t leased = 0;  // Keys with a lease.
+    ~Keys();
+  };
 
-  std::vector<const Map::value_type*> SortedLocked() const;
+  const Node* Find(std::string_view key) const;
+  // The first node of `keys` in key order, or tree.end().
+  Tree::const_iterator First(const KeyRange& keys) const;
+  bool CompareHolds(const Compare& c) const;
+  bool AllHold(const std::vector<Compare>& cs) const;
+  // Whether `ops` can run: kOk, or why not (nothing has changed yet).
+  ResultCode Check(const std::vector<TxnOp>& ops) const;
+  void ReadOp(const TxnOp& op, OpResult* out) const;
+  void PutOp(const TxnOp& op, uint64_t index, OpResult* out, const ApplyOptions& options);
+  void DeleteOp(const TxnOp& op, uint64_t index, OpResult* out, const ApplyOptions& options);
+  // Runs `ops` (Check passed); `out` is null when no payload is wanted.
+  void RunOps(const std::vector<TxnOp>& ops, uint64_t index, Result* out,
+              const ApplyOptions& options);
+  void Erase(Node* n);
+  static KeyValue ToKv(const Node& n, bool with_value);
 
   mutable std::shared_mutex mu_;
-  Map map_;
+  Keys keys_;
   std::atomic<uint64_t> revision_{0};
 };
 

@@ -437,7 +437,13 @@ void Driver::InstallSnapshot(const raft::Snapshot& snap) {
 void Driver::ApplyEntries(std::span<const raft::Entry> entries) {
   if (entries.empty()) return;
   std::vector<kv::Applied> applied;
-  raft::Status s = kv_->Apply(entries, &applied);
+  kv::ApplyOptions options;
+  // Only the node a write waits on builds its result (read payloads,
+  // previous values); the outcome code is the same everywhere.
+  if (writes_.AnyThrough(entries.back().index)) {
+    options.want_result = [this](raft::Index i) { return writes_.WaitsAt(i); };
+  }
+  raft::Status s = kv_->Apply(entries, &applied, options);
   if (!s.ok()) Fatal("applying committed entries: " + s.ToString());
   applied_term_ = entries.back().term;
   if (hooks_.observer) hooks_.observer->OnApplied(entries);
@@ -464,12 +470,12 @@ void Driver::ResolveWrites(std::span<const raft::Entry> entries,
     }
     const raft::Entry& e = entries[w.index - entries.front().index];
     while (cursor < applied.size() && applied[cursor].index < e.index) cursor++;
-    const kv::RequestId* id =
-        cursor < applied.size() && applied[cursor].index == e.index ? &applied[cursor].id : nullptr;
+    const kv::Applied* a =
+        cursor < applied.size() && applied[cursor].index == e.index ? &applied[cursor] : nullptr;
     if (w.term == e.term) {
-      RAFT_ASSERT(w.conf || (id != nullptr && *id == w.id),
+      RAFT_ASSERT(w.conf || (a != nullptr && a->id == w.id),
                   "entry " + std::to_string(e.index) + " applied with another request id");
-      w.done(Outcome{Code::kOk, "", e.index});
+      w.done(Outcome{Code::kOk, "", e.index, a ? a->result : nullptr});
     } else {
       w.done(Outcome{Code::kNotCommitted,
                      "leadership changed before the write committed; it was not applied"});

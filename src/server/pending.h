@@ -13,10 +13,12 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "kv/command.h"
+#include "kv/store.h"
 #include "raft/types.h"
 
 namespace raftkv::server {
@@ -38,6 +40,9 @@ struct Outcome {
   Code code = Code::kOk;
   std::string message;
   raft::Index index = 0;  // The applied index, for successful writes and reads.
+  // A write's result as the store applied it (its ResultCode may still say
+  // that it changed nothing); null for reads and membership changes.
+  std::shared_ptr<const kv::Result> result = nullptr;
   bool ok() const { return code == Code::kOk; }
 };
 
@@ -64,6 +69,8 @@ class PendingWrites {
   bool AnyThrough(raft::Index index) const {
     return !by_index_.empty() && by_index_.begin()->first <= index;
   }
+  // Whether a write waits at `index`.
+  bool WaitsAt(raft::Index index) const { return by_index_.contains(index); }
   // Removes and returns the writes at indexes <= `index`, in index order.
   std::vector<PendingWrite> TakeThrough(raft::Index index);
   // Removes and returns the writes whose deadline is <= now.
