@@ -130,6 +130,14 @@ class Forwarder::Op : public std::enable_shared_from_this<Forwarder::Op> {
     ForwardResponse r;
     r.status = res.result_int();
     r.retry_after = std::string(res[http::field::retry_after]);
+    for (const auto& f : res) {
+      std::string_view name(f.name_string().data(), f.name_string().size());
+      if (name.size() > 9 && beast::iequals(name.substr(0, 9), "X-Raftkv-")) {
+        r.headers.emplace_back(std::string(name), std::string(f.value()));
+      } else if (f.name() == http::field::etag || beast::iequals(name, "X-Content-Type-Options")) {
+        r.headers.emplace_back(std::string(name), std::string(f.value()));
+      }
+    }
     r.body = std::move(res.body());
     if (res.keep_alive() && buffer_.size() == 0) {
       stream_->expires_never();

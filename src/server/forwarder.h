@@ -36,6 +36,8 @@ struct ForwardResponse {
   unsigned status = 0;
   std::string body;
   std::string retry_after;
+  // The answer's X-Raftkv-* and ETag headers, relayed to the client.
+  std::vector<std::pair<std::string, std::string>> headers;
   std::string message;  // Why, when error != kNone.
 };
 

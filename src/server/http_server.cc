@@ -13,6 +13,7 @@
 
 #include "kv/command.h"
 #include "server/json.h"
+#include "server/v1.h"
 #include "transport/transport.h"
 
 namespace raftkv::server {
@@ -133,6 +134,10 @@ std::string StatusJson(const StatusReport& r, const HttpServer::Shared& shared) 
   o["node_id"] = std::to_string(r.node.id);
   // A string, as node_id: JSON numbers lose precision past 2^53.
   o["cluster_id"] = std::to_string(shared.options.cluster_id);
+  // The command language this node speaks (kv/command.h); members read it
+  // to decide when the newer commands may be proposed (upgrade.h).
+  o["proto"] = kv::kProtoVersion;
+  if (shared.proto != nullptr) o["cluster_proto"] = shared.proto->ClusterProto();
   o["role"] = raft::RoleName(r.node.role);
   o["term"] = r.node.term;
   if (r.node.leader != raft::kNoNode) {
@@ -296,6 +301,11 @@ class Session : public std::enable_shared_from_this<Session> {
   void OnRequest() {
     shared_->in_flight++;
     counted_ = true;
+    v1_ = false;
+    v1_revision_ = 0;
+    etag_.clear();
+    relayed_headers_.clear();
+    content_type_ = kContentType;
     if (shared_->draining) {
       keep_alive_ = false;
       return Error(http::status::service_unavailable, "the node is shutting down", "1");
@@ -310,6 +320,7 @@ class Session : public std::enable_shared_from_this<Session> {
     // response, so do not keep its connection.
     if (method == http::verb::head) keep_alive_ = false;
 
+    if (path.starts_with("/v1/")) return HandleV1(method, path, query);
     if (path.starts_with("/keys/")) {
       if (method != http::verb::get && method != http::verb::post) {
         return Error(http::status::method_not_allowed, "method not allowed", "", "GET, POST");
@@ -410,11 +421,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void ProposePut() {
-    kv::RequestId id;
-    std::string_view fwd_id = parser_->get()[kRequestIdHeader];
-    if (fwd_id.empty() || !ParseRequestId(fwd_id, &id)) {
-      id = kv::RequestId{shared_->replica->self().id, shared_->replica->NextSeq()};
-    }
+    kv::RequestId id = RequestIdOf();
     shared_->replica->Propose(
         kv::EncodePut(id, key_, value_), id, [self = shared_from_this()](Outcome o) {
           self->Later([self, o = std::move(o)] {
@@ -522,13 +529,14 @@ class Session : public std::enable_shared_from_this<Session> {
     fr.target = std::string(req.target());
     fr.body = std::move(req.body());
     fr.headers.emplace_back(std::string(kHopsHeader), std::to_string(hops + 1));
-    if (is_write) {
-      std::string_view fwd_id = req[kRequestIdHeader];
-      kv::RequestId id;
-      if (fwd_id.empty() || !ParseRequestId(fwd_id, &id)) {
-        id = kv::RequestId{shared_->replica->self().id, shared_->replica->NextSeq()};
+    // A conditional /v1 write's conditions travel with it.
+    for (http::field f : {http::field::if_match, http::field::if_none_match}) {
+      if (std::string_view v = req[f]; !v.empty()) {
+        fr.headers.emplace_back(std::string(http::to_string(f)), std::string(v));
       }
-      fr.headers.emplace_back(std::string(kRequestIdHeader), FormatRequestId(id));
+    }
+    if (is_write) {
+      fr.headers.emplace_back(std::string(kRequestIdHeader), FormatRequestId(RequestIdOf()));
     }
     std::string leader_name = leader->info.name;
     shared_->forwarder->Send(
@@ -537,6 +545,7 @@ class Session : public std::enable_shared_from_this<Session> {
           self->Later([self, r = std::move(r), leader_name]() mutable {
             switch (r.error) {
               case ForwardResponse::Error::kNone:
+                self->relayed_headers_ = std::move(r.headers);
                 return self->Respond(static_cast<http::status>(r.status), r.body, r.retry_after);
               case ForwardResponse::Error::kUnreachable:
                 return self->Error(http::status::service_unavailable,
@@ -593,7 +602,8 @@ class Session : public std::enable_shared_from_this<Session> {
     beast::string_view reason = http::obsolete_reason(status);
     out_.append(reason.data(), reason.size());
     out_ += "\r\nContent-Type: ";
-    out_ += kContentType;
+    out_ += content_type_;
+    if (v1_) AppendV1Headers();
     if (!retry_after.empty()) {
       out_ += "\r\nRetry-After: ";
       out_ += retry_after;
@@ -658,6 +668,510 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.socket().close(ignored);
   }
 
+  // --- /v1 (docs/http-api.md) -----------------------------------------------
+
+  // Writes the body of a successful /v1 write from its applied result.
+  using V1Answer = void (Session::*)(const kv::Result&);
+
+  v1::Limits Limits() const {
+    v1::Limits l;
+    l.max_key_bytes = opts().max_key_bytes;
+    l.max_value_bytes = opts().max_value_bytes;
+    l.max_txn_ops = opts().max_txn_ops;
+    l.max_range_limit = opts().max_range_limit;
+    l.default_range_limit = std::min(opts().default_range_limit, opts().max_range_limit);
+    l.max_range_bytes = opts().max_range_bytes;
+    l.max_delete_keys = opts().max_delete_keys;
+    return l;
+  }
+
+  // Headers on every /v1 answer: the revision it reflects, the term, this
+  // node and the leader's HTTP address; a forwarded answer carries the
+  // leader's own instead.
+  void AppendV1Headers() {
+    if (!relayed_headers_.empty()) {
+      for (const auto& [name, value] : relayed_headers_) {
+        out_ += "\r\n";
+        out_ += name;
+        out_ += ": ";
+        out_ += value;
+      }
+      return;
+    }
+    auto view = shared_->replica->view();
+    out_ += "\r\nX-Raftkv-Revision: ";
+    AppendNumber(v1_revision_ != 0 ? v1_revision_ : shared_->kv->revision());
+    out_ += "\r\nX-Raftkv-Raft-Term: ";
+    AppendNumber(view->term);
+    out_ += "\r\nX-Raftkv-Node: ";
+    out_ += shared_->replica->self().name;
+    out_ += "\r\nX-Raftkv-Leader: ";
+    if (const MemberView* l = view->Find(view->leader)) out_ += l->info.http;
+    if (!etag_.empty()) {
+      out_ += "\r\nETag: ";
+      out_ += etag_;
+    }
+    if (content_type_ != kContentType) out_ += "\r\nX-Content-Type-Options: nosniff";
+  }
+
+  void V1Error(unsigned status, std::string_view code, const std::string& message,
+               std::string_view extra = "", std::string_view retry_after = "",
+               std::string_view allow = "") {
+    content_type_ = kContentType;
+    Respond(static_cast<http::status>(status), v1::ErrorJson(code, message, extra), retry_after,
+            allow);
+  }
+  void V1Error(const v1::ApiError& e) { V1Error(e.status, e.code, e.message); }
+
+  // A driver outcome that is not kOk, in /v1 terms.
+  void V1OutcomeError(const Outcome& o, bool is_write) {
+    switch (o.code) {
+      case Code::kOk:
+        break;
+      case Code::kTimeout:
+        if (is_write) return V1Error(504, "outcome_unknown", o.message);
+        return V1Error(504, "timeout", o.message);
+      case Code::kInvalid:
+        return V1Error(413, "body_too_large", o.message);
+      case Code::kNotLeader:
+        return V1Error(503, "no_leader", "no leader", "", "1");
+      case Code::kShuttingDown:
+        keep_alive_ = false;
+        if (is_write) return V1Error(504, "outcome_unknown", o.message);
+        return V1Error(503, "shutting_down", o.message, "", "1");
+      case Code::kUnavailable:
+        return V1Error(503, is_write ? "no_leader" : "no_quorum", o.message, "", "1");
+      case Code::kNotCommitted:
+        return V1Error(503, "leadership_changed", o.message, "", "1");
+      case Code::kBusy:
+        return V1Error(503, "overloaded", o.message, "", "1");
+      case Code::kStorageFailed:
+        return V1Error(503, "storage_failed", o.message, "", "1");
+    }
+    V1Error(500, "internal", "unexpected outcome");
+  }
+
+  void HandleV1(http::verb method, std::string_view path, std::string_view query) {
+    v1_ = true;
+    std::string error;
+    if (!query_.Parse(query, &error)) return V1Error(400, "invalid_argument", error);
+    b64_ = false;
+    if (auto enc = query_.Get("encoding")) {
+      if (*enc != "base64" && *enc != "utf8") {
+        return V1Error(400, "invalid_argument", "\"encoding\" must be base64 or utf8");
+      }
+      b64_ = *enc == "base64";
+    }
+    if (path.starts_with("/v1/kv/")) {
+      if (!PercentDecode(path.substr(7), &key_)) {
+        return V1Error(400, "invalid_argument", "malformed percent-encoding in the key");
+      }
+      bool prefix = query_.Has("prefix");
+      if (!prefix && key_.empty()) {
+        return V1Error(400, "invalid_argument", "empty key (an empty prefix needs ?prefix)");
+      }
+      if (key_.size() > opts().max_key_bytes) {
+        return V1Error(400, "invalid_argument",
+                       "key longer than " + std::to_string(opts().max_key_bytes) + " bytes");
+      }
+      switch (method) {
+        case http::verb::get:
+          return prefix ? V1Range() : V1Get();
+        case http::verb::put:
+        case http::verb::post:
+          if (prefix) return V1Error(400, "invalid_argument", "a put takes one key, not ?prefix");
+          return V1Put();
+        case http::verb::delete_:
+          return V1Delete(prefix);
+        default:
+          return V1Error(405, "method_not_allowed", "method not allowed", "", "",
+                         "GET, PUT, POST, DELETE");
+      }
+    }
+    if (path == "/v1/txn") {
+      if (method != http::verb::post) {
+        return V1Error(405, "method_not_allowed", "method not allowed", "", "", "POST");
+      }
+      return V1Txn();
+    }
+    V1Error(404, "not_found", "no such route");
+  }
+
+  // Refuses query parameters the route does not know (a typo such as
+  // ?prefx would otherwise silently read one key).
+  bool V1Params(std::vector<std::string_view> known) {
+    known.push_back("encoding");
+    if (auto u = query_.Unknown(known)) {
+      V1Error(400, "invalid_argument", "unknown query parameter \"" + *u + "\"");
+      return false;
+    }
+    return true;
+  }
+
+  // The read level of a /v1 read: linearizable (ReadIndex) by default;
+  // `stale` (or consistency=stale) reads this node's state; min_revision=N
+  // waits until this node has applied N. Calls serve() on the session's
+  // thread when the read may be served.
+  void V1Read(std::function<void()> serve) {
+    std::string_view consistency = query_.Get("consistency").value_or("linearizable");
+    if (consistency != "linearizable" && consistency != "stale") {
+      return V1Error(400, "invalid_argument", "\"consistency\" must be linearizable or stale");
+    }
+    bool stale = consistency == "stale" || query_.Flag("stale");
+    v1::ApiError e;
+    uint64_t min_rev = 0;
+    if (!query_.Number("min_revision", &min_rev, &e)) return V1Error(e);
+    if (stale && shared_->kv->revision() >= min_rev) return serve();
+    // Linearizable, or stale but behind min_revision: a read barrier brings
+    // this node up to the leader's commit index, which covers every
+    // revision that exists.
+    shared_->replica->ReadBarrier(
+        [self = shared_from_this(), serve = std::move(serve), min_rev](Outcome o) {
+          self->Later([self, o = std::move(o), serve = std::move(serve), min_rev] {
+            if (!o.ok()) return self->V1OutcomeError(o, false);
+            uint64_t rev = self->shared_->kv->revision();
+            if (rev < min_rev) {
+              return self->V1Error(400, "invalid_argument",
+                                   "min_revision " + std::to_string(min_rev) +
+                                       " is past the cluster's revision " + std::to_string(rev));
+            }
+            serve();
+          });
+        });
+  }
+
+  void V1Get() {
+    if (!V1Params({"consistency", "stale", "min_revision", "raw"})) return;
+    V1Read([this] {
+      kv::TxnOp get;
+      get.kind = kv::TxnOpKind::kGet;
+      get.keys = kv::KeyRange{key_, "", false};
+      kv::Result r = shared_->kv->Read(get);
+      v1_revision_ = r.revision;
+      const kv::OpResult& o = r.ops[0];
+      if (!o.found) return V1Error(404, "key_not_found", "key not found");
+      etag_ = "\"" + std::to_string(o.kv.meta.mod_revision) + "\"";
+      if (query_.Flag("raw")) {
+        content_type_ = "application/octet-stream";
+        return Respond(http::status::ok, o.kv.value);
+      }
+      std::string body;
+      v1::AppendKv(&body, o.kv, b64_);
+      Respond(http::status::ok, body);
+    });
+  }
+
+  void V1Range() {
+    if (!V1Params({"prefix", "consistency", "stale", "min_revision", "limit", "continue",
+                   "keys_only", "count_only"})) {
+      return;
+    }
+    v1::Limits l = Limits();
+    v1::ApiError e;
+    uint64_t limit = l.default_range_limit;
+    if (!query_.Number("limit", &limit, &e)) return V1Error(e);
+    if (limit == 0 || limit > l.max_range_limit) limit = l.max_range_limit;
+    range_ = kv::TxnOp{};
+    range_.kind = kv::TxnOpKind::kRange;
+    range_end_ = kv::PrefixEnd(key_);
+    range_start_ = key_;
+    first_revision_ = 0;
+    if (auto token = query_.Get("continue")) {
+      std::string last;
+      if (!v1::ParseContinueToken(*token, &last, &first_revision_) || !last.starts_with(key_)) {
+        return V1Error(400, "invalid_argument", "malformed \"continue\" token for this prefix");
+      }
+      range_start_ = last + '\0';  // The first key after the last one served.
+    }
+    range_.keys = kv::KeyRange{range_start_, range_end_, true};
+    range_.limit = limit;
+    range_.max_bytes = l.max_range_bytes;
+    range_.flags = (query_.Flag("keys_only") ? kv::kKeysOnly : 0) |
+                   (query_.Flag("count_only") ? kv::kCountOnly : 0);
+    V1Read([this] {
+      kv::Result r = shared_->kv->Read(range_);
+      v1_revision_ = r.revision;
+      const kv::OpResult& o = r.ops[0];
+      uint64_t first = first_revision_ != 0 ? first_revision_ : r.revision;
+      std::string body = "{\"revision\":" + std::to_string(first);
+      if (range_.flags & kv::kCountOnly) {
+        body += ",\"count\":" + std::to_string(o.count) + "}";
+        return Respond(http::status::ok, body);
+      }
+      body += ",\"kvs\":";
+      v1::AppendKvs(&body, o.kvs, b64_, (range_.flags & kv::kKeysOnly) == 0);
+      if (o.more) {
+        body +=
+            ",\"more\":true,\"continue\":\"" + v1::ContinueToken(o.kvs.back().key, first) + "\"}";
+      } else {
+        body += ",\"more\":false,\"watch_from\":" + std::to_string(first + 1) + "}";
+      }
+      Respond(http::status::ok, body);
+    });
+  }
+
+  // Conditions of a single-key write: if_mod_revision, if_version (0: must
+  // not exist), If-Match: "N", If-None-Match: *.
+  bool V1Conditions(std::vector<kv::Compare>* out) {
+    v1::ApiError e;
+    auto number = [&](std::string_view name, kv::Target t) {
+      if (!query_.Has(name)) return true;
+      uint64_t n = 0;
+      if (!query_.Number(name, &n, &e)) return false;
+      kv::Compare c;
+      c.keys = kv::KeyRange{key_, "", false};
+      c.target = t;
+      c.op = kv::CmpOp::kEqual;
+      c.number = n;
+      out->push_back(c);
+      return true;
+    };
+    if (!number("if_mod_revision", kv::Target::kModRevision) ||
+        !number("if_version", kv::Target::kVersion)) {
+      V1Error(e);
+      return false;
+    }
+    auto& req = parser_->get();
+    std::string_view match = req[http::field::if_match];
+    if (!match.empty()) {
+      uint64_t n = 0;
+      if (match.size() < 3 || match.front() != '"' || match.back() != '"' ||
+          std::from_chars(match.data() + 1, match.data() + match.size() - 1, n).ptr !=
+              match.data() + match.size() - 1) {
+        V1Error(400, "invalid_argument", "If-Match must be a quoted mod_revision, as the ETag");
+        return false;
+      }
+      kv::Compare c;
+      c.keys = kv::KeyRange{key_, "", false};
+      c.target = kv::Target::kModRevision;
+      c.number = n;
+      out->push_back(c);
+    }
+    std::string_view none = req[http::field::if_none_match];
+    if (!none.empty()) {
+      if (none != "*") {
+        V1Error(400, "invalid_argument", "If-None-Match takes only *");
+        return false;
+      }
+      kv::Compare c;
+      c.keys = kv::KeyRange{key_, "", false};
+      c.target = kv::Target::kVersion;
+      c.number = 0;
+      out->push_back(c);
+    }
+    return true;
+  }
+
+  void V1Put() {
+    if (!V1Params({"if_mod_revision", "if_version", "prev_kv", "raw"})) return;
+    uint64_t lease = 0;
+    if (query_.Flag("raw")) {
+      value_ = parser_->get().body();
+    } else {
+      v1::ApiError e;
+      if (!v1::ParsePutBody(parser_->get().body(), &value_, &lease, &e)) return V1Error(e);
+    }
+    if (value_.size() > opts().max_value_bytes) {
+      return V1Error(413, "value_too_large",
+                     "value longer than " + std::to_string(opts().max_value_bytes) + " bytes");
+    }
+    std::vector<kv::Compare> compares;
+    if (!V1Conditions(&compares)) return;
+    bool prev = query_.Flag("prev_kv");
+    txn_ = v1::TxnRequest{};
+    kv::TxnOp put;
+    put.kind = kv::TxnOpKind::kPut;
+    put.keys = kv::KeyRange{key_, "", false};
+    put.value = value_;
+    put.lease = lease;
+    put.flags = prev ? kv::kWantPrevKv : 0;
+    if (compares.empty() && !prev && lease == 0) {
+      return V1Write([this](kv::RequestId id) { return kv::EncodePut(id, key_, value_); },
+                     &Session::V1PutAnswer);
+    }
+    V1SingleOpTxn(std::move(compares), put, true, &Session::V1PutAnswer);
+  }
+
+  // A single-key or prefix write with conditions or prev_kv, as a Txn: the
+  // op if the compares hold, else (with `get_on_failure`) a get of its key
+  // for the 412 answer.
+  void V1SingleOpTxn(std::vector<kv::Compare> compares, const kv::TxnOp& op, bool get_on_failure,
+                     V1Answer answer) {
+    txn_.compares = std::move(compares);
+    txn_.success = {op};
+    txn_.failure.clear();
+    if (get_on_failure) {
+      kv::TxnOp get;
+      get.kind = kv::TxnOpKind::kGet;
+      get.keys = op.keys;
+      txn_.failure = {get};
+    }
+    V1WriteTxn(answer);
+  }
+
+  void V1WriteTxn(V1Answer answer) {
+    V1Write(
+        [this](kv::RequestId id) {
+          return kv::EncodeTxn(id, txn_.compares, txn_.success, txn_.failure);
+        },
+        answer);
+  }
+
+  void V1PutAnswer(const kv::Result& r) {
+    if (!r.succeeded) return V1CompareFailed(r);
+    const kv::OpResult& o = r.ops.at(0);
+    std::string body = "{\"revision\":" + std::to_string(r.revision) + ",\"kv\":";
+    v1::AppendKv(&body, o.kv, b64_);
+    if (query_.Flag("prev_kv")) {
+      body += ",\"prev_kv\":";
+      if (o.kvs.empty()) {
+        body += "null";
+      } else {
+        v1::AppendKv(&body, o.kvs[0], b64_);
+      }
+    }
+    body += "}";
+    Respond(http::status::ok, body);
+  }
+
+  // 412 with the key as it is now (the failure branch's get), or null.
+  void V1CompareFailed(const kv::Result& r) {
+    std::string extra = ",\"kv\":";
+    if (!r.ops.empty() && r.ops[0].found) {
+      v1::AppendKv(&extra, r.ops[0].kv, b64_);
+    } else {
+      extra += "null";
+    }
+    V1Error(412, "compare_failed", "the condition does not hold", extra);
+  }
+
+  void V1Delete(bool prefix) {
+    if (prefix ? !V1Params({"prefix", "if_max_mod_revision", "limit", "prev_kv"})
+               : !V1Params({"if_mod_revision", "if_version", "prev_kv"})) {
+      return;
+    }
+    bool prev = query_.Flag("prev_kv");
+    txn_ = v1::TxnRequest{};
+    kv::TxnOp del;
+    del.kind = kv::TxnOpKind::kDelete;
+    del.flags = prev ? kv::kWantPrevKv : 0;
+    std::vector<kv::Compare> compares;
+    if (prefix) {
+      range_end_ = kv::PrefixEnd(key_);
+      del.keys = kv::KeyRange{key_, range_end_, true};
+      v1::ApiError e;
+      if (!query_.Number("limit", &del.limit, &e)) return V1Error(e);
+      if (del.limit == 0) del.max_keys = opts().max_delete_keys;
+      uint64_t max_mod = 0;
+      if (query_.Has("if_max_mod_revision")) {
+        if (!query_.Number("if_max_mod_revision", &max_mod, &e)) return V1Error(e);
+        kv::Compare c;
+        c.keys = del.keys;
+        c.target = kv::Target::kModRevision;
+        c.op = kv::CmpOp::kLess;
+        c.number = max_mod + 1;
+        // A prefix compare on an empty range compares one absent key (0),
+        // which is < max_mod + 1: no keys, no objection.
+        compares.push_back(c);
+      }
+    } else {
+      del.keys = kv::KeyRange{key_, "", false};
+      if (!V1Conditions(&compares)) return;
+    }
+    if (compares.empty() && !prev) {
+      txn_.success = {del};
+      return V1Write([this](kv::RequestId id) { return kv::EncodeDelete(id, txn_.success[0]); },
+                     &Session::V1DeleteAnswer);
+    }
+    V1SingleOpTxn(std::move(compares), del, !prefix, &Session::V1DeleteAnswer);
+  }
+
+  void V1DeleteAnswer(const kv::Result& r) {
+    if (!r.succeeded) return V1CompareFailed(r);
+    const kv::OpResult& o = r.ops.at(0);
+    std::string body =
+        "{\"revision\":" + std::to_string(r.revision) + ",\"deleted\":" + std::to_string(o.deleted);
+    if (txn_.success[0].keys.range) body += o.more ? ",\"more\":true" : ",\"more\":false";
+    if (query_.Flag("prev_kv")) {
+      body += ",\"prev_kvs\":";
+      v1::AppendKvs(&body, o.kvs, b64_);
+    }
+    body += "}";
+    Respond(http::status::ok, body);
+  }
+
+  void V1Txn() {
+    if (!V1Params({"consistency", "stale", "min_revision"})) return;
+    txn_ = v1::TxnRequest{};
+    arena_ = v1::Arena{};
+    v1::ApiError e;
+    if (!v1::ParseTxn(parser_->get().body(), Limits(), &arena_, &txn_, &e)) return V1Error(e);
+    if (!txn_.writes) {
+      return V1Read([this] {
+        kv::Result r = shared_->kv->ReadTxn(txn_.compares, txn_.success, txn_.failure);
+        v1_revision_ = r.revision;
+        Respond(http::status::ok, v1::TxnJson(r, txn_, b64_));
+      });
+    }
+    V1WriteTxn(&Session::V1TxnAnswer);
+  }
+
+  void V1TxnAnswer(const kv::Result& r) { Respond(http::status::ok, v1::TxnJson(r, txn_, b64_)); }
+
+  // A /v1 write: forwarded by a follower, proposed by the leader; once
+  // applied, a result code that changed nothing becomes its error, else
+  // `answer` writes the body.
+  void V1Write(std::function<std::string(kv::RequestId)> encode, V1Answer answer) {
+    if (std::string h = shared_->replica->health(); !h.empty()) {
+      return V1Error(503, "storage_failed", h, "", "1");
+    }
+    auto view = shared_->replica->view();
+    if (!view->IsLeader()) return Forward(*view, true);
+    kv::RequestId id = RequestIdOf();
+    std::string command = encode(id);
+    // A command of the newer language waits until every member speaks it:
+    // a member of the first release would stop at it (docs/http-api.md,
+    // "Upgrades").
+    if (kv::ProtoOf(command) > 1 && shared_->proto != nullptr &&
+        shared_->proto->ClusterProto() < kv::kProtoVersion) {
+      return V1Error(503, "cluster_upgrading",
+                     "a member does not speak this request's command language yet (a rolling "
+                     "upgrade in progress, or a member not heard from)",
+                     "", "1");
+    }
+    shared_->replica->Propose(
+        std::move(command), id, [self = shared_from_this(), answer](Outcome o) {
+          self->Later([self, o = std::move(o), answer] {
+            if (o.code == Code::kNotLeader)
+              return self->Forward(*self->shared_->replica->view(), true);
+            if (!o.ok()) return self->V1OutcomeError(o, true);
+            self->v1_revision_ = o.index;
+            if (!o.result) return self->V1Error(500, "internal", "the write's result was lost");
+            const kv::Result& r = *o.result;
+            switch (r.code) {
+              case kv::ResultCode::kOk:
+                return (self.get()->*answer)(r);
+              case kv::ResultCode::kLeaseNotFound:
+                return self->V1Error(404, "lease_not_found", "the lease does not exist");
+              case kv::ResultCode::kTooManyKeys:
+                return self->V1Error(413, "too_many_keys",
+                                     "more than " + std::to_string(self->opts().max_delete_keys) +
+                                         " keys match (--max-delete-keys); give a limit");
+            }
+            self->V1Error(500, "internal", "unknown result");
+          });
+        });
+  }
+
+  kv::RequestId RequestIdOf() {
+    kv::RequestId id;
+    std::string_view fwd_id = parser_->get()[kRequestIdHeader];
+    if (fwd_id.empty() || !ParseRequestId(fwd_id, &id)) {
+      id = kv::RequestId{shared_->replica->self().id, shared_->replica->NextSeq()};
+    }
+    return id;
+  }
+
   SessionStream stream_;
   std::shared_ptr<HttpServer::Shared> shared_;
   beast::flat_buffer buffer_;
@@ -669,6 +1183,19 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string key_;
   std::string value_;
   MemberInfo join_;
+  // The /v1 request being served.
+  bool v1_ = false;
+  uint64_t v1_revision_ = 0;  // X-Raftkv-Revision; 0: the store's.
+  bool b64_ = false;
+  std::string etag_;
+  std::string_view content_type_ = kContentType;
+  std::vector<std::pair<std::string, std::string>> relayed_headers_;
+  v1::Query query_;
+  v1::TxnRequest txn_;
+  v1::Arena arena_;
+  kv::TxnOp range_;
+  std::string range_start_, range_end_;
+  uint64_t first_revision_ = 0;
   size_t drained_ = 0;
   std::array<char, 4096> drain_buf_;
 };
@@ -677,7 +1204,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
 HttpServer::HttpServer(asio::io_context& io, std::vector<asio::io_context*> session_ios,
                        HttpOptions options, Replica* replica, kv::Store* kv, Forwarder* forwarder,
-                       const transport::Transport* transport)
+                       const transport::Transport* transport, const ProtoWatch* proto)
     : io_(io),
       session_ios_(std::move(session_ios)),
       shared_(std::make_shared<Shared>()),
@@ -688,6 +1215,7 @@ HttpServer::HttpServer(asio::io_context& io, std::vector<asio::io_context*> sess
   shared_->kv = kv;
   shared_->forwarder = forwarder;
   shared_->transport = transport;
+  shared_->proto = proto;
 }
 
 HttpServer::~HttpServer() {

@@ -25,6 +25,7 @@
 #include "raft/status.h"
 #include "server/forwarder.h"
 #include "server/replica.h"
+#include "server/upgrade.h"
 #include "transport/transport.h"
 
 namespace raftkv::server {
@@ -40,6 +41,12 @@ struct HttpOptions {
   std::chrono::milliseconds request_timeout{5000};  // For messages (forwarding adds 1 s).
   int max_forward_hops = 2;
   uint64_t cluster_id = 0;  // Shown in /status (0: a cluster without an id).
+  // /v1 limits (docs/http-api.md, "Limits").
+  uint64_t max_txn_ops = 128;           // Per txn list; 400 too_many_ops past it.
+  uint64_t default_range_limit = 1000;  // A range page without ?limit.
+  uint64_t max_range_limit = 10000;     // A larger ?limit is lowered to it.
+  uint64_t max_range_bytes = 4 << 20;   // A page ends once it holds this many bytes.
+  uint64_t max_delete_keys = 10000;     // A prefix delete without limit: 413 past it.
 };
 
 class HttpServer {
@@ -48,7 +55,7 @@ class HttpServer {
   // outlive the server.
   HttpServer(boost::asio::io_context& io, std::vector<boost::asio::io_context*> session_ios,
              HttpOptions options, Replica* replica, kv::Store* kv, Forwarder* forwarder,
-             const transport::Transport* transport = nullptr);
+             const transport::Transport* transport = nullptr, const ProtoWatch* proto = nullptr);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -68,6 +75,8 @@ class HttpServer {
     kv::Store* kv;
     Forwarder* forwarder;
     const transport::Transport* transport = nullptr;
+    // The members' command language (null: every member speaks this one's).
+    const ProtoWatch* proto = nullptr;
     std::atomic<size_t> connections{0};
     std::atomic<size_t> in_flight{0};
     std::atomic<bool> draining{false};

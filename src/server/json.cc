@@ -92,6 +92,20 @@ void AppendJsonString(std::string* out, std::string_view s) {
   out->push_back('"');
 }
 
+bool IsValidUtf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    if (static_cast<uint8_t>(s[i]) < 0x80) {
+      i++;
+      continue;
+    }
+    uint32_t rune = 0;
+    size_t n = Utf8Len(s, i, &rune);
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
 std::string JsonObject1(std::string_view field, std::string_view value) {
   std::string out;
   out.reserve(field.size() + value.size() + 8);

@@ -13,6 +13,9 @@ namespace raftkv::server {
 // Appends s as a quoted JSON string.
 void AppendJsonString(std::string* out, std::string_view s);
 
+// Whether `s` is valid UTF-8 (as Go's utf8.ValidString).
+bool IsValidUtf8(std::string_view s);
+
 // {"<field>":"<value>"}
 std::string JsonObject1(std::string_view field, std::string_view value);
 

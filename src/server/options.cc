@@ -58,6 +58,14 @@ ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* messa
       ("max-pending-requests",
        po::value(&out->max_pending_requests)->default_value(d.max_pending_requests),
        "writes and linearizable reads waiting on this node; past it 503")
+      ("max-txn-ops", po::value(&out->max_txn_ops)->default_value(d.max_txn_ops),
+       "compares, and ops per branch, of one /v1 transaction; more is 400 too_many_ops")
+      ("max-range-limit", po::value(&out->max_range_limit)->default_value(d.max_range_limit),
+       "most keys in one /v1 range page (a larger ?limit is lowered to it)")
+      ("max-range-bytes", po::value(&out->max_range_bytes)->default_value(d.max_range_bytes),
+       "a /v1 range page ends once it holds this many key and value bytes")
+      ("max-delete-keys", po::value(&out->max_delete_keys)->default_value(d.max_delete_keys),
+       "most keys one /v1 prefix delete without ?limit removes; more is 413 too_many_keys")
       ("snapshot-entries", po::value(&out->snapshot_entries)->default_value(d.snapshot_entries),
        "take a state-machine snapshot every N applied entries (0: never)")
       ("snapshot-keep-entries",
@@ -121,6 +129,10 @@ ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* messa
   }
   if (out->io_threads <= 0 || out->io_threads > 64) return bad("--io-threads must be 1..64");
   if (out->max_key_bytes == 0) return bad("--max-key-bytes must be positive");
+  if (out->max_txn_ops == 0) return bad("--max-txn-ops must be positive");
+  if (out->max_range_limit == 0) return bad("--max-range-limit must be positive");
+  if (out->max_range_bytes == 0) return bad("--max-range-bytes must be positive");
+  if (out->max_delete_keys == 0) return bad("--max-delete-keys must be positive");
   if (out->fsync != "always" && out->fsync != "never") return bad("--fsync must be always|never");
   if (out->bootstrap && !out->join.empty()) return bad("--bootstrap and --join exclude each other");
   return ParseResult::kRun;

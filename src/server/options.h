@@ -29,6 +29,11 @@ struct Options {
   uint64_t max_body_bytes = 4 << 20;
   uint64_t max_connections = 10000;
   uint64_t max_pending_requests = 100000;
+  // The /v1 API (docs/http-api.md, "Limits").
+  uint64_t max_txn_ops = 128;
+  uint64_t max_range_limit = 10000;
+  uint64_t max_range_bytes = 4 << 20;
+  uint64_t max_delete_keys = 10000;
 
   // Log and snapshots.
   // As etcd: a snapshot every 100,000 entries, 5,000 kept for followers.

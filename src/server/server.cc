@@ -135,7 +135,10 @@ raft::Status Server::Start() {
   rc.raft.id = self_.id;
   rc.raft.election_timeout_ticks = options_.election_ticks;
   rc.raft.heartbeat_interval_ticks = options_.heartbeat_ticks;
-  rc.raft.max_entry_bytes = options_.max_key_bytes + options_.max_value_bytes + 256;
+  // One command: a put's key and value, or a /v1 txn, which its body bounds
+  // (its encoding adds a few bytes per op, and a prefix's end per range).
+  rc.raft.max_entry_bytes = std::max(options_.max_key_bytes + options_.max_value_bytes + 256,
+                                     2 * options_.max_body_bytes + (64 << 10));
   rc.raft.max_msg_bytes = std::max<uint64_t>(1 << 20, rc.raft.max_entry_bytes);
   rc.raft.max_uncommitted_bytes = options_.max_uncommitted_bytes;
   rc.raft.seed = self_.id ^ std::random_device{}();
@@ -171,6 +174,7 @@ raft::Status Server::Start() {
 
   forwarder_ = std::make_unique<Forwarder>(
       io_, std::chrono::milliseconds(options_.request_timeout_ms + 1000));
+  proto_ = std::make_unique<ProtoWatch>(io_, forwarder_.get(), self_.id);
   HttpOptions ho;
   ho.address = options_.http;
   ho.max_body_bytes = options_.max_body_bytes;
@@ -180,12 +184,17 @@ raft::Status Server::Start() {
   ho.timeout = std::chrono::milliseconds(options_.http_timeout_ms);
   ho.request_timeout = std::chrono::milliseconds(options_.request_timeout_ms);
   ho.cluster_id = meta_.cluster_id;
+  ho.max_txn_ops = options_.max_txn_ops;
+  ho.max_range_limit = options_.max_range_limit;
+  ho.default_range_limit = std::min<uint64_t>(1000, options_.max_range_limit);
+  ho.max_range_bytes = options_.max_range_bytes;
+  ho.max_delete_keys = options_.max_delete_keys;
   // HTTP sessions stay off the thread that drives Raft when there is another.
   std::vector<asio::io_context*> ios;
   for (auto& io : session_ios_) ios.push_back(io.get());
   if (ios.empty()) ios.push_back(&io_);
   http_ = std::make_unique<HttpServer>(io_, std::move(ios), ho, replica_.get(), &kv_,
-                                       forwarder_.get(), transport_.get());
+                                       forwarder_.get(), transport_.get(), proto_.get());
 
   s = transport_->Listen(self_.raft);
   if (!s.ok()) return s;
@@ -230,6 +239,7 @@ raft::Status Server::Start() {
     });
   }
   started_ = true;
+  asio::post(io_, [this] { proto_->Start(); });
   if (!join_targets_.empty()) {
     join_timer_ = std::make_unique<asio::steady_timer>(io_);
     asio::post(io_, [this] { TryJoin(); });
@@ -372,6 +382,7 @@ void Server::MarkMember() {
 }
 
 void Server::OnMembers(const std::vector<MemberInfo>& members) {
+  proto_->SetMembers(members);
   std::vector<std::string> peers;
   bool self_in = false;
   for (const MemberInfo& m : members) {
@@ -415,6 +426,7 @@ void Server::Shutdown() {
   // 4. Fail what is left, flush the log store, stop the driver; give the
   // answers a moment to be written, then stop the network.
   if (join_timer_) asio::post(io_, [this] { join_timer_->cancel(); });
+  asio::post(io_, [this] { proto_->Stop(); });
   replica_->Stop();
   deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
   while (http_->in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {

@@ -20,6 +20,7 @@
 #include "server/metadata.h"
 #include "server/options.h"
 #include "server/replica.h"
+#include "server/upgrade.h"
 #include "transport/transport.h"
 
 namespace raftkv::server {
@@ -73,6 +74,7 @@ class Server {
   std::unique_ptr<transport::Transport> transport_;
   std::unique_ptr<Replica> replica_;
   std::unique_ptr<Forwarder> forwarder_;
+  std::unique_ptr<ProtoWatch> proto_;
   std::unique_ptr<HttpServer> http_;
   std::unique_ptr<boost::asio::signal_set> signals_;
   std::unique_ptr<boost::asio::steady_timer> join_timer_;

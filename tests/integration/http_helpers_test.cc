@@ -5,6 +5,8 @@
 #include "server/http_server.h"
 #include "server/identity.h"
 #include "server/json.h"
+#include "server/upgrade.h"
+#include "server/v1.h"
 
 namespace raftkv::server {
 namespace {
@@ -73,6 +75,63 @@ TEST(IdentityTest, ClusterIdFromStatus) {
     EXPECT_FALSE(ClusterIdFromStatus(bad, &id, &why)) << bad;
   }
   EXPECT_NE(NewClusterId(), 0u);
+}
+
+TEST(V1HelpersTest, Base64RoundTripsAndRefusesMalformedInput) {
+  for (std::string raw : {std::string(), std::string("a"), std::string("ab"), std::string("abc"),
+                          std::string("\xff\x00\x01\xfe", 4)}) {
+    std::string out;
+    ASSERT_TRUE(v1::Unbase64(v1::Base64(raw), &out)) << raw;
+    EXPECT_EQ(out, raw);
+    ASSERT_TRUE(v1::UnBase64Url(v1::Base64Url(raw), &out)) << raw;
+    EXPECT_EQ(out, raw);
+  }
+  EXPECT_EQ(v1::Base64("ab"), "YWI=");
+  EXPECT_EQ(v1::Base64Url("\xfb\xff"), "-_8");
+  std::string out;
+  for (const char* bad : {"YWI", "YW=I", "Y===", "YWJ=", "%%%%", "YWI=YWI=", "YW I="}) {
+    EXPECT_FALSE(v1::Unbase64(bad, &out)) << bad;
+  }
+  EXPECT_FALSE(v1::UnBase64Url("YWI=", &out));  // No padding in base64url.
+  EXPECT_FALSE(v1::UnBase64Url("+/8", &out));
+}
+
+TEST(V1HelpersTest, ContinueTokensAndQueries) {
+  std::string key;
+  uint64_t rev = 0;
+  ASSERT_TRUE(
+      v1::ParseContinueToken(v1::ContinueToken(std::string("a/\0\xff", 4), 77), &key, &rev));
+  EXPECT_EQ(key, std::string("a/\0\xff", 4));
+  EXPECT_EQ(rev, 77u);
+  EXPECT_FALSE(v1::ParseContinueToken("AAAA", &key, &rev));  // Shorter than a revision.
+  v1::Query q;
+  std::string error;
+  ASSERT_TRUE(q.Parse("prefix&limit=7&x=%41b&limit=9&stale=false&&", &error));
+  EXPECT_TRUE(q.Has("prefix"));
+  EXPECT_EQ(q.Get("prefix"), "");
+  EXPECT_EQ(q.Get("x"), "Ab");
+  EXPECT_FALSE(q.Flag("stale"));
+  EXPECT_TRUE(q.Flag("prefix"));
+  uint64_t n = 0;
+  v1::ApiError e;
+  ASSERT_TRUE(q.Number("limit", &n, &e));
+  EXPECT_EQ(n, 7u);  // The first of duplicates.
+  EXPECT_EQ(q.Unknown({"prefix", "limit", "x"}), "stale");
+  ASSERT_TRUE(q.Parse("n=9007199254740991&m=9007199254740992&o=1e3&p=", &error));
+  EXPECT_TRUE(q.Number("n", &n, &e));
+  EXPECT_FALSE(q.Number("m", &n, &e));
+  EXPECT_EQ(e.code, "invalid_argument");
+  EXPECT_FALSE(q.Number("o", &n, &e));
+  EXPECT_FALSE(q.Number("p", &n, &e));
+  EXPECT_FALSE(q.Parse("a=%zz", &error));
+}
+
+TEST(V1HelpersTest, ProtoFromStatus) {
+  EXPECT_EQ(ProtoFromStatus(R"({"id":"a","proto":2})"), 2);
+  EXPECT_EQ(ProtoFromStatus(R"({"id":"a"})"), 1);  // The first release.
+  EXPECT_EQ(ProtoFromStatus("not json"), 0);
+  EXPECT_EQ(ProtoFromStatus(R"({"proto":"2"})"), 0);
+  EXPECT_EQ(ProtoFromStatus(R"({"proto":0})"), 0);
 }
 
 }  // namespace
