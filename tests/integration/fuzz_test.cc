@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <boost/asio.hpp>
+#include <boost/json.hpp>
 #include <cstdlib>
 #include <random>
 #include <string>
@@ -75,23 +76,19 @@ class Fuzzer {
   }
 
   std::string Path() {
-    static const std::vector<std::string> kPaths = {"/keys/fz/",
-                                                    "/keys/fz",
-                                                    "/keys/",
-                                                    "/keys//",
-                                                    "/keys/%zz/",
-                                                    "/keys/%/",
-                                                    "/keys/a/b/",
-                                                    "/status",
-                                                    "/health",
-                                                    "/cluster/join/",
-                                                    "/",
-                                                    "*",
-                                                    "/keys/fz/?stale",
-                                                    "/keys/fz/?stale=0",
-                                                    "/keys/" + std::string(5000, 'k') + "/",
-                                                    "http://x/keys/fz/",
-                                                    "/keys/%00%ff/"};
+    static const std::vector<std::string> kPaths = {
+        "/keys/fz/", "/keys/fz", "/keys/", "/keys//", "/keys/%zz/", "/keys/%/", "/keys/a/b/",
+        "/status", "/health", "/cluster/join/", "/", "*", "/keys/fz/?stale", "/keys/fz/?stale=0",
+        "/keys/" + std::string(5000, 'k') + "/", "http://x/keys/fz/", "/keys/%00%ff/",
+        // The /v1 routes, on fz keys only: the
+        // known keys must stay as written.
+        "/v1/kv/fz", "/v1/kv/fz/a%2F%00%ff", "/v1/kv/fz?prefix",
+        "/v1/kv/fz/?prefix&limit=3&keys_only", "/v1/kv/fz?prefix&continue=%21%21",
+        "/v1/kv/fz?prefix&limit=1&if_max_mod_revision=1", "/v1/kv/fz?if_version=0&prev_kv",
+        "/v1/kv/fz?if_mod_revision=abc", "/v1/kv/fz?raw",
+        "/v1/kv/fz?min_revision=99999999999999999999",
+        "/v1/kv/fz?consistency=stale&encoding=base64", "/v1/kv/fz?count_only&prefix&encoding=hex",
+        "/v1/txn", "/v1/txn?stale", "/v1/nope", "/v1/kv/"};
     std::string p = Pick(kPaths);
     if (Chance(20)) p.insert(Uniform(p.size() + 1), Bytes(4));
     return p;
@@ -99,17 +96,27 @@ class Fuzzer {
 
   std::string Body() {
     static const std::vector<std::string> kBodies = {
-        R"({"value":"fuzz"})",
-        R"({"value":)",
-        R"({"value":"\ud800"})",
-        R"({"value":1e999})",
+        R"({"value":"fuzz"})", R"({"value":)", R"({"value":"\ud800"})", R"({"value":1e999})",
         "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
-        R"({"address":"127.0.0.1:1","id":""})",
-        R"({"address":"h:99999"})",
-        "null",
-        "",
-        R"({"value":"\u0000"})",
-        "{\"value\":\"" + std::string(3000, 'v') + "\"}"};
+        R"({"address":"127.0.0.1:1","id":""})", R"({"address":"h:99999"})", "null", "",
+        R"({"value":"\u0000"})", "{\"value\":\"" + std::string(3000, 'v') + "\"}",
+        // /v1 bodies: values, transactions, wrong types, huge numbers,
+        // deep nesting, invalid UTF-8.
+        R"({"value_b64":"Zno="})", R"({"value":"v","lease":18446744073709551615})",
+        R"({"value":"v","lease":-1})", R"({"value":"v","extra":true})", "{\"value\":\"\xff\xfe\"}",
+        R"({"compare":[{"key":"fz","target":"version","op":">","value":0}],)"
+        R"("success":[{"put":{"key":"fz","value":"t","prev_kv":true}},{"range":{"prefix":"fz"}}],)"
+        R"("failure":[{"delete":{"prefix":"fz/","limit":2,"prev_kv":true}}]})",
+        R"({"compare":[{"prefix":"fz","target":"value","op":"<","value_b64":"/w=="}],)"
+        R"("success":[{"get":{"key":"fz","keys_only":true}}]})",
+        R"({"success":[{"put":{"key":"fz","value":"a"}},{"put":{"key":"fz","value":"b"}}]})",
+        R"({"compare":[{"key":"fz","target":"mod_revision","op":"=","value":1e400}]})",
+        R"({"compare":[{"key":"fz","target":"lease","op":"=","value":9007199254740993}]})",
+        R"({"success":{"put":{"key":"fz","value":"a"}}})",
+        R"({"success":[{"put":{"key":["fz"],"value":"a"}}]})",
+        R"({"success":[{"range":{"key":"fz","range_end":"fy"}}]})",
+        "{\"success\":[{\"put\":{\"key\":\"fz\xc0\",\"value\":\"a\"}}]}",
+        std::string(200, '{') + std::string(200, '}')};
     std::string b = Pick(kBodies);
     if (Chance(30) && !b.empty()) b[Uniform(b.size())] = static_cast<char>(rng_());
     if (Chance(10)) b = Bytes(300);
@@ -232,6 +239,17 @@ TEST(FuzzTest, RandomHttpAndPeerInputLeavesNodesAliveAndDataIntact) {
       ASSERT_EQ(cl.Get("/keys/known" + std::to_string(k) + "/?stale").body,
                 ValueJson("v" + std::to_string(k)))
           << c.node(i).name;
+    }
+  }
+  // The /v1 view of the known keys is the legacy writes', untouched.
+  for (int i = 0; i < c.size(); i++) {
+    HttpClient cl(c.http_port(i));
+    HttpResponse r = cl.Get("/v1/kv/known?prefix&consistency=stale&limit=100");
+    ASSERT_EQ(r.status, 200) << r.body;
+    boost::json::object o = boost::json::parse(r.body).as_object();
+    ASSERT_EQ(o.at("kvs").as_array().size(), 50u) << c.node(i).name;
+    for (const boost::json::value& kv : o.at("kvs").as_array()) {
+      EXPECT_EQ(kv.at("version").to_number<uint64_t>(), 1u) << kv;
     }
   }
   // And the cluster still takes writes.
