@@ -30,15 +30,6 @@ namespace json = boost::json;
 using asio::ip::tcp;
 using boost::system::error_code;
 
-bool WaitFor(const std::function<bool()>& cond, milliseconds timeout, milliseconds every) {
-  auto deadline = Clock::now() + timeout;
-  while (true) {
-    if (cond()) return true;
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(every);
-  }
-}
-
 uint16_t FreePort() {
   static std::mutex mu;
   static std::set<uint16_t> used;

@@ -19,14 +19,12 @@
 #include <string>
 #include <vector>
 
+#include "wait.h"
+
 namespace raftkv::itest {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
-
-// Polls `cond` every `every` until it holds (true) or `timeout` passes (false).
-bool WaitFor(const std::function<bool()>& cond, milliseconds timeout,
-             milliseconds every = milliseconds(10));
 
 // A port on 127.0.0.1 that nothing listens on now, not handed out before by
 // this process. Picked in [20000, 32000), below Linux's ephemeral range, so

@@ -11,10 +11,13 @@
 #include <functional>
 #include <thread>
 
+#include "wait.h"
+
 namespace raftkv::transport {
 namespace {
 
 namespace asio = boost::asio;
+using itest::WaitFor;
 using std::chrono::milliseconds;
 
 // A port on 127.0.0.1 that the kernel just handed out and nothing holds now.
@@ -22,15 +25,6 @@ std::string FreeAddress() {
   asio::io_context io;
   asio::ip::tcp::acceptor a(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
   return "127.0.0.1:" + std::to_string(a.local_endpoint().port());
-}
-
-bool Poll(const std::function<bool()>& cond, milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!cond()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(milliseconds(5));
-  }
-  return true;
 }
 
 // Two transports, node 1 (cluster `from_cluster`) dialing node 2 (cluster
@@ -80,12 +74,14 @@ class Pair {
 void ExpectRefused(uint64_t from_cluster, uint64_t to_cluster) {
   Pair p(from_cluster, to_cluster);
   p.SendHeartbeat();
-  EXPECT_TRUE(Poll([&] { return p.to().stats().refused_other_cluster >= 1; }, milliseconds(5000)))
+  EXPECT_TRUE(
+      WaitFor([&] { return p.to().stats().refused_other_cluster >= 1; }, milliseconds(5000)))
       << "cluster " << from_cluster << " -> " << to_cluster;
   // The sender reconnects with back-off and is refused again; none of its
   // messages is ever delivered.
   p.SendHeartbeat();
-  EXPECT_TRUE(Poll([&] { return p.to().stats().refused_other_cluster >= 2; }, milliseconds(5000)));
+  EXPECT_TRUE(
+      WaitFor([&] { return p.to().stats().refused_other_cluster >= 2; }, milliseconds(5000)));
   EXPECT_EQ(p.delivered(), 0u);
   EXPECT_EQ(p.to().stats().bad_frames, 0u);
 }
@@ -93,7 +89,7 @@ void ExpectRefused(uint64_t from_cluster, uint64_t to_cluster) {
 void ExpectDelivered(uint64_t cluster) {
   Pair p(cluster, cluster);
   // The first message may race the connection: send until one arrives.
-  EXPECT_TRUE(Poll(
+  EXPECT_TRUE(WaitFor(
       [&] {
         p.SendHeartbeat();
         return p.delivered() >= 1;
@@ -116,9 +112,11 @@ TEST(TransportTest, RefusedPeerReconnectsWithGrowingBackoff) {
   // it would redial every 20 ms for ever.
   Pair p(0x1111, 0x2222);
   p.SendHeartbeat();
-  ASSERT_TRUE(Poll([&] { return p.to().stats().refused_other_cluster >= 1; }, milliseconds(5000)));
+  ASSERT_TRUE(
+      WaitFor([&] { return p.to().stats().refused_other_cluster >= 1; }, milliseconds(5000)));
   auto first = std::chrono::steady_clock::now();
-  ASSERT_TRUE(Poll([&] { return p.to().stats().refused_other_cluster >= 5; }, milliseconds(5000)));
+  ASSERT_TRUE(
+      WaitFor([&] { return p.to().stats().refused_other_cluster >= 5; }, milliseconds(5000)));
   // Four waits of at least 20+40+80+160 ms; `first` may be seen a poll
   // late. Without the growth they take about 4 x 20 ms.
   EXPECT_GE(std::chrono::steady_clock::now() - first, milliseconds(250));
