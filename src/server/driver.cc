@@ -10,10 +10,24 @@ namespace raftkv::server {
 
 namespace {
 
-std::string EncodeReadContext(uint64_t ctx) {
+// A read round's context: this life's nonce, then the round's number. A
+// leader's answer can arrive after the node restarted (a duplicated, delayed
+// message); the nonce keeps it from releasing a round of the new life that
+// happens to have the same number.
+std::string EncodeReadContext(uint64_t nonce, uint64_t round) {
   std::string s;
-  kv::PutU64(&s, ctx);
+  kv::PutU64(&s, nonce);
+  kv::PutU64(&s, round);
   return s;
+}
+
+// SplitMix64's finalizer: a nonce per life from the Raft seed, which the
+// server draws at random and the simulator anew for every incarnation.
+uint64_t MixSeed(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
 }
 
 }  // namespace
@@ -29,6 +43,7 @@ Driver::Driver(ReplicaConfig config, LogStore* store, kv::Store* kv, DriverHooks
     : config_(std::move(config)), store_(store), kv_(kv), hooks_(std::move(hooks)) {
   RAFT_ASSERT(hooks_.post && hooks_.send && hooks_.now, "a driver needs post, send and now");
   config_.raft.id = config_.self.id;
+  read_nonce_ = MixSeed(config_.raft.seed);
   store_->Attach(hooks_.post);
   const raft::Snapshot& snap = store_->storage().LatestSnapshot();
   if (!snap.IsEmpty()) {
@@ -261,7 +276,7 @@ void Driver::Tick() {
   if (!storage_failed_) node_->Tick();
   ticks_++;
   // A snapshot retried after a failure is due even if no write comes.
-  MaybeSnapshot();
+  if (snapshot_failures_ > 0 && ticks_ >= snapshot_retry_tick_) MaybeSnapshot();
   TimePoint now = hooks_.now();
   for (PendingWrite& w : writes_.TakeExpired(now)) {
     w.done(Outcome{Code::kTimeout,
@@ -387,7 +402,7 @@ Outcome Driver::StorageFailedOutcome() const {
 void Driver::IssueReads() {
   uint64_t ctx = next_read_ctx_++;
   std::vector<Callback> batch = reads_.TakeBatch();
-  raft::Status s = node_->ReadIndex(EncodeReadContext(ctx));
+  raft::Status s = node_->ReadIndex(EncodeReadContext(read_nonce_, ctx));
   if (!s.ok()) {
     Code code = s.code() == raft::Code::kTooManyReads ? Code::kBusy : Code::kUnavailable;
     std::string why = s.code() == raft::Code::kNotLeader ? "no leader" : s.ToString();
@@ -396,16 +411,23 @@ void Driver::IssueReads() {
   reads_.Issued(ctx, std::move(batch), hooks_.now() + config_.request_timeout);
 }
 
+bool Driver::ReadRoundOf(const std::string& context, uint64_t* round) const {
+  if (context.size() != 16 || kv::LoadLE(context.data(), 8) != read_nonce_) return false;
+  *round = kv::LoadLE(context.data() + 8, 8);
+  return true;
+}
+
 void Driver::ServeReadState(const raft::ReadState& rs) {
-  // Another context, or one that timed out or failed already: ignored.
-  if (rs.context.size() == 8) reads_.Released(kv::LoadLE(rs.context.data(), 8), rs.index);
+  // Another life's context, or one that timed out or failed already: ignored.
+  if (uint64_t round = 0; ReadRoundOf(rs.context, &round)) reads_.Released(round, rs.index);
 }
 
 void Driver::FailRejectedRead(const std::string& context) {
   // The leader refused the ReadIndex or dropped it stepping down: no
   // ReadState will come, so the read fails now rather than at its deadline.
-  if (context.size() != 8) return;
-  std::vector<Callback> failed = reads_.TakeIssued(kv::LoadLE(context.data(), 8));
+  uint64_t round = 0;
+  if (!ReadRoundOf(context, &round)) return;
+  std::vector<Callback> failed = reads_.TakeIssued(round);
   Answer(&failed, Outcome{Code::kUnavailable, "read refused by the leader; retry"});
 }
 
@@ -515,6 +537,11 @@ void Driver::FailAll(Code code, const std::string& why) {
   Answer(&reads, Outcome{code, why});
 }
 
+double Driver::MillisSince(TimePoint start) const {
+  return std::chrono::duration_cast<std::chrono::microseconds>(hooks_.now() - start).count() /
+         1000.0;
+}
+
 void Driver::MaybeSnapshot() {
   if (storage_failed_ || stopped_ || snapshotting_) return;
   // After a failure, wait out the back-off (OnSnapshotSaved).
@@ -539,8 +566,7 @@ void Driver::MaybeSnapshot() {
   // while the driver goes on (docs/raft-core.md, "The driver's own rules").
   TimePoint start = hooks_.now();
   std::string data = kv_->Snapshot();
-  double serialize_ms =
-      std::chrono::duration_cast<std::chrono::microseconds>(hooks_.now() - start).count() / 1000.0;
+  double serialize_ms = MillisSince(start);
   size_t bytes = data.size();
   raft::Index compact_to =
       applied > config_.snapshot_keep_entries ? applied - config_.snapshot_keep_entries : 0;
@@ -564,8 +590,7 @@ void Driver::MaybeSnapshot() {
 void Driver::OnSnapshotSaved(raft::Index index, raft::Index compact_to, TimePoint start,
                              double serialize_ms, size_t bytes, raft::Status s) {
   snapshotting_ = false;
-  auto ms =
-      std::chrono::duration_cast<std::chrono::microseconds>(hooks_.now() - start).count() / 1000.0;
+  double ms = MillisSince(start);
   if (!s.ok()) {
     // The node still works (the log keeps everything since the last
     // snapshot), but its log grows: report it and retry with back-off

@@ -209,6 +209,9 @@ class Driver {
   void IssueReads();
   void ServeReadState(const raft::ReadState& rs);
   void FailRejectedRead(const std::string& context);
+  // The round number of one of this life's read contexts; false for a
+  // context of another life (or malformed).
+  bool ReadRoundOf(const std::string& context, uint64_t* round) const;
   void CompleteReads();
   void InstallSnapshot(const raft::Snapshot& snap);
   void ApplyEntries(std::span<const raft::Entry> entries);
@@ -218,6 +221,8 @@ class Driver {
   void ProposeConfChange(const raft::ConfChange& cc, Callback done);
   void FailAll(Code code, const std::string& why);
   void MaybeSnapshot();
+  // Milliseconds from `start` to now on the driver's clock.
+  double MillisSince(TimePoint start) const;
   void OnSnapshotSaved(raft::Index index, raft::Index compact_to, TimePoint start,
                        double serialize_ms, size_t bytes, raft::Status s);
   // Shutdown's last step, once no persist or snapshot is outstanding.
@@ -266,6 +271,8 @@ class Driver {
   PendingWrites writes_;
   PendingReads reads_;
   uint64_t next_read_ctx_ = 1;
+  // This life's read contexts carry it (EncodeReadContext in driver.cc).
+  uint64_t read_nonce_ = 0;
 
   mutable std::mutex view_mu_;
   std::shared_ptr<const ClusterView> view_;

@@ -120,13 +120,22 @@ class DriverTest : public ::testing::Test {
     rd.snapshot = snap;
     rd.hard_state = raft::HardState{1, raft::kNoNode, 1};
     store_.Seed(rd);
+    snapshot_entries_ = snapshot_entries;
+    MakeDriver(7);
+  }
 
+  // A driver (a life of node 1) over what store_ holds; `raft_seed` is drawn
+  // anew for every life, as the server and the simulator do.
+  void MakeDriver(uint64_t raft_seed) {
+    driver_.reset();
+    tasks_.clear();
+    sent_.clear();
     ReplicaConfig rc;
     rc.self = Info(1);
     rc.raft.election_timeout_ticks = 10;
     rc.raft.heartbeat_interval_ticks = 1;
-    rc.raft.seed = 7;
-    rc.snapshot_entries = snapshot_entries;
+    rc.raft.seed = raft_seed;
+    rc.snapshot_entries = snapshot_entries_;
     rc.snapshot_keep_entries = 100;
     DriverHooks h;
     h.post = [this](std::function<void()> fn) { tasks_.push_back(std::move(fn)); };
@@ -193,6 +202,7 @@ class DriverTest : public ::testing::Test {
     sent_.clear();
   }
 
+  uint64_t snapshot_entries_ = 100000;
   std::deque<std::function<void()>> tasks_;
   std::vector<Message> sent_;
   TimePoint now_{};
@@ -281,6 +291,45 @@ TEST_F(DriverTest, WriteIsAnsweredByTheTermOfTheEntryAppliedAtItsIndex) {
   EXPECT_EQ(value, "theirs");
   ASSERT_TRUE(out.has_value());
   EXPECT_EQ(out->code, Code::kNotCommitted) << out->message;
+}
+
+// A leader's answer to a ReadIndex that a node asked in an earlier life (a
+// duplicated, delayed message) must not release a read of its new life, even
+// if the two lives numbered their reads alike. Simulator seed 200099 (wal):
+// a follower served a read at index 221 while a write at 228 had already
+// been acknowledged.
+TEST_F(DriverTest, ReadAnswerMeantForAnEarlierLifeReleasesNothing) {
+  Start({1, 2, 3});
+  Receive(Append(2, 1, 1, 1, {}, 1));
+  Settle();
+  driver_->ReadBarrier([](Outcome) {});
+  Run();
+  std::vector<Message> old_asks = Sent(MessageType::kReadIndex);
+  ASSERT_EQ(old_asks.size(), 1u);
+
+  MakeDriver(8);  // The node restarts.
+  Receive(Append(2, 1, 1, 1, {}, 1));
+  Settle();
+  std::optional<Outcome> out;
+  driver_->ReadBarrier([&](Outcome o) { out = o; });
+  Run();
+  std::vector<Message> asks = Sent(MessageType::kReadIndex);
+  ASSERT_EQ(asks.size(), 1u);
+  // The old ask's answer arrives now.
+  Message stale = Msg(MessageType::kReadIndexResp, 2, 1);
+  stale.index = 1;
+  stale.context = old_asks[0].context;
+  Receive(stale);
+  Settle();
+  EXPECT_FALSE(out.has_value()) << "a read of this life was released by an answer to the last";
+  // Its own answer releases it.
+  Message resp = Msg(MessageType::kReadIndexResp, 2, 1);
+  resp.index = 1;
+  resp.context = asks[0].context;
+  Receive(resp);
+  Settle();
+  ASSERT_TRUE(out.has_value());
+  EXPECT_TRUE(out->ok()) << out->message;
 }
 
 // A follower's linearizable read is served once it has applied the index

@@ -145,14 +145,18 @@ TEST(SimRun, TargetedSchedulesFire) {
 // until transfers kept their snapshot and the driver stopped compacting the
 // entries after one still being sent (docs/raft-core.md, Snapshots); 101610
 // (memory) never promoted learners that kept pace with the writes until
-// promotion went by catch-up rounds (docs/raft-core.md, Membership).
+// promotion went by catch-up rounds (docs/raft-core.md, Membership);
+// 200099 (wal) served a stale linearizable read: a leader's duplicated answer
+// to a ReadIndex asked before the follower restarted released a read of its
+// new life with the same round number, until read contexts carried a nonce
+// per life (docs/raft-core.md, "The driver's own rules").
 TEST(SimRun, SeedsThatFoundBugsPass) {
   struct Case {
     uint64_t seed;
     DiskMode disk;
   };
-  for (Case c :
-       {Case{1377, DiskMode::kWal}, Case{1719, DiskMode::kWal}, Case{101610, DiskMode::kMemory}}) {
+  for (Case c : {Case{1377, DiskMode::kWal}, Case{1719, DiskMode::kWal},
+                 Case{101610, DiskMode::kMemory}, Case{200099, DiskMode::kWal}}) {
     SimOptions o;
     o.seed = c.seed;
     o.nodes = c.seed % 2 == 0 ? 3 : 5;
