@@ -273,6 +273,9 @@ class Cluster : public ClientTransport {
   uint64_t final_incarnation_ = 0;
   uint64_t final_deadline_ = 0;
   bool final_done_ = false;
+  // The calm tail: the highest commit index seen, and when it last rose.
+  raft::Index tail_commit_ = 0;
+  uint64_t tail_progress_tick_ = 0;
   // Targeted schedules: their own random stream, and when each may fire next.
   raft::Rng sched_rng_;
   uint64_t figure8_next_tick_ = 0;
