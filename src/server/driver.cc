@@ -462,7 +462,8 @@ void Driver::ApplyEntries(std::span<const raft::Entry> entries) {
   kv::ApplyOptions options;
   // Only the node a write waits on builds its result (read payloads,
   // previous values); the outcome code is the same everywhere.
-  if (writes_.AnyThrough(entries.back().index)) {
+  const bool waiting = writes_.AnyThrough(entries.back().index);
+  if (waiting) {
     options.want_result = [this](raft::Index i) { return writes_.WaitsAt(i); };
   }
   raft::Status s = kv_->Apply(entries, &applied, options);
@@ -472,7 +473,7 @@ void Driver::ApplyEntries(std::span<const raft::Entry> entries) {
   for (const raft::Entry& e : entries) {
     if (e.type == raft::EntryType::kConfChange) ApplyConfChange(e);
   }
-  if (writes_.AnyThrough(entries.back().index)) ResolveWrites(entries, applied);
+  if (waiting) ResolveWrites(entries, applied);
 }
 
 void Driver::ResolveWrites(std::span<const raft::Entry> entries,

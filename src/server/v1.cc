@@ -530,8 +530,6 @@ bool ParseContinueToken(std::string_view token, std::string* last_key, uint64_t*
   return true;
 }
 
-bool IsUtf8(std::string_view s) { return IsValidUtf8(s); }
-
 // --- JSON output ------------------------------------------------------------
 
 namespace {
@@ -552,7 +550,7 @@ void AppendField(std::string* out, std::string_view name, uint64_t v) {
 void AppendBytesField(std::string* out, std::string_view name, std::string_view bytes, bool b64) {
   out->push_back('"');
   out->append(name);
-  if (b64 || !IsUtf8(bytes)) {
+  if (b64 || !IsValidUtf8(bytes)) {
     out->append("_b64\":");
     AppendJsonString(out, Base64(bytes));
   } else {

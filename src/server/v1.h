@@ -106,6 +106,4 @@ std::string TxnJson(const kv::Result& r, const TxnRequest& req, bool b64);
 // or empty).
 std::string ErrorJson(std::string_view code, std::string_view message, std::string_view extra = "");
 
-bool IsUtf8(std::string_view s);
-
 }  // namespace raftkv::server::v1
