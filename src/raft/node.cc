@@ -574,6 +574,21 @@ void Node::MaybePromoteLearners() {
     // commit index (a lone voter commits each entry as it persists it), so
     // rounds are what promote it there. Called once per tick.
     Progress& pr = it->second;
+    // A promotion that keeps the quorum size (an even number of voters
+    // becoming odd: 2 -> 3, 4 -> 5) cannot hurt availability: every quorum
+    // of the old voters is one of the new, so the new voter is never needed
+    // to commit, however far behind it is. Only a learner that has answered
+    // this leader (match > 0) and is not being sent a snapshot is promoted so.
+    // Without this, a learner whose replication barely outpaces the write
+    // load never finishes a round and stays a learner forever, although
+    // promoting it only adds fault tolerance once it catches up (sim seed
+    // 305208 wal: tiny appends, 2 -> 3 voters).
+    const size_t voters = conf_.Voters().size();
+    if ((voters + 1) / 2 + 1 == Quorum() && pr.match > 0 && pr.state != ProgressState::kSnapshot) {
+      ProposeConfChange(ConfChange{ConfChangeType::kPromoteLearner, m.id, false, std::string()},
+                        nullptr, nullptr);
+      return;
+    }
     bool caught_up = pr.match >= log_.committed();
     if (!caught_up && pr.catchup_target != 0 && pr.match >= pr.catchup_target) {
       caught_up = pr.catchup_ticks < cfg_.election_timeout_ticks;
