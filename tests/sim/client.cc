@@ -47,24 +47,125 @@ void Clients::Tick(uint64_t tick, ClientTransport* transport) {
   tick_ = tick;
   for (Client& c : clients_) {
     if (c.phase != Phase::kIdle && tick >= c.deadline) {
-      KvOp& op = ops_[c.op];
-      if (c.phase == Phase::kPut) {
-        // The entry may still commit later: the outcome is unknown.
-        stats_.puts_unknown++;
-        trace_->Textf(raft::kNoNode,
-                      "c%" PRIu64 " put #%" PRIu64 " UNKNOWN (timeout on n%" PRIu64 ")", c.id,
-                      op.id, c.node);
-      } else {
-        stats_.gets_failed++;
-        failed_[c.op] = true;
-        trace_->Textf(raft::kNoNode,
-                      "c%" PRIu64 " get #%" PRIu64 " failed (timeout on n%" PRIu64 ")", c.id, op.id,
-                      c.node);
-      }
-      Complete(&c, options_.retry_max_ticks);
+      GiveUp(&c, "timeout on n" + std::to_string(c.node));
     }
     if (c.phase == Phase::kIdle && !stopped_ && tick >= c.next_tick) Start(&c, tick, transport);
   }
+}
+
+void Clients::GiveUp(Client* c, const std::string& why) {
+  const KvOp& op = ops_[c->op];
+  if (c->phase == Phase::kWrite) {
+    // The entry may still commit later: the outcome is unknown.
+    stats_.puts_unknown++;
+    trace_->Textf(raft::kNoNode, "c%" PRIu64 " #%" PRIu64 " UNKNOWN (%s)", c->id, op.id,
+                  why.c_str());
+  } else {
+    stats_.gets_failed++;
+    failed_[c->op] = true;
+    trace_->Textf(raft::kNoNode, "c%" PRIu64 " #%" PRIu64 " failed (%s)", c->id, op.id,
+                  why.c_str());
+  }
+  Complete(c, options_.retry_max_ticks);
+}
+
+namespace {
+
+kv::TxnOp PutOp(std::string_view key, std::string_view value) {
+  kv::TxnOp op;
+  op.kind = kv::TxnOpKind::kPut;
+  op.keys = kv::KeyRange{key, "", false};
+  op.value = value;
+  return op;
+}
+
+kv::TxnOp GetOp(std::string_view key) {
+  kv::TxnOp op;
+  op.kind = kv::TxnOpKind::kGet;
+  op.keys = kv::KeyRange{key, "", false};
+  return op;
+}
+
+}  // namespace
+
+KvOp Clients::Draw(Client* c, uint64_t op_id, std::string* command) {
+  KvOp op;
+  op.id = op_id;
+  op.client = c->id;
+  const int pairs = options_.keys / 2;
+  auto key = [](int i) { return "k" + std::to_string(i); };
+  // Values are unique (the checker relies on it): the op id is.
+  const std::string value = "c" + std::to_string(c->id) + "." + std::to_string(op_id);
+  const kv::RequestId id{c->id, op_id};
+  if (rng_.Chance(options_.get_percent, 100)) {
+    if (pairs > 0 && rng_.Chance(options_.txn_get_percent, 100)) {
+      int p = static_cast<int>(rng_.Uniform(pairs));
+      op.kind = OpKind::kTxnGet;
+      op.key = key(2 * p);
+      op.key2 = key(2 * p + 1);
+    } else {
+      op.kind = OpKind::kGet;
+      op.key = key(static_cast<int>(rng_.Uniform(options_.keys)));
+    }
+    command->clear();
+    return op;
+  }
+  uint64_t r = rng_.Uniform(100);
+  if (r < options_.delete_percent) {
+    op.kind = OpKind::kDelete;
+  } else if (r < options_.delete_percent + options_.cas_percent) {
+    op.kind = OpKind::kCas;
+  } else if (r < options_.delete_percent + options_.cas_percent + options_.txn_put_percent &&
+             pairs > 0) {
+    op.kind = OpKind::kTxnPut;
+  } else {
+    op.kind = OpKind::kPut;
+  }
+  if (op.kind == OpKind::kTxnPut) {
+    int p = static_cast<int>(rng_.Uniform(pairs));
+    op.key = key(2 * p);
+    op.key2 = key(2 * p + 1);
+    op.value = value + "a";
+    op.value2 = value + "b";
+    *command = kv::EncodeTxn(id, {}, {PutOp(op.key, op.value), PutOp(op.key2, op.value2)}, {});
+    return op;
+  }
+  op.key = key(static_cast<int>(rng_.Uniform(options_.keys)));
+  op.value = value;
+  switch (op.kind) {
+    case OpKind::kPut:
+      *command = kv::EncodePut(id, op.key, op.value);
+      break;
+    case OpKind::kDelete: {
+      kv::TxnOp del;
+      del.kind = kv::TxnOpKind::kDelete;
+      del.keys = kv::KeyRange{op.key, "", false};
+      op.value.clear();
+      *command = kv::EncodeDelete(id, del);
+      break;
+    }
+    default: {
+      // As V1Put builds ?if_mod_revision=R (the client's last knowledge of
+      // the key), or ?if_version=0 when it knows of no value.
+      kv::Compare cmp;
+      cmp.keys = kv::KeyRange{op.key, "", false};
+      cmp.op = kv::CmpOp::kEqual;
+      auto it = c->known.find(op.key);
+      if (it != c->known.end() && it->second.found) {
+        cmp.target = kv::Target::kModRevision;
+        cmp.number = it->second.mod_revision;
+        op.expect_found = true;
+        op.expect = it->second.value;
+      } else {
+        cmp.target = kv::Target::kVersion;
+        cmp.number = 0;
+        op.expect_found = false;
+      }
+      *command = kv::EncodeTxn(id, {cmp}, {PutOp(op.key, op.value)}, {GetOp(op.key)});
+      break;
+    }
+  }
+  return op;
 }
 
 void Clients::Start(Client* c, uint64_t tick, ClientTransport* transport) {
@@ -75,59 +176,49 @@ void Clients::Start(Client* c, uint64_t tick, ClientTransport* transport) {
     return;
   }
   raft::NodeId node = PickNode(c, up_);
-  bool is_get = rng_.Chance(options_.get_percent, 100);
-  std::string key = "k" + std::to_string(rng_.Uniform(options_.keys));
   uint64_t op_id = next_op_id_;
+  std::string cmd;
+  KvOp op = Draw(c, op_id, &cmd);
+  const bool is_read = op.kind == OpKind::kGet || op.kind == OpKind::kTxnGet;
   server::Driver* driver = transport->DriverOf(node);
   // The op this request becomes if the driver takes it.
   size_t op_index = ops_.size();
   uint64_t cid = c->id;
-  std::string value;
   std::optional<server::Outcome> refused;
-  if (is_get) {
+  if (is_read) {
     refused = CallDriver([driver](server::Callback cb) { driver->ReadBarrier(std::move(cb)); },
                          [this, cid, op_index, transport](server::Outcome o) {
-                           OnGetDone(cid, op_index, o, transport);
+                           OnReadDone(cid, op_index, o, transport);
                          });
   } else {
-    // Values are unique per key (the checker relies on it): the op id is.
-    value = "c" + std::to_string(c->id) + "." + std::to_string(op_id);
     kv::RequestId id{c->id, op_id};
-    std::string cmd = kv::EncodePut(id, key, value);
     refused =
         CallDriver([driver, &cmd, id](
                        server::Callback cb) { driver->Propose(std::move(cmd), id, std::move(cb)); },
-                   [this, cid, op_index](server::Outcome o) { OnPutDone(cid, op_index, o); });
+                   [this, cid, op_index](server::Outcome o) { OnWriteDone(cid, op_index, o); });
   }
   raft::NodeId leader = driver->node().Leader();
+  op.invoke = clock_ + 1;
+  op.response = kNever;
   if (refused) {
     // Refused: it had no effect, so trying again is a new invocation.
     stats_.refused++;
     c->leader_hint = leader;
-    trace_->Textf(node, "c%" PRIu64 " %s %s via n%" PRIu64 " refused: %s (leader n%" PRIu64 ")",
-                  c->id, is_get ? "get" : "put", key.c_str(), node, refused->message.c_str(),
-                  leader);
+    trace_->Textf(node, "c%" PRIu64 " %s via n%" PRIu64 " refused: %s (leader n%" PRIu64 ")", c->id,
+                  DescribeOp(op).c_str(), node, refused->message.c_str(), leader);
     c->next_tick = tick + 1 + rng_.Uniform(options_.retry_max_ticks + 1);
     return;
   }
   next_op_id_++;
-  KvOp op;
-  op.id = op_id;
-  op.client = c->id;
-  op.kind = is_get ? OpKind::kGet : OpKind::kPut;
-  op.key = key;
-  op.value = value;
-  op.invoke = ++clock_;
-  op.response = kNever;
+  clock_++;
+  trace_->Textf(node, "c%" PRIu64 " %s via n%" PRIu64, c->id, DescribeOp(op).c_str(), node);
   ops_.push_back(std::move(op));
   failed_.push_back(false);
   info_.push_back(OpInfo{node, tick, 0, 0});
   c->op = op_index;
   c->node = node;
-  c->phase = is_get ? Phase::kGet : Phase::kPut;
-  c->deadline = tick + (is_get ? options_.get_timeout_ticks : options_.put_timeout_ticks);
-  trace_->Textf(node, "c%" PRIu64 " %s #%" PRIu64 " %s%s%s via n%" PRIu64, c->id,
-                is_get ? "get" : "put", op_id, key.c_str(), is_get ? "" : "=", value.c_str(), node);
+  c->phase = is_read ? Phase::kRead : Phase::kWrite;
+  c->deadline = tick + (is_read ? options_.get_timeout_ticks : options_.put_timeout_ticks);
 }
 
 void Clients::Complete(Client* c, uint64_t delay_max) {
@@ -135,82 +226,116 @@ void Clients::Complete(Client* c, uint64_t delay_max) {
   c->next_tick = tick_ + 1 + rng_.Uniform(delay_max + 1);
 }
 
-void Clients::OnPutDone(uint64_t cid, size_t op_index, const server::Outcome& o) {
+void Clients::OnWriteDone(uint64_t cid, size_t op_index, const server::Outcome& o) {
   Client& c = clients_[cid - 1];
-  if (c.phase != Phase::kPut || c.op != op_index) return;  // Given up on already.
+  if (c.phase != Phase::kWrite || c.op != op_index) return;  // Given up on already.
   KvOp& op = ops_[c.op];
-  if (o.ok()) {
-    op.response = ++clock_;
-    info_[c.op].response_tick = tick_;
-    info_[c.op].index = o.index;
-    stats_.puts_ok++;
-    trace_->Textf(c.node, "c%" PRIu64 " put #%" PRIu64 " ok at index %" PRIu64, c.id, op.id,
-                  o.index);
-    c.leader_hint = c.node;
-    Complete(&c, options_.think_max_ticks);
-  } else if (o.code == server::Code::kNotCommitted) {
+  if (o.code == server::Code::kNotCommitted) {
     // Another entry was committed at its index (Log Matching): it never
     // will be.
     stats_.puts_failed++;
     failed_[c.op] = true;
-    trace_->Textf(c.node, "c%" PRIu64 " put #%" PRIu64 " failed: %s", c.id, op.id,
-                  o.message.c_str());
-    Complete(&c, options_.retry_max_ticks);
-  } else {
-    stats_.puts_unknown++;
-    trace_->Textf(c.node, "c%" PRIu64 " put #%" PRIu64 " UNKNOWN: %s", c.id, op.id,
-                  o.message.c_str());
-    Complete(&c, options_.retry_max_ticks);
-  }
-}
-
-void Clients::OnGetDone(uint64_t cid, size_t op_index, const server::Outcome& o,
-                        ClientTransport* transport) {
-  Client& c = clients_[cid - 1];
-  if (c.phase != Phase::kGet || c.op != op_index) return;
-  KvOp& op = ops_[c.op];
-  if (!o.ok()) {
-    stats_.gets_failed++;
-    failed_[c.op] = true;
-    trace_->Textf(c.node, "c%" PRIu64 " get #%" PRIu64 " failed: %s", c.id, op.id,
-                  o.message.c_str());
+    trace_->Textf(c.node, "c%" PRIu64 " #%" PRIu64 " failed: %s", c.id, op.id, o.message.c_str());
     Complete(&c, options_.retry_max_ticks);
     return;
   }
-  // As the HTTP handler does once the barrier is passed: read the store.
+  if (!o.ok()) {
+    GiveUp(&c, o.message);
+    return;
+  }
+  // What the store answered, as the /v1 handlers read it.
+  const kv::Result* r = o.result.get();
+  if (op.kind != OpKind::kPut && op.kind != OpKind::kDelete &&
+      (r == nullptr || r->code != kv::ResultCode::kOk)) {
+    GiveUp(&c, "no result");  // Not expected: the checker sees it as unknown.
+    return;
+  }
+  op.response = ++clock_;
+  info_[c.op].response_tick = tick_;
+  info_[c.op].index = o.index;
+  stats_.puts_ok++;
+  switch (op.kind) {
+    case OpKind::kPut:
+      c.known[op.key] = Known{true, op.value, o.index};
+      break;
+    case OpKind::kDelete:
+      stats_.deletes_ok++;
+      c.known[op.key] = Known{};
+      break;
+    case OpKind::kCas:
+      op.succeeded = r->succeeded;
+      if (r->succeeded) {
+        stats_.cas_ok++;
+        c.known[op.key] = Known{true, op.value, o.index};
+      } else {
+        // The failure branch's get: what beat it.
+        stats_.cas_failed++;
+        const kv::OpResult& get = r->ops.at(0);
+        op.found = get.found;
+        op.value = get.found ? get.kv.value : std::string();
+        c.known[op.key] = Known{get.found, op.value, get.kv.meta.mod_revision};
+      }
+      break;
+    case OpKind::kTxnPut:
+      stats_.txn_puts_ok++;
+      c.known[op.key] = Known{true, op.value, o.index};
+      c.known[op.key2] = Known{true, op.value2, o.index};
+      break;
+    default:
+      break;
+  }
+  trace_->Textf(c.node, "c%" PRIu64 " %s at index %" PRIu64, c.id, DescribeOp(op).c_str(), o.index);
+  c.leader_hint = c.node;
+  Complete(&c, options_.think_max_ticks);
+}
+
+void Clients::OnReadDone(uint64_t cid, size_t op_index, const server::Outcome& o,
+                         ClientTransport* transport) {
+  Client& c = clients_[cid - 1];
+  if (c.phase != Phase::kRead || c.op != op_index) return;
+  KvOp& op = ops_[c.op];
+  if (!o.ok()) {
+    GiveUp(&c, o.message);
+    return;
+  }
+  // As the HTTP handlers do once the barrier is passed: read the store.
   const kv::Store* kv = transport->StoreOf(c.node);
-  op.found = kv->Get(op.key, &op.value);
+  if (op.kind == OpKind::kGet) {
+    kv::KeyMeta meta;
+    op.found = kv->Get(op.key, &op.value, &meta);
+    c.known[op.key] = Known{op.found, op.value, meta.mod_revision};
+  } else {
+    kv::Result r = kv->ReadTxn({}, {GetOp(op.key), GetOp(op.key2)}, {});
+    const kv::OpResult& a = r.ops.at(0);
+    const kv::OpResult& b = r.ops.at(1);
+    op.found = a.found;
+    op.value = a.found ? a.kv.value : std::string();
+    op.found2 = b.found;
+    op.value2 = b.found ? b.kv.value : std::string();
+    c.known[op.key] = Known{a.found, op.value, a.kv.meta.mod_revision};
+    c.known[op.key2] = Known{b.found, op.value2, b.kv.meta.mod_revision};
+    stats_.txn_gets_ok++;
+  }
   op.response = ++clock_;
   info_[c.op].response_tick = tick_;
   stats_.gets_ok++;
-  trace_->Textf(c.node, "c%" PRIu64 " get #%" PRIu64 " %s = %s (applied %" PRIu64 ")", c.id, op.id,
-                op.key.c_str(), op.found ? op.value.c_str() : "(absent)", o.index);
+  trace_->Textf(c.node, "c%" PRIu64 " %s (applied %" PRIu64 ")", c.id, DescribeOp(op).c_str(),
+                o.index);
   Complete(&c, options_.think_max_ticks);
 }
 
 void Clients::OnNodeDown(raft::NodeId node) {
   for (Client& c : clients_) {
     if (c.phase == Phase::kIdle || c.node != node) continue;
-    KvOp& op = ops_[c.op];
-    if (c.phase == Phase::kPut) {
-      stats_.puts_unknown++;
-      trace_->Textf(raft::kNoNode, "c%" PRIu64 " put #%" PRIu64 " UNKNOWN (n%" PRIu64 " down)",
-                    c.id, op.id, node);
-    } else {
-      stats_.gets_failed++;
-      failed_[c.op] = true;
-      trace_->Textf(raft::kNoNode, "c%" PRIu64 " get #%" PRIu64 " failed (n%" PRIu64 " down)", c.id,
-                    op.id, node);
-    }
+    GiveUp(&c, "n" + std::to_string(node) + " down");
     c.leader_hint = raft::kNoNode;
-    Complete(&c, options_.retry_max_ticks);
   }
 }
 
 void Clients::Finish() {
   for (Client& c : clients_) {
     if (c.phase == Phase::kIdle) continue;
-    if (c.phase == Phase::kPut) {
+    if (c.phase == Phase::kWrite) {
       stats_.puts_unknown++;
     } else {
       stats_.gets_failed++;

@@ -2,25 +2,37 @@
 // their operations that the linearizability checker reads at the end.
 //
 // Clients make the requests the HTTP handlers make, through the same calls
-// on the node's server::Driver: a Put is kv::EncodePut with a request id,
-// handed to Driver::Propose; a linearizable Get is Driver::ReadBarrier, then
-// a read of the node's kv::Store. So a request the driver resolves wrongly
-// (a write answered ok that was not applied, a read released early) shows up
+// on the node's server::Driver and kv::Store: a write is a kv command (Put,
+// Delete, or a Txn built as the /v1 handlers build it) with a request id,
+// handed to Driver::Propose, and its result is the kv::Result the driver
+// hands back; a linearizable read is Driver::ReadBarrier, then a read of the
+// node's store (Get, or ReadTxn for a two-key read). So a request the driver
+// or the store resolves wrongly (a write answered ok that was not applied, a
+// read released early, a compare not applied, a transaction torn) shows up
 // as a linearizability failure.
 //
-// Each client has at most one operation outstanding. A Put goes to some node
-// (the leader the client believes in, sometimes a random node). If the
+// The ops: put, get and delete of one key; compare-and-swap, as PUT
+// /v1/kv/<key>?if_mod_revision=R (or if_version=0 to create) is built: a Txn
+// whose compare is on the mod_revision the client last saw with the value
+// it expects, with a get of the key as the failure branch; and a put or a
+// get of two keys in one transaction. Keys k0..k{n-1}; transactions span
+// the pairs (k0, k1), (k2, k3), ... only, so the checker's groups stay at
+// two keys.
+//
+// Each client has at most one operation outstanding. A write goes to some
+// node (the leader the client believes in, sometimes a random node). If the
 // driver answers before Propose returns, it refused: nothing happened, and
 // the client tries again later as a new invocation. Otherwise kOk means
 // applied, kNotCommitted means it never will be, and anything else (a
 // timeout, the node shutting down) leaves the outcome unknown: the op is
 // "pending forever" in the history, it may or may not have happened. So is
 // one whose node crashes (its answers die with it) or that the client gives
-// up on. A Get that does not end in kOk had no effect and is dropped.
+// up on. A read that does not end in kOk had no effect and is dropped.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -58,10 +70,16 @@ struct ClientOptions {
   uint32_t retry_max_ticks = 3;  // Pause after a refusal.
   uint32_t put_timeout_ticks = 60;
   uint32_t get_timeout_ticks = 40;
-  uint32_t get_percent = 50;
+  uint32_t get_percent = 50;          // Reads; the rest are writes.
+  uint32_t txn_get_percent = 25;      // Of the reads: two-key reads.
+  uint32_t delete_percent = 10;       // Of the writes: deletes,
+  uint32_t cas_percent = 30;          // compare-and-swaps,
+  uint32_t txn_put_percent = 15;      // two-key puts; the rest plain puts.
   uint32_t random_node_percent = 20;  // Ignore the leader hint sometimes.
 };
 
+// Writes (puts, deletes, CASes, two-key puts) and reads (gets, two-key
+// reads) by outcome, and some kinds on their own.
 struct ClientStats {
   uint64_t puts_ok = 0;
   uint64_t puts_unknown = 0;
@@ -69,6 +87,11 @@ struct ClientStats {
   uint64_t gets_ok = 0;
   uint64_t gets_failed = 0;
   uint64_t refused = 0;
+  uint64_t deletes_ok = 0;
+  uint64_t cas_ok = 0;
+  uint64_t cas_failed = 0;  // Applied, and its compare did not hold.
+  uint64_t txn_puts_ok = 0;
+  uint64_t txn_gets_ok = 0;
 };
 
 class Clients {
@@ -93,12 +116,20 @@ class Clients {
   std::string Describe(uint64_t id) const;
 
  private:
-  enum class Phase : uint8_t { kIdle, kPut, kGet };
+  enum class Phase : uint8_t { kIdle, kWrite, kRead };
+  // What a client last learnt of a key: its value and mod_revision, for the
+  // next CAS on it.
+  struct Known {
+    bool found = false;
+    std::string value;
+    uint64_t mod_revision = 0;
+  };
   struct Client {
     uint64_t id = 0;
     Phase phase = Phase::kIdle;
     uint64_t next_tick = 0;  // Idle: when to start the next operation.
     raft::NodeId leader_hint = raft::kNoNode;
+    std::map<std::string, Known> known;
     // The outstanding operation.
     size_t op = 0;  // Index into ops_.
     raft::NodeId node = raft::kNoNode;
@@ -106,10 +137,15 @@ class Clients {
   };
 
   void Start(Client* c, uint64_t tick, ClientTransport* transport);
+  // Draws the next op of client `c` (kind, keys, values; a CAS's compare),
+  // and the command a write proposes ("" for a read).
+  KvOp Draw(Client* c, uint64_t op_id, std::string* command);
   // The driver's answer to op `op` of client `c` (ignored if the client
   // has moved on).
-  void OnPutDone(uint64_t c, size_t op, const server::Outcome& o);
-  void OnGetDone(uint64_t c, size_t op, const server::Outcome& o, ClientTransport* transport);
+  void OnWriteDone(uint64_t c, size_t op, const server::Outcome& o);
+  void OnReadDone(uint64_t c, size_t op, const server::Outcome& o, ClientTransport* transport);
+  // The outcome of a write or read is now unknown, or it failed.
+  void GiveUp(Client* c, const std::string& why);
   void Complete(Client* c, uint64_t tick_delay_max);
   raft::NodeId PickNode(Client* c, const std::vector<raft::NodeId>& up);
 
@@ -123,7 +159,7 @@ class Clients {
     raft::NodeId node = raft::kNoNode;
     uint64_t invoke_tick = 0;
     uint64_t response_tick = 0;
-    raft::Index index = 0;  // Put: the index the driver applied it at.
+    raft::Index index = 0;  // A write: the index the driver applied it at.
   };
   std::vector<OpInfo> info_;  // Per op.
   uint64_t clock_ = 0;        // Logical time of invocations and responses.

@@ -43,6 +43,10 @@ ClientOptions DrawClientOptions(uint64_t seed) {
   o.keys = 3 + static_cast<int>(r.Uniform(3));
   o.think_max_ticks = 2 + static_cast<uint32_t>(r.Uniform(9));
   o.get_percent = 30 + static_cast<uint32_t>(r.Uniform(41));
+  o.txn_get_percent = 10 + static_cast<uint32_t>(r.Uniform(31));
+  o.delete_percent = 5 + static_cast<uint32_t>(r.Uniform(11));
+  o.cas_percent = 15 + static_cast<uint32_t>(r.Uniform(31));
+  o.txn_put_percent = 10 + static_cast<uint32_t>(r.Uniform(21));
   return o;
 }
 

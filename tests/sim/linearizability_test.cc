@@ -36,6 +36,52 @@ KvOp GetAbsent(uint64_t client, std::string key, uint64_t invoke, uint64_t respo
   return op;
 }
 
+KvOp Delete(uint64_t client, std::string key, uint64_t invoke, uint64_t response) {
+  KvOp op = Put(client, std::move(key), "", invoke, response);
+  op.kind = OpKind::kDelete;
+  return op;
+}
+
+// A compare-and-swap: expects `expect` (or absence), writes `value`. What a
+// failed one read is set by the caller (found, value), or by FailedCas.
+KvOp Cas(uint64_t client, std::string key, bool expect_found, std::string expect, std::string value,
+         bool succeeded, uint64_t invoke, uint64_t response) {
+  KvOp op = Put(client, std::move(key), std::move(value), invoke, response);
+  op.kind = OpKind::kCas;
+  op.expect_found = expect_found;
+  op.expect = std::move(expect);
+  op.succeeded = succeeded;
+  return op;
+}
+
+KvOp FailedCas(uint64_t client, std::string key, std::string expect, bool found, std::string read,
+               uint64_t invoke, uint64_t response) {
+  KvOp op = Cas(client, std::move(key), true, std::move(expect), "", false, invoke, response);
+  op.found = found;
+  op.value = std::move(read);
+  return op;
+}
+
+KvOp TxnPut(uint64_t client, std::string a, std::string va, std::string b, std::string vb,
+            uint64_t invoke, uint64_t response) {
+  KvOp op = Put(client, std::move(a), std::move(va), invoke, response);
+  op.kind = OpKind::kTxnPut;
+  op.key2 = std::move(b);
+  op.value2 = std::move(vb);
+  return op;
+}
+
+// A two-key read; an empty value means absent.
+KvOp TxnGet(uint64_t client, std::string a, std::string va, std::string b, std::string vb,
+            uint64_t invoke, uint64_t response) {
+  KvOp op =
+      TxnPut(client, std::move(a), std::move(va), std::move(b), std::move(vb), invoke, response);
+  op.kind = OpKind::kTxnGet;
+  op.found = !op.value.empty();
+  op.found2 = !op.value2.empty();
+  return op;
+}
+
 // Every test runs with and without the unique-value pruning, so both the
 // pruning and the general search are held to the same answers.
 class LinearizabilityTest : public ::testing::TestWithParam<bool> {
@@ -174,8 +220,81 @@ TEST_P(LinearizabilityTest, LongHistoryWithManyUnknownsIsFast) {
   EXPECT_FALSE(r.inconclusive);
 }
 
-// Random histories produced by a real register whose ops take effect at a
-// point inside their interval are linearizable by construction.
+TEST_P(LinearizabilityTest, DeleteRemovesTheKey) {
+  std::vector<KvOp> ok = {Put(1, "a", "x", 1, 2), Delete(1, "a", 3, 4), GetAbsent(2, "a", 5, 6)};
+  EXPECT_TRUE(Check(ok).ok);
+  // A read after an acknowledged delete still sees the value.
+  std::vector<KvOp> bad = {Put(1, "a", "x", 1, 2), Delete(1, "a", 3, 4), Get(2, "a", "x", 5, 6)};
+  EXPECT_FALSE(Check(bad).ok);
+}
+
+TEST_P(LinearizabilityTest, CasSucceedsOnlyWhenItsCompareHolds) {
+  std::vector<KvOp> ok = {Put(1, "a", "x", 1, 2), Cas(2, "a", true, "x", "y", true, 3, 4),
+                          Get(1, "a", "y", 5, 6)};
+  EXPECT_TRUE(Check(ok).ok);
+  // A CAS applied without its compare: it expected x, but z was there.
+  std::vector<KvOp> bad = {Put(1, "a", "x", 1, 2), Put(1, "a", "z", 3, 4),
+                           Cas(2, "a", true, "x", "y", true, 5, 6)};
+  LinearizabilityResult r = Check(bad);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.explanation.find("cas(a, x -> y) ok"), std::string::npos) << r.explanation;
+  // A create-only CAS on a key that exists.
+  std::vector<KvOp> create = {Put(1, "a", "x", 1, 2), Cas(2, "a", false, "", "y", true, 3, 4)};
+  EXPECT_FALSE(Check(create).ok);
+}
+
+TEST_P(LinearizabilityTest, FailedCasReadsTheValueThatBeatIt) {
+  std::vector<KvOp> ok = {Put(1, "a", "x", 1, 2), Put(1, "a", "z", 3, 4),
+                          FailedCas(2, "a", "x", true, "z", 5, 6)};
+  EXPECT_TRUE(Check(ok).ok);
+  // It failed although x was there: a lost update.
+  std::vector<KvOp> lost = {Put(1, "a", "x", 1, 2), FailedCas(2, "a", "x", true, "x", 3, 4)};
+  EXPECT_FALSE(Check(lost).ok);
+  // It read a value that is not the current one.
+  std::vector<KvOp> stale = {Put(1, "a", "x", 1, 2), Put(1, "a", "z", 3, 4), Put(1, "a", "w", 5, 6),
+                             FailedCas(2, "a", "x", true, "z", 7, 8)};
+  EXPECT_FALSE(Check(stale).ok);
+}
+
+TEST_P(LinearizabilityTest, UnknownCasThatWasSeenMustHaveHeld) {
+  // The CAS's value was read, so it succeeded: it must have found x.
+  std::vector<KvOp> ok = {Put(1, "a", "x", 1, 2), Cas(2, "a", true, "x", "y", false, 3, kNever),
+                          Get(1, "a", "y", 10, 11)};
+  EXPECT_TRUE(Check(ok).ok);
+  std::vector<KvOp> bad = {Put(1, "a", "x", 1, 2), Put(1, "a", "z", 3, 4),
+                           Cas(2, "a", true, "x", "y", false, 5, kNever), Get(1, "a", "y", 10, 11)};
+  EXPECT_FALSE(Check(bad).ok);
+}
+
+TEST_P(LinearizabilityTest, TransactionsAreAtomicAcrossTwoKeys) {
+  std::vector<KvOp> ok = {
+      TxnPut(1, "a", "x1", "b", "y1", 1, 2), TxnPut(1, "a", "x2", "b", "y2", 3, 10),
+      TxnGet(2, "a", "x1", "b", "y1", 4, 5), TxnGet(2, "a", "x2", "b", "y2", 6, 7)};
+  EXPECT_TRUE(Check(ok).ok);
+  // Half of a transaction seen: the new a with the old b, during the txn.
+  std::vector<KvOp> torn = {TxnPut(1, "a", "x1", "b", "y1", 1, 2),
+                            TxnPut(1, "a", "x2", "b", "y2", 3, 10),
+                            TxnGet(2, "a", "x2", "b", "y1", 4, 5)};
+  LinearizabilityResult r = Check(torn);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.key, "a,b");
+  // The same with single-key reads: a is new, then b is still old.
+  std::vector<KvOp> torn_gets = {TxnPut(1, "a", "x1", "b", "y1", 1, 2),
+                                 TxnPut(1, "a", "x2", "b", "y2", 3, 20), Get(2, "a", "x2", 4, 5),
+                                 Get(2, "b", "y1", 6, 7)};
+  EXPECT_FALSE(Check(torn_gets).ok);
+}
+
+TEST_P(LinearizabilityTest, MoreThanTwoLinkedKeysAreRefused) {
+  std::vector<KvOp> h = {TxnPut(1, "a", "x", "b", "y", 1, 2), TxnPut(1, "b", "z", "c", "w", 3, 4)};
+  LinearizabilityResult r = Check(h);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.explanation.find("at most 2"), std::string::npos) << r.explanation;
+}
+
+// Random histories of puts, gets, deletes and CASes on a real register, each
+// taking effect at a point inside its interval: linearizable by
+// construction.
 std::vector<KvOp> RandomHistory(uint64_t seed, int ops) {
   uint64_t state = seed;
   auto next = [&state](uint64_t n) {
@@ -186,18 +305,46 @@ std::vector<KvOp> RandomHistory(uint64_t seed, int ops) {
   std::vector<uint64_t> busy_until(4, 0);
   std::string current;
   bool present = false;
+  std::vector<std::string> written;
   for (int k = 1; k <= ops; k++) {
     uint64_t point = 10 * static_cast<uint64_t>(k);
     uint64_t client = next(4);
     if (busy_until[client] >= point) continue;
     uint64_t invoke = std::max(busy_until[client] + 1, point - std::min<uint64_t>(point, next(25)));
     uint64_t response = point + next(25);
-    if (next(3) == 0) {
+    // Some writes lose their answer: the client moves on without it.
+    bool unknown = next(8) == 0;
+    uint64_t kind = next(12);
+    if (kind < 4) {
       current = "v" + std::to_string(k);
       present = true;
-      // Some writes lose their answer: the client moves on without it.
-      bool unknown = next(8) == 0;
+      written.push_back(current);
       h.push_back(Put(client, "a", current, invoke, unknown ? kNever : response));
+      busy_until[client] = unknown ? invoke : response;
+    } else if (kind == 4) {
+      present = false;
+      h.push_back(Delete(client, "a", invoke, unknown ? kNever : response));
+      busy_until[client] = unknown ? invoke : response;
+    } else if (kind < 7) {
+      // Expect the current value, an older one, or absence.
+      uint64_t pick = next(3);
+      bool expect_found = pick != 2 && !written.empty();
+      std::string expect;
+      if (expect_found) expect = pick == 0 && present ? current : written[next(written.size())];
+      bool holds = expect_found ? present && expect == current : !present;
+      std::string value = "c" + std::to_string(k);
+      KvOp op =
+          Cas(client, "a", expect_found, expect, value, holds, invoke, unknown ? kNever : response);
+      if (!holds) {
+        op.found = present;
+        op.value = present ? current : "";
+      }
+      h.push_back(op);
+      if (holds) {
+        current = value;
+        present = true;
+        written.push_back(value);
+      }
       busy_until[client] = unknown ? invoke : response;
     } else {
       h.push_back(present ? Get(client, "a", current, invoke, response)

@@ -138,16 +138,18 @@ void PrintRun(const SimOptions& o, const RunResult& r, FILE* out) {
       " leaders=%" PRIu64 " crashes=%" PRIu64 " torn=%" PRIu64 " pauses=%" PRIu64
       " partitions=%" PRIu64 " snapshots=%" PRIu64 " chunked=%" PRIu64 " chunks=%" PRIu64
       " transfer_crashes=%" PRIu64 " taken=%" PRIu64 " persists=%" PRIu64 "/%" PRIu64
-      " state_comparisons=%" PRIu64 " confchanges=%" PRIu64 " transfers=%" PRIu64 " puts=%" PRIu64
-      "/%" PRIu64 "?/%" PRIu64 "x gets=%" PRIu64 "/%" PRIu64 "x refused=%" PRIu64
-      " lin_states=%" PRIu64 "%s hash=%016" PRIx64 "\n",
+      " state_comparisons=%" PRIu64 " confchanges=%" PRIu64 " transfers=%" PRIu64 " writes=%" PRIu64
+      "/%" PRIu64 "?/%" PRIu64 "x (del=%" PRIu64 " cas=%" PRIu64 "/%" PRIu64 "x txn=%" PRIu64
+      ") reads=%" PRIu64 "/%" PRIu64 "x (txn=%" PRIu64 ") refused=%" PRIu64 " lin_states=%" PRIu64
+      "%s hash=%016" PRIx64 "\n",
       o.seed, o.nodes, raftkv::sim::DiskModeName(raftkv::sim::ResolveDiskMode(o.disk, o.seed)),
       r.ok ? "ok" : "FAIL", s.ticks, s.messages, s.dropped, s.leaders, s.crashes, s.torn_crashes,
       s.pauses, s.partitions, s.snapshots_installed, s.chunked_installs, s.snapshot_chunks,
       s.transfer_crashes, s.taken, s.persists_overlapped, s.persists, s.state_comparisons,
       s.conf_changes, s.transfers, s.clients.puts_ok, s.clients.puts_unknown, s.clients.puts_failed,
-      s.clients.gets_ok, s.clients.gets_failed, s.clients.refused, s.lin_states,
-      r.lin_inconclusive ? " (INCONCLUSIVE)" : "", r.trace_hash);
+      s.clients.deletes_ok, s.clients.cas_ok, s.clients.cas_failed, s.clients.txn_puts_ok,
+      s.clients.gets_ok, s.clients.gets_failed, s.clients.txn_gets_ok, s.clients.refused,
+      s.lin_states, r.lin_inconclusive ? " (INCONCLUSIVE)" : "", r.trace_hash);
   // The targeted schedules that fired (README.md, "Targeted schedules").
   if (s.figure8_crashes + s.figure8_isolations + s.divergences + s.snapshots_refused +
           s.lone_crashes >
