@@ -111,6 +111,179 @@ class RegisterModel(Model):
         return out
 
 
+class UniqueValueModel(Model):
+    """A base for models whose every written value is unique (the workloads' rule), with
+    the register's pruning generalised to conditional writes and multi-value ops.
+
+    Subclasses say which values an op wrote (`written`) and which it read (`observed`,
+    including a successful CAS's expected value), and, for an op that writes only if a
+    compare holds, the value it expected (`expected`).
+    """
+
+    def written(self, op: Op) -> List[str]:
+        raise NotImplementedError
+
+    def observed(self, op: Op) -> List[str]:
+        raise NotImplementedError
+
+    def expected(self, op: Op) -> Optional[str]:
+        return None
+
+    def prepare(self, ops):
+        """* A read of unknown outcome has no effect: dropped.
+        * A write of unknown outcome none of whose values an ok op read can be left out
+          (between it and the next write of its keys no op read anything).
+        * One whose value was read must precede the first such read: that is its return.
+          A conditional one whose value was read succeeded, so it had read its expected
+          value by then, which may be all that bounds an unknown write before it.
+        Values are not unique if two ops write the same one: then nothing is rewritten."""
+        all_written = [v for o in ops for v in self.written(o)]
+        if len(set(all_written)) != len(all_written):
+            return ops
+        first_read: Dict[str, int] = {}
+        for o in ops:
+            if o.status == OK:
+                for v in self.observed(o):
+                    if v not in first_read or o.ret < first_read[v]:
+                        first_read[v] = o.ret
+        changed = True
+        while changed:
+            changed = False
+            for o in ops:
+                e = self.expected(o)
+                if o.status != UNKNOWN or e is None or e == "":
+                    continue
+                seen = [first_read[v] for v in self.written(o) if v in first_read]
+                if seen and (e not in first_read or min(seen) < first_read[e]):
+                    first_read[e] = min(seen)
+                    changed = True
+        out = []
+        for o in ops:
+            if o.status == UNKNOWN:
+                ws = self.written(o)
+                if not ws:
+                    if self.observed(o) or o.kind in self.read_kinds:
+                        continue  # an unknown read
+                    out.append(o)  # an unknown delete
+                    continue
+                seen = [first_read[v] for v in ws if v in first_read]
+                if not seen:
+                    continue
+                o = dataclasses.replace(o, ret=max(min(seen), o.call),
+                                        extra=dict(o.extra, bounded_by_read=True))
+            out.append(o)
+        return out
+
+    read_kinds: Tuple[str, ...] = ("read",)
+
+
+class CasModel(UniqueValueModel):
+    """A register with delete and compare-and-swap; "" is a missing key.
+
+    Ops: "write" (arg = value), "delete", "read" (result = value read), "cas" with arg =
+    (expected, new, mod_revision) and result ("ok",) or ("failed", value read)."""
+
+    name = "cas-register"
+    read_kinds = ("read",)
+
+    def init(self):
+        return ""
+
+    def written(self, op):
+        if op.kind == "write":
+            return [op.arg]
+        if op.kind == "cas" and not (op.status == OK and op.result[0] == "failed"):
+            return [op.arg[1]]
+        return []
+
+    def observed(self, op):
+        if op.status != OK:
+            return []
+        if op.kind == "read":
+            return [op.result] if op.result else []
+        if op.kind == "cas":
+            v = op.arg[0] if op.result[0] == "ok" else op.result[1]
+            return [v] if v else []
+        return []
+
+    def expected(self, op):
+        return op.arg[0] if op.kind == "cas" else None
+
+    def step(self, state, op):
+        if op.kind == "write":
+            return True, op.arg
+        if op.kind == "delete":
+            return True, ""
+        if op.kind == "read":
+            if op.status != OK:
+                return True, state
+            return op.result == state, state
+        if op.kind == "cas":
+            expect, new = op.arg[0], op.arg[1]
+            if op.status != OK:
+                return True, new if state == expect else state
+            if op.result[0] == "ok":
+                return state == expect, new
+            return state != expect and state == op.result[1], state
+        raise ValueError("cas-register: unknown op kind %r" % op.kind)
+
+
+class PairModel(UniqueValueModel):
+    """Two keys written and read together by transactions; "" is a missing key. The state
+    is (a, b).
+
+    Ops: "txn" (arg = (a, b): both put in one transaction), "read" (a write-free
+    transaction reading both: result (a, b)), "get" (one key: arg 0 or 1, result its
+    value), "txn-cas" (arg = (expected a, new a, new b, mod_revision of a): if a holds its
+    expected value put both, else read both; result ("ok",) or ("failed", (a, b)))."""
+
+    name = "pair"
+    read_kinds = ("read", "get")
+
+    def init(self):
+        return ("", "")
+
+    def written(self, op):
+        if op.kind == "txn":
+            return list(op.arg)
+        if op.kind == "txn-cas" and not (op.status == OK and op.result[0] == "failed"):
+            return [op.arg[1], op.arg[2]]
+        return []
+
+    def observed(self, op):
+        if op.status != OK:
+            return []
+        if op.kind == "read":
+            return [v for v in op.result if v]
+        if op.kind == "get":
+            return [op.result] if op.result else []
+        if op.kind == "txn-cas":
+            vs = [op.arg[0]] if op.result[0] == "ok" else list(op.result[1])
+            return [v for v in vs if v]
+        return []
+
+    def expected(self, op):
+        return op.arg[0] if op.kind == "txn-cas" else None
+
+    def step(self, state, op):
+        if op.kind == "txn":
+            return True, tuple(op.arg)
+        if op.kind in ("read", "get"):
+            if op.status != OK:
+                return True, state
+            if op.kind == "read":
+                return tuple(op.result) == state, state
+            return state[op.arg] == op.result, state
+        if op.kind == "txn-cas":
+            expect, new = op.arg[0], (op.arg[1], op.arg[2])
+            if op.status != OK:
+                return True, new if state[0] == expect else state
+            if op.result[0] == "ok":
+                return state[0] == expect, new
+            return state[0] != expect and state == tuple(op.result[1]), state
+        raise ValueError("pair: unknown op kind %r" % op.kind)
+
+
 @dataclass
 class KeyResult:
     key: str
@@ -273,9 +446,11 @@ def explain(result: KeyResult, all_ops: List[Op], events: List[Event], t0: int,
     lines.append("  no linearization of the first %d ops can be extended past this op:"
                  % result.prefix_len)
     lines.append("    " + s.describe(t0))
-    if s.kind == "read" and s.status == OK:
-        writers = [o for o in all_ops if o.key == s.key and o.kind == "write" and
-                   o.arg == s.result]
+    if s.kind == "read" and s.status == OK and isinstance(s.result, str):
+        # The register's and the cas workload's writes (a CAS's arg: expected, new, rev).
+        writers = [o for o in all_ops if o.key == s.key and (
+            (o.kind == "write" and o.arg == s.result) or
+            (o.kind == "cas" and o.arg[1] == s.result))]
         if writers:
             lines.append("  the write of the value it read:")
             for w in writers:

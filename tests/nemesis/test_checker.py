@@ -12,7 +12,8 @@ import unittest
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from checker import Model, RegisterModel, check_history, check_key, explain  # noqa: E402
+from checker import (CasModel, Model, PairModel, RegisterModel, check_history,  # noqa: E402
+                     check_key, explain)
 from history import FAIL, OK, UNKNOWN, Event, Op  # noqa: E402
 
 _ids = iter(range(1, 1 << 30))
@@ -214,6 +215,100 @@ class Budget(unittest.TestCase):
         res = check_key(RawRegister(), "k", ops, max_steps=50)
         self.assertTrue(res.inconclusive)
         self.assertFalse(res.ok)
+
+
+def op(kind, arg, result, call, ret, status=OK, key="k"):
+    return Op(next(_ids), 0, 1, key, kind, arg, call, ret if status != UNKNOWN else None,
+              status, result=result)
+
+
+class RawCas(CasModel):
+    def prepare(self, ops):
+        return ops
+
+
+class RawPair(PairModel):
+    def prepare(self, ops):
+        return ops
+
+
+class CasHistories(unittest.TestCase):
+    """The cas workload's model: the pruned and the plain search agree."""
+
+    def check(self, ops):
+        results = [check_key(m, "k", ops).ok for m in (CasModel(), RawCas())]
+        self.assertEqual(results[0], results[1])
+        return results[0]
+
+    def test_cas_succeeds_only_on_its_expected_value(self):
+        self.assertTrue(self.check([op("write", "x", None, 0, 1),
+                                    op("cas", ("x", "y", 1), ("ok",), 2, 3),
+                                    op("read", None, "y", 4, 5)]))
+        # Applied without its compare: z was there, not x.
+        self.assertFalse(self.check([op("write", "x", None, 0, 1), op("write", "z", None, 2, 3),
+                                     op("cas", ("x", "y", 1), ("ok",), 4, 5)]))
+        # Create-only on a key that exists.
+        self.assertFalse(self.check([op("write", "x", None, 0, 1),
+                                     op("cas", ("", "y", 0), ("ok",), 2, 3)]))
+
+    def test_failed_cas_reads_the_current_value(self):
+        self.assertTrue(self.check([op("write", "x", None, 0, 1), op("write", "z", None, 2, 3),
+                                    op("cas", ("x", "y", 1), ("failed", "z"), 4, 5)]))
+        # Failed although x was there: a lost update.
+        self.assertFalse(self.check([op("write", "x", None, 0, 1),
+                                     op("cas", ("x", "y", 1), ("failed", "x"), 2, 3)]))
+
+    def test_delete_then_read_is_missing(self):
+        self.assertTrue(self.check([op("write", "x", None, 0, 1), op("delete", None, None, 2, 3),
+                                    op("read", None, "", 4, 5)]))
+        self.assertFalse(self.check([op("write", "x", None, 0, 1),
+                                     op("delete", None, None, 2, 3),
+                                     op("read", None, "x", 4, 5)]))
+
+    def test_unknown_cas_whose_value_was_read_needs_its_write_before_it(self):
+        # x's write is unknown and only the CAS that replaced it shows it happened.
+        self.assertTrue(self.check([op("write", "x", None, 0, None, UNKNOWN),
+                                    op("cas", ("x", "y", 1), None, 2, None, UNKNOWN),
+                                    op("read", None, "y", 10, 11)]))
+        self.assertFalse(self.check([op("cas", ("x", "y", 1), None, 2, None, UNKNOWN),
+                                     op("write", "x", None, 20, 21),
+                                     op("read", None, "y", 10, 11)]))
+
+
+class PairHistories(unittest.TestCase):
+    """The txn workload's model."""
+
+    def check(self, ops):
+        results = [check_key(m, "p", ops).ok for m in (PairModel(), RawPair())]
+        self.assertEqual(results[0], results[1])
+        return results[0]
+
+    def test_transactions_are_atomic(self):
+        self.assertTrue(self.check([op("txn", ("a1", "b1"), None, 0, 1),
+                                    op("txn", ("a2", "b2"), None, 2, 10),
+                                    op("read", None, ("a1", "b1"), 3, 4),
+                                    op("read", None, ("a2", "b2"), 5, 6)]))
+        # Torn: the new a with the old b.
+        self.assertFalse(self.check([op("txn", ("a1", "b1"), None, 0, 1),
+                                     op("txn", ("a2", "b2"), None, 2, 10),
+                                     op("read", None, ("a2", "b1"), 3, 4)]))
+        # The same seen by single-key gets.
+        self.assertFalse(self.check([op("txn", ("a1", "b1"), None, 0, 1),
+                                     op("txn", ("a2", "b2"), None, 2, 20),
+                                     op("get", 0, "a2", 3, 4), op("get", 1, "b1", 5, 6)]))
+
+    def test_conditional_transaction(self):
+        self.assertTrue(self.check([op("txn", ("a1", "b1"), None, 0, 1),
+                                    op("txn-cas", ("a1", "a2", "b2", 1), ("ok",), 2, 3),
+                                    op("read", None, ("a2", "b2"), 4, 5)]))
+        self.assertTrue(self.check([op("txn", ("a1", "b1"), None, 0, 1),
+                                    op("txn", ("a3", "b3"), None, 2, 3),
+                                    op("txn-cas", ("a1", "a2", "b2", 1), ("failed", ("a3", "b3")),
+                                       4, 5)]))
+        # Succeeded without its compare holding.
+        self.assertFalse(self.check([op("txn", ("a1", "b1"), None, 0, 1),
+                                     op("txn", ("a3", "b3"), None, 2, 3),
+                                     op("txn-cas", ("a1", "a2", "b2", 1), ("ok",), 4, 5)]))
 
 
 class ModelInterface(unittest.TestCase):

@@ -4,8 +4,10 @@ checker holds the answers to.
 A workload is pluggable: it names its op kinds (for the table), makes the next op from a
 seeded generator, runs it against one node over HTTP and classifies the answer as ok, fail
 (certainly did not take effect) or unknown (may or may not have). Its `model` is the
-sequential specification the checker uses (checker.Model). Later workloads (compare-and-set,
-transactions, watches, leases) add a class here and a name in WORKLOADS.
+sequential specification the checker uses (checker.Model). Workloads: `register` (the legacy
+routes), `cas` (/v1 put, delete, get and compare-and-swap by mod_revision) and `txn` (/v1
+transactions over pairs of keys, unconditional and conditional). Later ones (watches, leases)
+add a class here and a name in WORKLOADS.
 
 The classification follows docs/http-api.md:
   200  ok.
@@ -18,6 +20,9 @@ The classification follows docs/http-api.md:
   A timeout, reset or close after the request was sent: a write is unknown.
   Anything else (500, a body that does not parse): unknown, and reported.
 A read has no effect, so a read that did not return 200 is fail whatever the reason.
+On /v1 a GET answering 404 key_not_found read a missing key, and a conditional write
+answering 412 compare_failed was applied (its compare did not hold: it changed nothing and
+read the key).
 """
 
 import http.client
@@ -27,7 +32,7 @@ import threading
 import urllib.parse
 from typing import Dict, List, Optional, Tuple
 
-from checker import Model, RegisterModel
+from checker import CasModel, Model, PairModel, RegisterModel
 from history import FAIL, OK, UNKNOWN, Op
 
 
@@ -221,4 +226,225 @@ class RegisterWorkload(Workload):
             op.status = UNKNOWN
 
 
-WORKLOADS = {"register": RegisterWorkload}
+class V1Workload(Workload):
+    """What the /v1 workloads share: keys, per-client knowledge of what each key holds
+    (value and mod_revision, for the next compare-and-swap), and answer classification."""
+
+    def __init__(self, counters: Optional[Counters]):
+        self.counters = counters or Counters()
+        # client id -> key -> (value, mod_revision); value "" = missing. Each client
+        # thread touches only its own entry.
+        self.known: Dict[int, Dict[str, Tuple[str, int]]] = {}
+
+    def _know(self, client: int, key: str, value: str, rev: int):
+        self.known.setdefault(client, {})[key] = (value, rev)
+
+    def _knows(self, client: int, key: str) -> Tuple[str, int]:
+        return self.known.get(client, {}).get(key, ("", 0))
+
+    def _json(self, op, status, body) -> Optional[dict]:
+        try:
+            j = json.loads(body)
+            if isinstance(j, dict):
+                return j
+        except ValueError:
+            pass
+        self.counters.add("odd_answers", "node%d %s %s: %d with body %r"
+                          % (op.node, op.kind, op.key, status, body[:200]))
+        return None
+
+    def _kv(self, kv) -> Tuple[str, int]:
+        """(value, mod_revision) of a kv object, ("", 0) for null."""
+        if kv is None:
+            return "", 0
+        return kv["value"], kv["mod_revision"]
+
+    def _request(self, session, op, method, path, payload=None, read=False):
+        """Sends and classifies: returns the parsed body of a 200 or 412 (op.status OK), or
+        None with op.status set to FAIL or UNKNOWN. A GET of one key (whose 200 body is the
+        kv itself) returns {"kv": kv}, and {"kv": null} for its 404."""
+        body = json.dumps(payload).encode() if payload is not None else None
+        sent, status, text = session.request(op.node, method, path, body)
+        op.detail = describe_answer(status, text)
+        if status in (200, 412) or (status == 404 and read):
+            j = self._json(op, status, text)
+            if j is not None:
+                if status == 404:
+                    if j.get("code") != "key_not_found":
+                        self.counters.add("odd_answers", "node%d GET %s: 404 %s"
+                                          % (op.node, path, text[:200]))
+                    j = {"kv": None}
+                elif method == "GET":
+                    j = {"kv": j}
+                op.status = OK
+                op.detail = str(status)
+                return j
+            op.status = FAIL if read else UNKNOWN
+        elif read or not sent or status == 503:
+            op.status = FAIL
+        elif status == 504 or status is None:
+            op.status = UNKNOWN
+        elif 400 <= status < 500:
+            self.counters.add("bad_requests", "node%d %s %s: %d %s" % (op.node, method, path,
+                                                                       status, text[:200]))
+            op.status = FAIL
+        else:
+            self.counters.add("odd_answers", "node%d %s %s: %d %s" % (op.node, method, path,
+                                                                      status, text[:200]))
+            op.status = UNKNOWN
+        if read and status is not None and 400 <= status < 500 and status != 404:
+            self.counters.add("bad_requests", "node%d %s %s: %d %s" % (op.node, method, path,
+                                                                       status, text[:200]))
+        return None
+
+
+def _path(key: str, query: str = "") -> str:
+    return "/v1/kv/" + urllib.parse.quote(key, safe="") + query
+
+
+class CasWorkload(V1Workload):
+    """Single keys through /v1: linearizable GETs, PUTs and DELETEs, and compare-and-swaps:
+    PUT ?if_mod_revision=R (the mod_revision the client last saw the key at, with the value
+    it saw) or ?if_version=0 (the client last saw it missing). Values are unique, so "the
+    key's mod_revision is R" holds exactly when "the key holds the value the client saw at
+    R", and the checker models the CAS on values."""
+
+    name = "cas"
+    kinds = ["read", "write", "delete", "cas"]
+
+    def __init__(self, n_keys: int = 6, counters: Optional[Counters] = None, **unused):
+        super().__init__(counters)
+        self.model = CasModel()
+        self._keys = ["k%d" % i for i in range(n_keys)]
+
+    def keys(self):
+        return list(self._keys)
+
+    def next_op(self, rng, client, seq):
+        key = rng.choice(self._keys)
+        r = rng.random()
+        value = "c%d-%d" % (client, seq)
+        if r < 0.35:
+            return "read", key, None
+        if r < 0.55:
+            return "write", key, value
+        if r < 0.62:
+            return "delete", key, None
+        expect, rev = self._knows(client, key)
+        return "cas", key, (expect, value, rev)
+
+    def invoke(self, session, op):
+        if op.kind == "read":
+            j = self._request(session, op, "GET", _path(op.key), read=True)
+            if j is not None:
+                value, rev = self._kv(j.get("kv"))
+                op.result = value
+                self._know(op.client, op.key, value, rev)
+        elif op.kind == "write":
+            j = self._request(session, op, "PUT", _path(op.key), {"value": op.arg})
+            if j is not None:
+                self._know(op.client, op.key, op.arg, j["kv"]["mod_revision"])
+        elif op.kind == "delete":
+            if self._request(session, op, "DELETE", _path(op.key)) is not None:
+                self._know(op.client, op.key, "", 0)
+        elif op.kind == "cas":
+            expect, new, rev = op.arg
+            query = "?if_mod_revision=%d" % rev if expect else "?if_version=0"
+            j = self._request(session, op, "PUT", _path(op.key, query), {"value": new})
+            if j is None:
+                return
+            if "revision" in j and "kv" in j and j.get("code") is None:
+                op.result = ("ok",)
+                self._know(op.client, op.key, new, j["kv"]["mod_revision"])
+            else:
+                value, r = self._kv(j.get("kv"))
+                op.result = ("failed", value)
+                self._know(op.client, op.key, value, r)
+        else:
+            raise ValueError(op.kind)
+
+
+class TxnWorkload(V1Workload):
+    """Pairs of keys (pNa, pNb) through POST /v1/txn: both put in one transaction, both
+    read in one write-free transaction, one read with GET, and a conditional transaction
+    (if a's mod_revision is the one the client last saw, put both; else read both). A
+    transaction applied as two entries, or a compare not applied, is a violation."""
+
+    name = "txn"
+    kinds = ["read", "get", "txn", "txn-cas"]
+
+    def __init__(self, n_keys: int = 6, counters: Optional[Counters] = None, **unused):
+        super().__init__(counters)
+        self.model = PairModel()
+        self._pairs = ["p%d" % i for i in range(max(1, n_keys // 2))]
+
+    def keys(self):
+        return list(self._pairs)
+
+    def next_op(self, rng, client, seq):
+        pair = rng.choice(self._pairs)
+        r = rng.random()
+        value = "c%d-%d" % (client, seq)
+        if r < 0.3:
+            return "read", pair, None
+        if r < 0.45:
+            return "get", pair, rng.randrange(2)
+        if r < 0.75:
+            return "txn", pair, (value + "a", value + "b")
+        expect, rev = self._knows(client, pair + "a")
+        return "txn-cas", pair, (expect, value + "a", value + "b", rev)
+
+    @staticmethod
+    def _gets(pair):
+        return [{"get": {"key": pair + "a"}}, {"get": {"key": pair + "b"}}]
+
+    def _read_both(self, op, results) -> Tuple[str, str]:
+        out = []
+        for i, r in enumerate(results):
+            value, rev = self._kv(r["get"]["kv"])
+            self._know(op.client, op.key + "ab"[i], value, rev)
+            out.append(value)
+        return out[0], out[1]
+
+    def invoke(self, session, op):
+        a, b = op.key + "a", op.key + "b"
+        if op.kind == "read":
+            j = self._request(session, op, "POST", "/v1/txn", {"success": self._gets(op.key)},
+                              read=True)
+            if j is not None:
+                op.result = self._read_both(op, j["results"])
+        elif op.kind == "get":
+            key = op.key + "ab"[op.arg]
+            j = self._request(session, op, "GET", _path(key), read=True)
+            if j is not None:
+                value, rev = self._kv(j.get("kv"))
+                op.result = value
+                self._know(op.client, key, value, rev)
+        elif op.kind == "txn":
+            va, vb = op.arg
+            j = self._request(session, op, "POST", "/v1/txn", {"success": [
+                {"put": {"key": a, "value": va}}, {"put": {"key": b, "value": vb}}]})
+            if j is not None:
+                self._know(op.client, a, va, j["revision"])
+                self._know(op.client, b, vb, j["revision"])
+        elif op.kind == "txn-cas":
+            expect, va, vb, rev = op.arg
+            compare = ({"key": a, "target": "mod_revision", "op": "=", "value": rev} if expect
+                       else {"key": a, "target": "version", "op": "=", "value": 0})
+            j = self._request(session, op, "POST", "/v1/txn", {
+                "compare": [compare],
+                "success": [{"put": {"key": a, "value": va}}, {"put": {"key": b, "value": vb}}],
+                "failure": self._gets(op.key)})
+            if j is None:
+                return
+            if j.get("succeeded"):
+                op.result = ("ok",)
+                self._know(op.client, a, va, j["revision"])
+                self._know(op.client, b, vb, j["revision"])
+            else:
+                op.result = ("failed", self._read_both(op, j["results"]))
+        else:
+            raise ValueError(op.kind)
+
+
+WORKLOADS = {"register": RegisterWorkload, "cas": CasWorkload, "txn": TxnWorkload}
