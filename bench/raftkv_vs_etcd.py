@@ -24,6 +24,7 @@ Standard library only. Environment (all optional):
   BENCH_KEEP=1    keep the run directory (data and logs) afterwards
   BENCH_RAFTKV_FLAGS  extra raftkv flags, space separated (e.g. "--snapshot-entries 20000"
                   to cross several snapshots in a write cell); marks the run not the default
+  BENCH_MEMKEYS   keys of the memory and restart cell (default 1000000; 0 skips it)
 Exit status: 0 when every check passed (the bar is reported, not enforced), 1 when a
 correctness check failed, 2 when the benchmark could not run (setup, a process died), 130
 when interrupted.
@@ -55,6 +56,7 @@ BUILD_DIR = os.path.join(ROOT, os.environ.get("BUILD_DIR", "build"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNS = [int(c) for c in os.environ.get("BENCH_CONNS", "1,16,64").split(",") if c]
 KILLS = int(os.environ.get("BENCH_KILLS", "10"))
+MEMKEYS = int(os.environ.get("BENCH_MEMKEYS", "1000000"))
 SYSTEMS = os.environ.get("BENCH_SYSTEMS", "raftkv,etcd").split(",")
 NKEYS = int(os.environ.get("BENCH_KEYS", "10000"))
 OUT = os.path.abspath(os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench", "results")))
@@ -89,7 +91,20 @@ CELLS = {
     "rk_stale": ("raftkv", "rk_stale", "leader", None),
     "e3_range_ser": ("etcd", "e3_range_ser", "leader", None),
     "e2_get": ("etcd", "e2_get", "leader", None),
+    # The /v1 cells (issue 11), each at the connection count the issue names.
+    "rk1_put": ("raftkv", "rk1_put", "leader", "raftkv"),
+    "rk1_get": ("raftkv", "rk1_get", "leader", None),
+    "rk1_cas": ("raftkv", "rk1_cas", "leader", "hot"),
+    "e3_cas": ("etcd", "e3_cas", "leader", "hot"),
+    "rk1_range": ("raftkv", "rk1_range", "leader", None),
+    "e3_range100": ("etcd", "e3_range100", "leader", None),
+    "rk1_txn4": ("raftkv", "rk1_txn4", "leader", "raftkv"),
+    "e3_txn4": ("etcd", "e3_txn4", "leader", "v3"),
 }
+# Cells run at these connection counts only (of BENCH_CONNS); the others at all of them.
+CELL_CONNS = {"rk1_put": [64], "rk1_get": [64], "rk1_cas": [64], "e3_cas": [64],
+              "rk1_range": [16], "e3_range100": [16], "rk1_txn4": [64], "e3_txn4": [64]}
+HOT_KEYS = [f"hot-{h:012d}" for h in range(16)]  # the CAS cells' counters (16 bytes)
 # Rows of the table: label, raftkv cell, etcd cell.
 ROWS = [
     ("ceiling: raftkv GET /health, etcd GET /version", "rk_ceiling", "e_ceiling"),
@@ -100,10 +115,17 @@ ROWS = [
     ("linearizable read, follower (raftkv only)", "rk_read_f", None),
     ("stale read, leader; etcd v3 serializable range", "rk_stale", "e3_range_ser"),
     ("stale read, leader; etcd v2 GET", "rk_stale", "e2_get"),
+    ("/v1 put, leader; etcd v3 put", "rk1_put", "e3_put"),
+    ("/v1 get (linearizable), leader; etcd v3 range", "rk1_get", "e3_range"),
+    ("CAS increment on 16 hot keys; etcd txn on mod_revision", "rk1_cas", "e3_cas"),
+    ("100-key prefix range (linearizable); etcd range, limit 100", "rk1_range", "e3_range100"),
+    ("transaction of 4 puts; etcd txn of 4 puts", "rk1_txn4", "e3_txn4"),
 ]
 CHART_LABELS = {
     "rk_ceiling": "ceiling", "rk_write": "write v3", "rk_write_f": "write (follower)",
     "rk_read": "lin. read", "rk_read_f": "lin. read (follower)", "rk_stale": "stale read v3",
+    "rk1_put": "/v1 put", "rk1_get": "/v1 get", "rk1_cas": "CAS 16 keys",
+    "rk1_range": "range 100", "rk1_txn4": "txn 4 puts",
 }
 
 _cells_env = os.environ.get("BENCH_CELLS", "")
@@ -118,7 +140,7 @@ else:
     SELECTED = list(CELLS)
 SELECTED = [c for c in SELECTED if CELLS[c][0] in SYSTEMS]
 DEFAULT_RUN = (SECONDS == 10 and CONNS == [1, 16, 64] and KILLS == 10 and NKEYS == 10000 and
-               SELECTED == list(CELLS) and not RAFTKV_FLAGS)
+               SELECTED == list(CELLS) and not RAFTKV_FLAGS and MEMKEYS == 1000000)
 
 PROCS = None  # every process started, for the final cleanup and the CPU accounting
 STOP = threading.Event()  # set on Ctrl-C/SIGTERM: worker threads give up
@@ -356,9 +378,11 @@ class Cluster:
 class Raftkv(Cluster):
     system = "raftkv"
 
-    def __init__(self, procs, run_dir):
+    def __init__(self, procs, run_dir, extra=(), label=""):
         self.procs = procs
-        self.nodes = three_nodes(run_dir, "raftkv", "node", "raft", "raftkv-node")
+        self.nodes = three_nodes(run_dir, "raftkv" + label, "node", "raft",
+                                 "raftkv" + label + "-node")
+        self.extra = list(extra)
 
     def start(self, i):
         n = self.nodes[i]
@@ -366,7 +390,7 @@ class Raftkv(Cluster):
                 "--datadir", n["dir"]]
         # On an existing data directory (a restart) raftkv ignores --bootstrap and --join.
         args += ["--bootstrap"] if i == 0 else ["--join", self.nodes[0]["http"]]
-        args += RAFTKV_FLAGS
+        args += RAFTKV_FLAGS + self.extra
         n["proc"] = self.procs.spawn(args, n["log"])
 
     def start_cluster(self):
@@ -423,6 +447,18 @@ class Raftkv(Cluster):
     def read_keys(self, i, keys):
         return pmap(lambda k: self.read(i, k), keys)
 
+    def read_hot(self, i, stale):
+        return [self.read(i, k, stale) for k in HOT_KEYS]
+
+    def read_mem(self, i, keys):
+        return pmap(lambda k: self.read(i, k), keys)
+
+    def put_batch(self, i, kvs):
+        body = json.dumps({"success": [{"put": {"key": k, "value": v}} for k, v in kvs]})
+        st, _ = client(self.addr(i), 30).req("POST", "/v1/txn", body,
+                                             {"Content-Type": "application/json"})
+        return st
+
     def version(self):
         return "raftkv"
 
@@ -430,9 +466,10 @@ class Raftkv(Cluster):
 class Etcd(Cluster):
     system = "etcd"
 
-    def __init__(self, procs, run_dir):
+    def __init__(self, procs, run_dir, extra=(), label=""):
         self.procs = procs
-        self.nodes = three_nodes(run_dir, "etcd", "etcd", "peer", "etcd")
+        self.nodes = three_nodes(run_dir, "etcd" + label, "etcd", "peer", "etcd" + label)
+        self.extra = list(extra)
         self.initial = ",".join(f"{n['name']}=http://{n['peer']}" for n in self.nodes)
 
     def start(self, i):
@@ -445,7 +482,7 @@ class Etcd(Cluster):
                 "--initial-advertise-peer-urls", f"http://{n['peer']}",
                 "--initial-cluster", self.initial, "--initial-cluster-state", "new",
                 "--initial-cluster-token", "raftkv-bench", "--enable-v2=true",
-                "--logger=zap", "--log-outputs=stderr"]
+                "--logger=zap", "--log-outputs=stderr"] + self.extra
         n["proc"] = self.procs.spawn(args, n["log"])
 
     def start_cluster(self):
@@ -509,6 +546,27 @@ class Etcd(Cluster):
     def read_keys(self, i, keys):
         got = self.range_prefix(i, "f", False)
         return [got.get(k) for k in keys]
+
+    def read_hot(self, i, stale):
+        got = self.range_prefix(i, "hot-", stale)
+        return [got.get(k) for k in HOT_KEYS]
+
+    def read_one(self, i, key):
+        body = json.dumps({"key": b64(key)})
+        st, data = client(self.addr(i)).req("POST", "/v3/kv/range", body,
+                                            {"Content-Type": "application/json"})
+        kvs = json.loads(data).get("kvs") if st == 200 else None
+        return unb64(kvs[0].get("value", "")) if kvs else None
+
+    def read_mem(self, i, keys):
+        return pmap(lambda k: self.read_one(i, k), keys)
+
+    def put_batch(self, i, kvs):
+        body = json.dumps({"success": [{"request_put": {"key": b64(k), "value": b64(v)}}
+                                       for k, v in kvs]})
+        st, _ = client(self.addr(i), 30).req("POST", "/v3/kv/txn", body,
+                                             {"Content-Type": "application/json"})
+        return st
 
 
 # ---------------------------------------------------------------------------------------------
@@ -616,6 +674,122 @@ def verify_after_write_cell(store, label, tag, max_seq):
     return problems
 
 
+def reset_hot(cluster):
+    """Sets the CAS cells' 16 counters to "0" through the leader."""
+    li = cluster.leader_index()
+    for k in HOT_KEYS:
+        ok, st = cluster.write(li, k, "0")
+        if not ok:
+            return [f"{cluster.system}: setting {k} to 0: HTTP {st}"]
+    return []
+
+
+def verify_hot(cluster, label, r):
+    """After a CAS cell: the 16 counters add up to exactly the increments acknowledged
+    (cas_ok), and every node agrees. Returns a list of problems."""
+    cluster.converge()
+    li = cluster.leader_index()
+    values = {i: cluster.read_hot(i, stale=i != li) for i in range(3)}
+    problems = []
+    try:
+        total = sum(int(v) for v in values[li])
+    except (TypeError, ValueError):
+        return [f"{label}: a counter is not a number: {values[li]}"]
+    if total != r["cas_ok"]:
+        problems.append(f"{label}: the counters add up to {total}, but {r['cas_ok']} "
+                        f"increments were acknowledged")
+    for i in range(3):
+        if values[i] != values[li]:
+            problems.append(f"{label}: {cluster.nodes[i]['name']} holds {values[i]}, the "
+                            f"leader {values[li]}")
+    log(f"  check: the counters add up to the {r['cas_ok']} acknowledged increments "
+        f"({r['cas_conflicts']} conflicts), all nodes agree" if not problems else
+        f"  check FAILED: {problems[0]}")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# The memory and restart cell: MEMKEYS keys on fresh clusters of each system.
+
+MEM_BATCH = 10  # puts per transaction while loading
+
+
+def mem_value(i):
+    v = f"{i:014d}."
+    return v + "v" * (100 - len(v))  # 100 bytes
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def memory_cell(procs, run_dir, system):
+    """Loads MEMKEYS keys (16 bytes, values of 100) into a fresh 3-node cluster in
+    transactions of MEM_BATCH puts, then reports the RSS each node gained per key, and the
+    time a follower takes, after a SIGKILL, to restart and catch up. Both systems snapshot
+    every 10,000 entries (raftkv --snapshot-entries, etcd --snapshot-count) so that the
+    entries kept in memory since the last snapshot weigh the same on both."""
+    if system == "raftkv":
+        c = Raftkv(procs, run_dir, ["--snapshot-entries=10000"], label="-mem")
+    else:
+        c = Etcd(procs, run_dir, ["--snapshot-count=10000"], label="-mem")
+    for n in c.nodes:
+        os.makedirs(n["dir"], exist_ok=True)
+    c.start_cluster()
+    rss0 = [rss_bytes(n["proc"].pid) for n in c.nodes]
+    li = c.leader_index()
+    t0 = time.monotonic()
+
+    def load(b):
+        ids = range(b * MEM_BATCH, min(MEMKEYS, (b + 1) * MEM_BATCH))
+        for _ in range(50):
+            try:
+                st = c.put_batch(li, [(f"m-{i:014d}", mem_value(i)) for i in ids])
+            except (OSError, http.client.HTTPException) as e:
+                st = repr(e)
+            if st == 200:
+                return None
+            time.sleep(0.1)
+        return f"{system} memory load: batch {b}: {st}"
+    problems = [p for p in pmap(load, range((MEMKEYS + MEM_BATCH - 1) // MEM_BATCH), 16) if p]
+    if problems:
+        raise BenchError(problems[0])
+    load_s = time.monotonic() - t0
+    c.converge()
+    pause(2)
+    rss1 = [rss_bytes(n["proc"].pid) for n in c.nodes]
+    per_key = [(b - a) / MEMKEYS for a, b in zip(rss0, rss1)]
+    # A sample of keys reads back exactly.
+    sample = [(i * 7919) % MEMKEYS for i in range(1000)]
+    got = c.read_mem(c.leader_index(), [f"m-{i:014d}" for i in sample])
+    bad = [i for i, g in zip(sample, got) if g != mem_value(i)]
+    if bad:
+        problems.append(f"{system} memory cell: m-{bad[0]:014d} reads {got[sample.index(bad[0])]!r}")
+    # Restart: SIGKILL a follower, start it, time until it knows the leader and has applied
+    # the leader's commit index.
+    fi = (c.leader_index() + 1) % 3
+    c.kill(fi)
+    t1 = time.monotonic()
+    c.start(fi)
+    wait_for(lambda: c.caught_up(fi), 300, f"{system} {c.nodes[fi]['name']} to catch up")
+    restart_s = time.monotonic() - t1
+    rss2 = rss_bytes(c.nodes[fi]["proc"].pid)
+    for n in c.nodes:
+        os.killpg(n["proc"].pid, signal.SIGTERM)
+        n["proc"].wait(timeout=30)
+    out = {"keys": MEMKEYS, "load_s": round(load_s, 1),
+           "rss_before": rss0, "rss_after": rss1, "bytes_per_key": [round(x) for x in per_key],
+           "restart_s": round(restart_s, 2), "rss_after_restart": rss2}
+    log(f"  {system}: loaded {MEMKEYS} keys in {load_s:.0f} s; RSS per key "
+        f"{', '.join(f'{x:.0f}' for x in per_key)} bytes (nodes); follower restart "
+        f"{restart_s:.2f} s (RSS {rss2 / 1e6:.0f} MB after it)")
+    return out, problems
+
+
 # ---------------------------------------------------------------------------------------------
 # wrk
 
@@ -652,6 +826,8 @@ def run_wrk(cluster, cell, conns, tag, run_dir):
     for line in out.splitlines():
         if line.startswith("BENCH_RESULT "):
             r = json.loads(line[len("BENCH_RESULT "):])
+            if mode == "rk1_cas":
+                r["non2xx"] -= r["cas_conflicts"]  # a 412 is a lost race, not an error
             r["errors"] = r["non2xx"] + r["connect"] + r["read"] + r["write"] + r["timeout"]
             r["node"] = cluster.nodes[node]["name"]
             r["other_cpus"] = round(other_cpus(cpu0, cpu_snapshot()), 2)
@@ -858,6 +1034,38 @@ def ratio(a, b):
     return f"{a['rps'] / b['rps']:.1f}x"
 
 
+def v1_bar_lines(res, mem):
+    """Issue 11's bar: the /v1 routes as fast as the legacy ones, and ahead of etcd."""
+    out = []
+
+    def rate(r):  # a CAS cell counts the increments that went through
+        return r["cas_ok"] / (r["duration_us"] / 1e6) if r.get("cas_ok") else r["rps"]
+
+    for text, ca, cb, conns, share in [
+            ("/v1 put within 10% of the legacy write", "rk1_put", "rk_write", 64, 0.9),
+            ("/v1 get within 10% of the legacy linearizable read", "rk1_get", "rk_read", 64, 0.9),
+            ("/v1 put ahead of etcd's v3 put", "rk1_put", "e3_put", 64, 1),
+            ("/v1 get ahead of etcd's v3 range", "rk1_get", "e3_range", 64, 1),
+            ("CAS increments ahead of etcd's (successful ones per second)", "rk1_cas", "e3_cas",
+             64, 1),
+            ("100-key range ahead of etcd's", "rk1_range", "e3_range100", 16, 1),
+            ("4-put transaction ahead of etcd's", "rk1_txn4", "e3_txn4", 64, 1)]:
+        a, b = res.get((ca, conns)), res.get((cb, conns))
+        if not a or not b:
+            out.append(f"- **n/a** {text} at {conns} connections: cell not run")
+            continue
+        x, y = rate(a), rate(b)
+        ok = x >= share * y if share < 1 else x > y
+        out.append(f"- **{'PASS' if ok else 'MISS'}** {text} at {conns} connections: "
+                   f"{x:,.0f} vs {y:,.0f} per s = {x / y:.2f}x")
+    r = mem.get("raftkv")
+    if r:
+        med = statistics.median(r["bytes_per_key"])
+        out.append(f"- **{'PASS' if med < 500 else 'MISS'}** RSS per key under 500 bytes at "
+                   f"{r['keys']:,} keys: {med:.0f}")
+    return out
+
+
 def bar_lines(res, fo):
     """Issue 5's bar, a line each: PASS or MISS with the numbers, n/a if not measured."""
     def versus(a, b):
@@ -909,7 +1117,7 @@ def failover_row(name, f):
             f"{f['acked']} | {f['lost']} |")
 
 
-def write_report(info, res, fo, problems, run_dir, save=True):
+def write_report(info, res, fo, mem, problems, run_dir, save=True):
     """Returns the Markdown report; with save, writes it, the chart and the raw numbers to
     OUT (latest.* and a copy of the .md and .png named by time and commit)."""
     stamp = (f"{info['date']} · {info['nproc']} CPUs ({info['cpu']}) · raftkv "
@@ -952,7 +1160,21 @@ def write_report(info, res, fo, problems, run_dir, save=True):
                "| system | kills | min s | median s | max s | writes acknowledged | "
                "acknowledged writes lost |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
                failover_row("raftkv", fo.get("raftkv")), failover_row("etcd", fo.get("etcd"))]
+    if mem:
+        md += ["", f"## Memory and restart ({MEMKEYS:,} keys of 16 bytes, values of 100, loaded in "
+               f"transactions of {MEM_BATCH} puts into a fresh cluster; both snapshot every 10,000 "
+               f"entries)", "",
+               "| system | load s | RSS gained per key, bytes (3 nodes) | follower restart s "
+               "(SIGKILL to caught up) | its RSS after, MB |",
+               "| --- | ---: | ---: | ---: | ---: |"]
+        for name in ("raftkv", "etcd"):
+            m = mem.get(name)
+            if m:
+                md.append(f"| {name} | {m['load_s']} | "
+                          f"{', '.join(str(x) for x in m['bytes_per_key'])} | {m['restart_s']} | "
+                          f"{m['rss_after_restart'] / 1e6:.0f} |")
     md += ["", "## The bar", ""] + bar_lines(res, fo)
+    md += ["", "### The /v1 API (issue 11)", ""] + v1_bar_lines(res, mem)
     md += ["", "## Correctness", "",
            "Every write cell was followed by a check of every key on every node and a "
            "rewrite-and-read-back of the whole pool (bench/README.md)." if not problems else
@@ -967,7 +1189,7 @@ def write_report(info, res, fo, problems, run_dir, save=True):
         f.write(text)
     shutil.copy(os.path.join(OUT, "latest.md"), os.path.join(OUT, base + ".md"))
     raw = {"info": info, "cells": [dict(cell=k[0], conns=k[1], **r) for k, r in res.items()],
-           "failover": fo, "problems": problems}
+           "failover": fo, "memory": mem, "problems": problems}
     with open(os.path.join(OUT, "latest.json"), "w") as f:
         json.dump(raw, f, indent=1)
     if chart(info, res, os.path.join(OUT, "latest.png"), run_dir, stamp):
@@ -1059,7 +1281,7 @@ def main():
         f"connections {CONNS}, cells {','.join(SELECTED) or 'none'}, {KILLS} kills")
     global PROCS
     procs = PROCS = Procs()
-    res, fo, problems = {}, {}, []
+    res, fo, mem, problems = {}, {}, {}, []
     status = 0
     try:
         clusters, stores = {}, {}
@@ -1087,9 +1309,13 @@ def main():
             system, mode, target, store_name = CELLS[cell]
             c = clusters[system]
             for conns in CONNS:
+                if cell in CELL_CONNS and conns not in CELL_CONNS[cell]:
+                    continue
                 c.check_alive()
                 store = stores.get(store_name)
                 tag = store.new_tag() if store else "zz"
+                if store_name == "hot":
+                    problems += reset_hot(c)
                 r = run_wrk(c, cell, conns, tag, run_dir)
                 res[(cell, conns)] = r
                 log(f"{cell:13s} c={conns:<3d} {r['rps']:>10,.0f} req/s  p50 "
@@ -1098,7 +1324,12 @@ def main():
                     + (f"  ERRORS {r['errors']} (non-2xx {r['non2xx']}, timeout {r['timeout']},"
                        f" socket {r['connect'] + r['read'] + r['write']})"
                        if r["errors"] else ""))
-                if store:
+                if r["cas_ok"] or r["cas_conflicts"]:
+                    log(f"  {r['cas_ok'] / (r['duration_us'] / 1e6):,.0f} increments/s, "
+                        f"{r['cas_conflicts']} conflicts")
+                if store_name == "hot":
+                    problems += verify_hot(c, f"{cell} c={conns}", r)
+                elif store:
                     problems += verify_after_write_cell(store, f"{cell} c={conns}", tag,
                                                         r["max_seq"])
                 c.check_alive()
@@ -1112,6 +1343,17 @@ def main():
                 d = f["downtimes_s"]
                 log(f"  {name} failover: min {min(d):.3f} s, median "
                     f"{statistics.median(d):.3f} s, max {max(d):.3f} s")
+        if MEMKEYS > 0:
+            for name, c in clusters.items():
+                for n in c.nodes:  # the memory cell's clusters get the machine to themselves
+                    if n["proc"] is not None and n["proc"].poll() is None:
+                        os.killpg(n["proc"].pid, signal.SIGTERM)
+                        n["proc"].wait(timeout=30)
+            for name in clusters:
+                log(f"memory and restart: {MEMKEYS} keys into a fresh {name} cluster")
+                m, p = memory_cell(procs, run_dir, name)
+                mem[name] = m
+                problems += p
     except BenchError as e:
         log(f"bench: {e}")
         status = 130 if STOP.is_set() else 2
@@ -1126,9 +1368,9 @@ def main():
                     with open(os.path.join(run_dir, f), errors="replace") as fh:
                         tail = fh.readlines()[-8:]
                     print(f"--- last lines of {f}:\n" + "".join(tail), end="")
-        if status in (0, 2) and (res or fo):
+        if status in (0, 2) and (res or fo or mem):
             # A run that could not finish prints what it has but keeps the last report.
-            text = write_report(info, res, fo, problems, run_dir, save=status == 0)
+            text = write_report(info, res, fo, mem, problems, run_dir, save=status == 0)
             print()
             print(text)
             if status == 0:

@@ -273,6 +273,11 @@ class Cluster : public ClientTransport {
   uint64_t final_incarnation_ = 0;
   uint64_t final_deadline_ = 0;
   bool final_done_ = false;
+  // The warm-up's progress: the most voters and the largest sum of the
+  // joining nodes' last indexes seen, and when either last rose.
+  size_t warm_voters_ = 0;
+  raft::Index warm_joining_ = 0;
+  uint64_t warm_progress_tick_ = 0;
   // The calm tail: the highest commit index seen, and when it last rose.
   raft::Index tail_commit_ = 0;
   uint64_t tail_progress_tick_ = 0;
