@@ -19,15 +19,9 @@
 --   e3_txn4       POST /v3/kv/txn  4 request_put        etcd transaction of 4 puts
 --   rk1_range     GET  /v1/kv/<p>?prefix&limit=100      raftkv 100-key prefix range
 --   e3_range100   POST /v3/kv/range {key,range_end,limit:100}   etcd 100-key range
---   rk1_cas       PUT  /v1/kv/hot-N?if_mod_revision=R   raftkv CAS increment, 16 hot keys
---   e3_cas        POST /v3/kv/txn  compare mod_revision etcd CAS increment, 16 hot keys
 -- The range modes read the 100 keys key-00000000XY00 .. XY99 (XY random; needs 10,000 keys).
--- The CAS modes increment counters hot-000000000000 .. 15 (16 bytes): each request reads
--- the key's value and mod_revision from the last answer that showed them (any connection's;
--- a first try with revision 0 fails and shows them) and asks to write value + 1 if the
--- mod_revision still holds. A raftkv 412 or an etcd succeeded:false is a conflict, not an
--- error; done() reports "cas_ok" and "cas_conflicts", and the driver checks that the
--- counters grew by exactly cas_ok.
+-- The compare-and-swap modes (rk1_cas, e3_cas) are in cas.lua: they read every answer, and
+-- a script that reads answers costs wrk time on every cell.
 -- Every request picks a key uniformly from a pool of KEYS keys, key-%012d (16 bytes), and the
 -- ceiling modes do the same work on the client so that the cells cost wrk alike. A written value
 -- is 32 bytes, "<id %05d>.<TAG>.<seq %010d>." padded with x: it names its key, the cell (TAG, two
@@ -47,6 +41,7 @@ local json_headers = { ["Content-Type"] = "application/json" }
 local form_headers = { ["Content-Type"] = "application/x-www-form-urlencoded" }
 
 local b64chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+b64chars_global = b64chars -- for cas.lua
 local b64 = {}
 for i = 1, 64 do b64[i - 1] = b64chars:sub(i, i) end
 
@@ -62,6 +57,7 @@ local function base64(s)
   end
   return table.concat(out)
 end
+base64_global = base64 -- for cas.lua
 
 -- A written value: "<id %05d>.<TAG>.<seq %010d>." and 12 x, 32 bytes (ids below 100,000,
 -- a two-character tag). The bytes around the sequence number are fixed per key, so init()
@@ -135,67 +131,10 @@ local function txn4_request()
   return wrk.format("POST", mode == "rk1_txn4" and "/v1/txn" or "/v3/kv/txn", json_headers, body)
 end
 
--- The CAS modes: what the answers showed of each hot key (value, mod_revision).
-local hot, hot_b64, known_value, known_rev = {}, {}, {}, {}
-local hot_index = {} -- key (raftkv) or its base64 (etcd) -> index
-cas_ok, cas_conflicts = 0, 0 -- globals: done() reads them
-
-local function cas_request()
-  local h = math.random(0, 15)
-  local v, rev = known_value[h] or 0, known_rev[h] or 0
-  if mode == "rk1_cas" then
-    return wrk.format("PUT", "/v1/kv/" .. hot[h] .. "?if_mod_revision=" .. rev, json_headers,
-      '{"value":"' .. (v + 1) .. '"}')
-  end
-  -- etcd: the success branch reads the key back, so that the answer names it.
-  local key = '{"key":"' .. hot_b64[h] .. '"}'
-  return wrk.format("POST", "/v3/kv/txn", json_headers,
-    '{"compare":[{"key":"' .. hot_b64[h] .. '","target":"MOD","mod_revision":"' .. rev .. '"}],' ..
-    '"success":[{"request_put":{"key":"' .. hot_b64[h] .. '","value":"' .. base64(tostring(v + 1)) ..
-    '"}},{"request_range":' .. key .. '}],"failure":[{"request_range":' .. key .. '}]}')
-end
-
-local function unbase64(s)
-  local rev = {}
-  for i = 0, 63 do rev[b64[i]] = i end
-  local out, bits, n = {}, 0, 0
-  for c in s:gmatch("[^=]") do
-    bits = bits * 64 + rev[c]
-    n = n + 6
-    if n >= 8 then
-      n = n - 8
-      local b = math.floor(bits / 2 ^ n) % 256
-      out[#out + 1] = string.char(b)
-    end
-  end
-  return table.concat(out)
-end
-
-local function cas_response(status, body)
-  if mode == "rk1_cas" then
-    if status == 200 then cas_ok = cas_ok + 1 elseif status == 412 then
-      cas_conflicts = cas_conflicts + 1 end
-    local k, v, rev = body:match('"key":"(hot%-%d+)","value":"(%d+)".-"mod_revision":(%d+)')
-    if k then
-      local h = hot_index[k]
-      known_value[h], known_rev[h] = tonumber(v), tonumber(rev)
-    end
-    return
-  end
-  if status ~= 200 then return end
-  if body:find('"succeeded":true', 1, true) then cas_ok = cas_ok + 1 else
-    cas_conflicts = cas_conflicts + 1 end
-  local k, rev, v = body:match('"kvs":%[{"key":"([^"]+)".-"mod_revision":"(%d+)".-"value":"([^"]*)"')
-  if k and hot_index[k] then
-    local h = hot_index[k]
-    known_value[h], known_rev[h] = tonumber(unbase64(v)), tonumber(rev)
-  end
-end
-
 local modes = { health = true, version = true, rk_read = true, rk_stale = true, e3_range = true,
                 e3_range_ser = true, e2_get = true, rk_write = true, e2_put = true, e3_put = true,
                 rk1_put = true, rk1_get = true, rk1_txn4 = true, e3_txn4 = true, rk1_range = true,
-                e3_range100 = true, rk1_cas = true, e3_cas = true }
+                e3_range100 = true }
 
 function init(args)
   mode = args[1] or mode
@@ -208,14 +147,6 @@ function init(args)
     local k = string.format("key-%012d", id)
     keys[id] = k
     if mode:sub(1, 3) == "e3_" then keys_b64[id] = base64(k) end
-  end
-  if mode == "rk1_cas" or mode == "e3_cas" then
-    for h = 0, 15 do
-      hot[h] = string.format("hot-%012d", h)
-      hot_b64[h] = base64(hot[h])
-      hot_index[mode == "rk1_cas" and hot[h] or hot_b64[h]] = h
-    end
-    response = cas_response
   end
   -- Reads and ceilings send the same bytes for a key every time: build them once.
   for id = 0, nkeys - 1 do
@@ -262,7 +193,6 @@ function request()
   end
   seq = seq + 1
   if mode == "rk1_txn4" or mode == "e3_txn4" then return txn4_request() end
-  if mode == "rk1_cas" or mode == "e3_cas" then return cas_request() end
   local id = math.random(0, nkeys - 1)
   return reqs[id] or put_request(id)
 end
@@ -278,7 +208,7 @@ function done(summary, latency, requests)
   for _, t in ipairs(threads) do
     local s = t:get("seq") or 0
     if s > max_seq then max_seq = s end
-    ok = ok + (t:get("cas_ok") or 0)
+    ok = ok + (t:get("cas_ok") or 0) -- cas.lua's counters
     conflicts = conflicts + (t:get("cas_conflicts") or 0)
   end
   local e = summary.errors
