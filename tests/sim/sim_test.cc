@@ -151,7 +151,10 @@ TEST(SimRun, TargetedSchedulesFire) {
 // new life with the same round number, until read contexts carried a nonce
 // per life (docs/raft-core.md, "The driver's own rules"); 305208 (wal) left
 // a learner unpromoted whose tiny appends barely outpaced the writes, until a
-// promotion that keeps the quorum size stopped waiting for catching up.
+// promotion that keeps the quorum size stopped waiting for catching up;
+// 500111 (wal) could not reopen its WAL: entries followed an older snapshot's
+// marker, after a newer snapshot whose marker a crash had torn off
+// (docs/wal-format.md, Replay).
 TEST(SimRun, SeedsThatFoundBugsPass) {
   struct Case {
     uint64_t seed;
@@ -159,7 +162,7 @@ TEST(SimRun, SeedsThatFoundBugsPass) {
   };
   for (Case c :
        {Case{1377, DiskMode::kWal}, Case{1719, DiskMode::kWal}, Case{101610, DiskMode::kMemory},
-        Case{200099, DiskMode::kWal}, Case{305208, DiskMode::kWal}}) {
+        Case{200099, DiskMode::kWal}, Case{305208, DiskMode::kWal}, Case{500111, DiskMode::kWal}}) {
     SimOptions o;
     o.seed = c.seed;
     o.nodes = c.seed % 2 == 0 ? 3 : 5;
