@@ -112,7 +112,28 @@ void Driver::Receive(std::vector<raft::Message> msgs) {
   // what the messages ask for, so it neither votes nor acknowledges.
   if (storage_failed_) return;
   for (raft::Message& m : msgs) node_->Step(m);
+  const raft::NodeId leader = node_->Leader();
+  if (leader != raft::kNoNode && leader != config_.self.id) {
+    for (const raft::Message& m : msgs) {
+      if (m.from == leader && m.term == node_->term()) {
+        leader_contact_ns_.store(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(hooks_.now().time_since_epoch())
+                .count(),
+            std::memory_order_release);
+        break;
+      }
+    }
+  }
   Schedule();
+}
+
+int64_t Driver::MillisSinceLeaderContact() const {
+  if (view()->IsLeader()) return 0;
+  int64_t at = leader_contact_ns_.load(std::memory_order_acquire);
+  if (at == 0) return INT64_MAX;
+  int64_t now =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(hooks_.now().time_since_epoch()).count();
+  return std::max<int64_t>(0, (now - at) / 1'000'000);
 }
 
 void Driver::Propose(std::string command, kv::RequestId id, Callback done) {

@@ -28,6 +28,7 @@
 //   the LogStore writes in the background (MaybeSnapshot).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -184,6 +185,11 @@ class Driver {
 
   // Any thread.
   std::shared_ptr<const ClusterView> view() const;
+  // Any thread: how long ago this node last heard from the leader it follows,
+  // in milliseconds (by hooks.now); 0 on the leader itself (which steps down
+  // after an election timeout without a quorum); INT64_MAX if it never has.
+  // For stale reads with a bound (GET ?stale&max_staleness=2s).
+  int64_t MillisSinceLeaderContact() const;
   // Any thread: "" while the storage is healthy, else "storage failed: ..."
   // (the node then refuses writes; see OnStorageFailed).
   std::string health() const;
@@ -276,6 +282,9 @@ class Driver {
 
   mutable std::mutex view_mu_;
   std::shared_ptr<const ClusterView> view_;
+  // When a message from the leader this node follows last arrived
+  // (hooks.now, nanoseconds since its epoch; 0: never).
+  std::atomic<int64_t> leader_contact_ns_{0};
   std::string health_;    // Guarded by view_mu_; see health().
   std::string degraded_;  // Guarded by view_mu_; see degraded().
 };

@@ -821,6 +821,22 @@ class Session : public std::enable_shared_from_this<Session> {
     v1::ApiError e;
     uint64_t min_rev = 0;
     if (!query_.Number("min_revision", &min_rev, &e)) return V1Error(e);
+    // max_staleness bounds a stale read by how long ago this node last heard
+    // from the leader (rqlite's freshness); a linearizable read meets any bound.
+    uint64_t max_staleness_ms = 0;
+    bool bounded = query_.Has("max_staleness");
+    if (!query_.Duration("max_staleness", &max_staleness_ms, &e)) return V1Error(e);
+    if (stale && bounded) {
+      int64_t since = shared_->replica->MillisSinceLeaderContact();
+      if (since > static_cast<int64_t>(max_staleness_ms)) {
+        return V1Error(503, "stale_too_old",
+                       since == INT64_MAX
+                           ? std::string("this node has not heard from a leader")
+                           : "this node last heard from the leader " + std::to_string(since) +
+                                 " ms ago, more than max_staleness",
+                       "", "1");
+      }
+    }
     if (stale && shared_->kv->revision() >= min_rev) return serve();
     // Linearizable, or stale but behind min_revision: a read barrier brings
     // this node up to the leader's commit index, which covers every
@@ -841,7 +857,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void V1Get() {
-    if (!V1Params({"consistency", "stale", "min_revision", "raw"})) return;
+    if (!V1Params({"consistency", "stale", "min_revision", "max_staleness", "raw"})) return;
     V1Read([this] {
       kv::TxnOp get;
       get.kind = kv::TxnOpKind::kGet;
@@ -862,8 +878,8 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void V1Range() {
-    if (!V1Params({"prefix", "consistency", "stale", "min_revision", "limit", "continue",
-                   "keys_only", "count_only"})) {
+    if (!V1Params({"prefix", "consistency", "stale", "min_revision", "max_staleness", "limit",
+                   "continue", "keys_only", "count_only"})) {
       return;
     }
     v1::Limits l = Limits();
@@ -1101,7 +1117,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void V1Txn() {
-    if (!V1Params({"consistency", "stale", "min_revision"})) return;
+    if (!V1Params({"consistency", "stale", "min_revision", "max_staleness"})) return;
     txn_ = v1::TxnRequest{};
     arena_ = v1::Arena{};
     v1::ApiError e;

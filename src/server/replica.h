@@ -73,6 +73,8 @@ class Replica {
   void GetStatus(std::function<void(StatusReport)> done);
 
   std::shared_ptr<const ClusterView> view() const;
+  // Any thread: see Driver::MillisSinceLeaderContact.
+  int64_t MillisSinceLeaderContact() const { return driver_->MillisSinceLeaderContact(); }
   // Any thread: "" while the storage is healthy, else "storage failed: ..."
   // (the node then refuses writes; see Driver::OnStorageFailed).
   std::string health() const;

@@ -360,6 +360,28 @@ bool Query::Number(std::string_view name, uint64_t* out, ApiError* error) const 
   return true;
 }
 
+bool Query::Duration(std::string_view name, uint64_t* ms, ApiError* error) const {
+  auto v = Get(name);
+  if (!v) return true;
+  std::string_view s = *v;
+  uint64_t scale = 0;
+  if (s.ends_with("ms")) {
+    scale = 1, s.remove_suffix(2);
+  } else if (s.ends_with("s")) {
+    scale = 1000, s.remove_suffix(1);
+  } else if (s.ends_with("m")) {
+    scale = 60'000, s.remove_suffix(1);
+  }
+  uint64_t n = 0;
+  if (scale == 0 || !ParseDecimal(s, &n) || n > kMaxNumber / scale) {
+    *error = Invalid("query parameter \"" + std::string(name) +
+                     "\" must be a duration such as 500ms, 2s or 1m");
+    return false;
+  }
+  *ms = n * scale;
+  return true;
+}
+
 std::optional<std::string> Query::Unknown(const std::vector<std::string_view>& known) const {
   for (const auto& [n, v] : params_) {
     bool ok = false;

@@ -49,6 +49,9 @@ class Query {
   // A number parameter: false (and *error) if present but not a decimal
   // integer <= kMaxNumber. Absent leaves *out alone.
   bool Number(std::string_view name, uint64_t* out, ApiError* error) const;
+  // A duration parameter ("500ms", "2s", "1m"): false (and *error) if present
+  // but not one. Absent leaves *ms alone.
+  bool Duration(std::string_view name, uint64_t* ms, ApiError* error) const;
   // The first parameter whose name is not in `known`, or nullopt.
   std::optional<std::string> Unknown(const std::vector<std::string_view>& known) const;
 

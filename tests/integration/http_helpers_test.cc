@@ -124,6 +124,18 @@ TEST(V1HelpersTest, ContinueTokensAndQueries) {
   EXPECT_FALSE(q.Number("o", &n, &e));
   EXPECT_FALSE(q.Number("p", &n, &e));
   EXPECT_FALSE(q.Parse("a=%zz", &error));
+  // Durations.
+  ASSERT_TRUE(q.Parse("a=500ms&b=2s&c=1m&d=2&e=1h&f=ms&g=-1s&h=9007199254740991m", &error));
+  uint64_t ms = 7;
+  EXPECT_TRUE(q.Duration("absent", &ms, &e));
+  EXPECT_EQ(ms, 7u);
+  EXPECT_TRUE(q.Duration("a", &ms, &e));
+  EXPECT_EQ(ms, 500u);
+  EXPECT_TRUE(q.Duration("b", &ms, &e));
+  EXPECT_EQ(ms, 2000u);
+  EXPECT_TRUE(q.Duration("c", &ms, &e));
+  EXPECT_EQ(ms, 60000u);
+  for (const char* bad : {"d", "e", "f", "g", "h"}) EXPECT_FALSE(q.Duration(bad, &ms, &e)) << bad;
 }
 
 TEST(V1HelpersTest, ProtoFromStatus) {

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/json.hpp>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
@@ -241,6 +242,30 @@ TEST_F(V1Test, ReadLevels) {
               "negative min_revision");
   ExpectError(follower.Get("/v1/kv/levels/k?min_revision=9007199254740992"), 400,
               "invalid_argument", "min_revision of 2^53");
+  // max_staleness: a follower that hears from the leader serves a bounded stale read; once
+  // the other two nodes are paused it has heard from no leader for longer than the bound,
+  // and answers 503 stale_too_old, while an unbounded stale read is still served.
+  EXPECT_EQ(follower.Get("/v1/kv/levels/k?stale&max_staleness=60s").status, 200);
+  ExpectError(follower.Get("/v1/kv/levels/k?stale&max_staleness=2h"), 400, "invalid_argument",
+              "bad duration");
+  std::vector<int> others;
+  for (int i = 0; i < 3; i++) {
+    if (i != f) others.push_back(i);
+  }
+  for (int i : others) cluster_->Proc(i)->Signal(SIGSTOP);
+  bool too_old = WaitFor(
+      [&] { return follower.Get("/v1/kv/levels/k?stale&max_staleness=300ms").status == 503; },
+      milliseconds(5000));
+  HttpResponse old = follower.Get("/v1/kv/levels/k?consistency=stale&max_staleness=300ms");
+  HttpResponse unbounded = follower.Get("/v1/kv/levels/k?stale");
+  for (int i : others) cluster_->Proc(i)->Signal(SIGCONT);
+  EXPECT_TRUE(too_old) << "a bounded stale read was still served with no leader for 5 s";
+  ExpectError(old, 503, "stale_too_old", "no leader heard from");
+  EXPECT_EQ(old.Header("retry-after"), "1");
+  EXPECT_EQ(unbounded.status, 200) << unbounded.body;
+  EXPECT_TRUE(
+      WaitFor([&] { return follower.Get("/v1/kv/levels/k?stale&max_staleness=2s").status == 200; },
+              milliseconds(10000)));
 }
 
 TEST_F(V1Test, PrefixRangesPageInKeyOrder) {
