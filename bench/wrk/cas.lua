@@ -22,9 +22,11 @@ local json_headers = { ["Content-Type"] = "application/json" }
 local hot, hot_b64, known_value, known_rev, hot_index = {}, {}, {}, {}, {}
 cas_ok, cas_conflicts = 0, 0 -- globals: done() reads them
 
+local b64val = {}
+for i = 1, 64 do b64val[b64chars_global:sub(i, i)] = i - 1 end
+
 local function unbase64(s)
-  local val = {}
-  for i = 1, 64 do val[b64chars_global:sub(i, i)] = i - 1 end
+  local val = b64val
   local out, bits, n = {}, 0, 0
   for c in s:gmatch("[^=]") do
     bits = (bits % 65536) * 64 + val[c]
@@ -60,7 +62,8 @@ function request()
     return wrk.format("PUT", "/v1/kv/" .. hot[h] .. "?if_mod_revision=" .. rev, json_headers,
       '{"value":"' .. (v + 1) .. '"}')
   end
-  -- etcd: the success branch reads the key back, so that the answer names it.
+  -- etcd: the success branch reads the key back, so that the answer names it (raftkv's
+  -- answer to a PUT carries the key already); a small extra op for etcd.
   local range = '{"request_range":{"key":"' .. hot_b64[h] .. '"}}'
   return wrk.format("POST", "/v3/kv/txn", json_headers,
     '{"compare":[{"key":"' .. hot_b64[h] .. '","target":"MOD","mod_revision":"' .. rev ..

@@ -119,12 +119,16 @@ local function txn4_request()
     end
   end
   local puts = {}
+  -- etcd's values in base64 as put_request builds them: the key's fixed 9 bytes (encoded
+  -- once, in init), the sequence number's 12 (once per request), the padding's 11.
+  local seq_b64 = mode == "e3_txn4" and base64(string.format("%010d.x", seq))
   for i, id in ipairs(ids) do
-    local v = string.format("%05d.%s.%010d.xxxxxxxxxxxx", id, tag, seq)
     if mode == "rk1_txn4" then
-      puts[i] = '{"put":{"key":"' .. keys[id] .. '","value":"' .. v .. '"}}'
+      puts[i] = string.format('{"put":{"key":"%s","value":"%05d.%s.%010d.xxxxxxxxxxxx"}}',
+        keys[id], id, tag, seq)
     else
-      puts[i] = '{"request_put":{"key":"' .. keys_b64[id] .. '","value":"' .. base64(v) .. '"}}'
+      puts[i] = '{"request_put":{"key":"' .. keys_b64[id] .. '","value":"' .. heads[id] ..
+        seq_b64 .. tail .. '"}}'
     end
   end
   local body = '{"success":[' .. table.concat(puts, ",") .. ']}'
@@ -184,6 +188,9 @@ function init(args)
   end
   if mode == "rk_write" or mode == "e2_put" or mode == "e3_put" or mode == "rk1_put" then
     build_put_requests()
+  elseif mode == "e3_txn4" then
+    tail = base64(string.rep("x", 11))
+    for id = 0, nkeys - 1 do heads[id] = base64(string.format("%05d.%s.", id, tag)) end
   end
 end
 

@@ -470,6 +470,14 @@ LinearizabilityResult CheckLinearizable(const std::vector<KvOp>& history,
     return it->second;
   };
   for (const KvOp& op : history) {
+    if (op.response != kNever && op.response < op.invoke) {
+      LinearizabilityResult bad;
+      bad.ok = false;
+      bad.key = op.key;
+      bad.explanation = "an op returns before it is invoked: " + DescribeOp(op);
+      bad.stuck_op = op.id;
+      return bad;
+    }
     parent.emplace(op.key, op.key);
     if (op.kind == OpKind::kTxnPut || op.kind == OpKind::kTxnGet) {
       parent.emplace(op.key2, op.key2);

@@ -285,6 +285,12 @@ TEST_P(LinearizabilityTest, TransactionsAreAtomicAcrossTwoKeys) {
   EXPECT_FALSE(Check(torn_gets).ok);
 }
 
+TEST_P(LinearizabilityTest, OpReturningBeforeItsInvocationIsRefused) {
+  LinearizabilityResult r = Check({Put(1, "a", "x", 5, 4)});
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.explanation.find("returns before it is invoked"), std::string::npos);
+}
+
 TEST_P(LinearizabilityTest, MoreThanTwoLinkedKeysAreRefused) {
   std::vector<KvOp> h = {TxnPut(1, "a", "x", "b", "y", 1, 2), TxnPut(1, "b", "z", "c", "w", 3, 4)};
   LinearizabilityResult r = Check(h);
