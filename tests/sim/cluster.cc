@@ -20,10 +20,13 @@ namespace {
 constexpr uint64_t kWarmupMaxTicks = 400;
 constexpr uint64_t kWarmupHardMaxTicks = 2000;
 // Calm ticks allowed, after everything heals, for a final write to commit.
-// The calm tail fails once no node's commit index moved for kTailMaxTicks,
-// or after kTailHardMaxTicks in all: a long divergent log rewritten one
-// entry per message (the tiny-message schedule) can take longer than
-// kTailMaxTicks to catch up while making steady progress.
+// The calm tail fails once neither any node's commit index nor the sum of
+// the nodes' last indexes reached a new high for kTailMaxTicks, or after
+// kTailHardMaxTicks in all: a long divergent log rewritten one entry per
+// message (the tiny-message schedule) can take longer than kTailMaxTicks to
+// catch up while making steady progress (seed 200336), and a new leader
+// commits nothing until a quorum holds an entry of its term, which can be
+// some 1,500 entries of catching up away (seed 503252).
 constexpr uint64_t kTailMaxTicks = 1500;
 constexpr uint64_t kTailHardMaxTicks = 6000;
 constexpr uint64_t kFinalTimeoutTicks = 50;
@@ -640,11 +643,16 @@ RunResult Cluster::Run() {
     if (tick_ == fault_end) StartTail();
     if (tail) {
       raft::Index commit = 0;
+      raft::Index logs = 0;  // Replication progress, for a leader of a new term
+                             // that commits nothing until a quorum holds its entry.
       for (auto& n : nodes_) {
-        if (n && n->state == NodeState::kUp) commit = std::max(commit, n->node().commit());
+        if (!n || n->state != NodeState::kUp) continue;
+        commit = std::max(commit, n->node().commit());
+        logs += n->node().GetStatus().last_index;
       }
-      if (commit > tail_commit_ || tick_ == fault_end) {
+      if (commit > tail_commit_ || logs > tail_logs_ || tick_ == fault_end) {
         tail_commit_ = std::max(tail_commit_, commit);
+        tail_logs_ = std::max(tail_logs_, logs);
         tail_progress_tick_ = tick_;
       }
       if (final_done_ || tick_ >= tail_progress_tick_ + kTailMaxTicks ||
@@ -746,7 +754,8 @@ RunResult Cluster::Run() {
                           st.last_index, DescribeConf(st.conf).c_str());
     }
     Fail(StrFormat("liveness: the final write was not applied after healing everything: no "
-                   "commit progress for %" PRIu64 " ticks, or %" PRIu64 " ticks in all; nodes:",
+                   "commit or replication progress for %" PRIu64 " ticks, or %" PRIu64
+                   " ticks in all; nodes:",
                    kTailMaxTicks, kTailHardMaxTicks) +
          status);
   }

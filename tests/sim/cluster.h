@@ -280,6 +280,7 @@ class Cluster : public ClientTransport {
   uint64_t warm_progress_tick_ = 0;
   // The calm tail: the highest commit index seen, and when it last rose.
   raft::Index tail_commit_ = 0;
+  raft::Index tail_logs_ = 0;  // The highest sum of the nodes' last indexes.
   uint64_t tail_progress_tick_ = 0;
   // Targeted schedules: their own random stream, and when each may fire next.
   raft::Rng sched_rng_;
