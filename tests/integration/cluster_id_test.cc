@@ -117,7 +117,16 @@ TEST(ClusterIdTest, NodeAndDataDirectoryOfAnotherClusterAreRefused) {
   join["address"] = a.node(1).raft();
   join["id"] = a.node(1).name;
   join["http"] = a.node(1).http();
-  HttpResponse r = Http(b.http_port(0), "POST", "/cluster/join/", json::serialize(join));
+  // Right after its bootstrap, B's leader refuses membership changes (503) until an entry
+  // of its term commits: try until it takes the change.
+  HttpResponse r;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        r = Http(b.http_port(0), "POST", "/cluster/join/", json::serialize(join));
+        return r.status != 503;
+      },
+      milliseconds(10000)))
+      << r.body;
   ASSERT_EQ(r.status, 200) << r.body;
   ASSERT_TRUE(WaitFor([&] { return RefusedOtherCluster(a, 1) >= 2; }, milliseconds(10000)))
       << a.LogTails();
