@@ -11,7 +11,7 @@
 -- key's mod_revision is still R. A raftkv 412 or an etcd succeeded:false is a lost race, not
 -- an error. done() (load.lua's) also reports "cas_ok" and "cas_conflicts"; the driver checks
 -- that the counters grew by exactly cas_ok. This script reads every answer, which costs wrk
--- time, so it is apart from load.lua; it borrows load.lua's setup(), done() and base64.
+-- time, so it is apart from load.lua; it borrows load.lua's setup(), done(), count_request() and base64.
 
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 dofile(dir .. "load.lua")
@@ -52,10 +52,7 @@ function init(args)
 end
 
 function request()
-  if seq >= max_requests then
-    wrk.thread:stop()
-  end
-  seq = seq + 1
+  count_request(max_requests)
   local h = math.random(0, 15)
   local v, rev = known_value[h] or 0, known_rev[h] or 0
   if mode == "rk1_cas" then

@@ -194,11 +194,16 @@ function init(args)
   end
 end
 
-function request()
-  if seq >= max_requests then
+-- Counts a request; the thread stops itself past `max` (cas.lua uses it too).
+function count_request(max)
+  if seq >= max then
     wrk.thread:stop()
   end
   seq = seq + 1
+end
+
+function request()
+  count_request(max_requests)
   if mode == "rk1_txn4" or mode == "e3_txn4" then return txn4_request() end
   local id = math.random(0, nkeys - 1)
   return reqs[id] or put_request(id)

@@ -81,6 +81,14 @@ Message Msg(MessageType type, NodeId from, raft::Term term) {
   return m;
 }
 
+// Leader 2's answer (term 1) to the ReadIndex `ask`, at read index `index`.
+Message ReadAnswer(const Message& ask, raft::Index index) {
+  Message m = Msg(MessageType::kReadIndexResp, 2, 1);
+  m.index = index;
+  m.context = ask.context;
+  return m;
+}
+
 Message Append(NodeId from, raft::Term term, raft::Index prev, raft::Term prev_term,
                std::vector<Entry> entries, raft::Index commit) {
   Message m = Msg(MessageType::kApp, from, term);
@@ -316,17 +324,11 @@ TEST_F(DriverTest, ReadAnswerMeantForAnEarlierLifeReleasesNothing) {
   std::vector<Message> asks = Sent(MessageType::kReadIndex);
   ASSERT_EQ(asks.size(), 1u);
   // The old ask's answer arrives now.
-  Message stale = Msg(MessageType::kReadIndexResp, 2, 1);
-  stale.index = 1;
-  stale.context = old_asks[0].context;
-  Receive(stale);
+  Receive(ReadAnswer(old_asks[0], 1));
   Settle();
   EXPECT_FALSE(out.has_value()) << "a read of this life was released by an answer to the last";
   // Its own answer releases it.
-  Message resp = Msg(MessageType::kReadIndexResp, 2, 1);
-  resp.index = 1;
-  resp.context = asks[0].context;
-  Receive(resp);
+  Receive(ReadAnswer(asks[0], 1));
   Settle();
   ASSERT_TRUE(out.has_value());
   EXPECT_TRUE(out->ok()) << out->message;
@@ -347,10 +349,7 @@ TEST_F(DriverTest, ReadWaitsUntilTheReadIndexIsApplied) {
   // Two entries the follower holds but does not yet know committed.
   Receive(Append(2, 1, 1, 1, {Put(1, 2, 9, "a"), Put(1, 3, 9, "b")}, 1));
   Settle();
-  Message ans = Msg(MessageType::kReadIndexResp, 2, 1);
-  ans.index = 3;
-  ans.context = asks[0].context;
-  Receive(ans);
+  Receive(ReadAnswer(asks[0], 3));
   Settle();
   EXPECT_EQ(kv_.revision(), 1u);
   EXPECT_FALSE(out.has_value()) << "read served at applied index 1 < read index 3";
