@@ -53,6 +53,7 @@ Driver::Driver(ReplicaConfig config, LogStore* store, kv::Store* kv, DriverHooks
     last_snapshot_index_ = snap.meta.index;
     applied_term_ = snap.meta.term;
   }
+  if (hooks_.feed) hooks_.feed->OnRestored(kv_->revision());
   node_ = std::make_unique<raft::Node>(config_.raft, &store_->storage());
   soft_ = raft::SoftState{node_->Leader(), node_->role()};
   MaybePublishView(true);
@@ -471,6 +472,7 @@ void Driver::InstallSnapshot(const raft::Snapshot& snap) {
   spdlog::info("installed a snapshot from the leader at index {} term {} ({} keys, {} bytes)",
                snap.meta.index, snap.meta.term, kv_->size(), snap.data.size());
   if (hooks_.observer) hooks_.observer->OnSnapshotInstalled(snap.meta);
+  if (hooks_.feed) hooks_.feed->OnRestored(snap.meta.index);
   // Writes proposed here at or below the snapshot cannot be matched anymore.
   for (PendingWrite& w : writes_.TakeThrough(snap.meta.index)) {
     w.done(Outcome{Code::kTimeout, "leadership changed; the write's outcome is unknown"});
@@ -487,9 +489,13 @@ void Driver::ApplyEntries(std::span<const raft::Entry> entries) {
   if (waiting) {
     options.want_result = [this](raft::Index i) { return writes_.WaitsAt(i); };
   }
+  std::vector<kv::Event> events;
+  if (hooks_.feed) options.events = &events;
+  const uint64_t prev_revision = kv_->revision();
   raft::Status s = kv_->Apply(entries, &applied, options);
   if (!s.ok()) Fatal("applying committed entries: " + s.ToString());
   applied_term_ = entries.back().term;
+  if (hooks_.feed) hooks_.feed->OnChanges(prev_revision, kv_->revision(), std::move(events));
   if (hooks_.observer) hooks_.observer->OnApplied(entries);
   for (const raft::Entry& e : entries) {
     if (e.type == raft::EntryType::kConfChange) ApplyConfChange(e);

@@ -121,6 +121,21 @@ class DriverObserver {
   virtual void OnSoftState(const raft::SoftState& ss) { (void)ss; }
 };
 
+// Where the driver reports the store's changes: the server's watch history
+// (watch/history.h). Calls come from the driver thread, or from the Driver's
+// constructor.
+class ChangeFeed {
+ public:
+  virtual ~ChangeFeed() = default;
+  // The store applied a batch of committed entries: the revisions
+  // (prev_revision, revision], and the changes to keys in apply order.
+  virtual void OnChanges(uint64_t prev_revision, uint64_t revision,
+                         std::vector<kv::Event> events) = 0;
+  // The store was replaced by a snapshot image at `revision`: the stored one
+  // at startup (from the constructor), or one installed from the leader.
+  virtual void OnRestored(uint64_t revision) = 0;
+};
+
 // What the driver needs from its harness.
 struct DriverHooks {
   // Runs `fn` on the driver thread later, after the work already queued.
@@ -139,6 +154,8 @@ struct DriverHooks {
   // must stop. Logs and exits the process when empty. Must not return.
   std::function<void(const std::string&)> fatal;
   DriverObserver* observer = nullptr;
+  // If set, it hears of every change (watches); it must outlive the Driver.
+  ChangeFeed* feed = nullptr;
 };
 
 class Driver {

@@ -14,6 +14,7 @@
 #include "kv/command.h"
 #include "server/json.h"
 #include "server/v1.h"
+#include "server/watch_http.h"
 #include "transport/transport.h"
 
 namespace raftkv::server {
@@ -24,10 +25,6 @@ namespace http = beast::http;
 namespace json = boost::json;
 using asio::ip::tcp;
 using boost::system::error_code;
-// Sessions run on an io_context served by one thread: their executor is the
-// context's own, not a strand, and not type-erased.
-using SessionExecutor = asio::io_context::executor_type;
-using SessionSocket = asio::basic_stream_socket<tcp, SessionExecutor>;
 using SessionStream = beast::basic_stream<tcp, SessionExecutor>;
 
 namespace {
@@ -45,6 +42,19 @@ int HexValue(char c) {
 
 // True if the query string has `name` as a flag: "stale", "stale=", or
 // "stale=<anything but false/0/no>".
+// Whether `origin` is one of the comma-separated `allowed` ("*": any).
+bool OriginAllowed(std::string_view allowed, std::string_view origin) {
+  while (!allowed.empty()) {
+    size_t comma = allowed.find(',');
+    std::string_view one = allowed.substr(0, comma);
+    allowed = comma == std::string_view::npos ? std::string_view() : allowed.substr(comma + 1);
+    while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
+    while (!one.empty() && one.back() == ' ') one.remove_suffix(1);
+    if (one == "*" || one == origin) return true;
+  }
+  return false;
+}
+
 bool QueryFlag(std::string_view query, std::string_view name) {
   while (!query.empty()) {
     size_t amp = query.find('&');
@@ -212,7 +222,9 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(SessionSocket socket, std::shared_ptr<HttpServer::Shared> shared)
       : stream_(std::move(socket)), shared_(std::move(shared)) {}
 
-  ~Session() { shared_->connections--; }
+  ~Session() {
+    if (!handed_off_) shared_->connections--;
+  }
 
   void Start() {
     error_code ignored;
@@ -311,6 +323,11 @@ class Session : public std::enable_shared_from_this<Session> {
       return Error(http::status::service_unavailable, "the node is shutting down", "1");
     }
     auto& req = parser_->get();
+    cors_origin_.clear();
+    if (!opts().cors_origins.empty()) {
+      std::string_view origin = req[http::field::origin];
+      if (!origin.empty() && OriginAllowed(opts().cors_origins, origin)) cors_origin_ = origin;
+    }
     std::string_view target(req.target().data(), req.target().size());
     size_t q = target.find('?');
     std::string_view path = target.substr(0, q);
@@ -604,6 +621,11 @@ class Session : public std::enable_shared_from_this<Session> {
     out_ += "\r\nContent-Type: ";
     out_ += content_type_;
     if (v1_) AppendV1Headers();
+    AppendCorsHeaders();
+    if (!extra_headers_.empty()) {
+      out_ += extra_headers_;
+      extra_headers_ = {};
+    }
     if (!retry_after.empty()) {
       out_ += "\r\nRetry-After: ";
       out_ += retry_after;
@@ -630,6 +652,15 @@ class Session : public std::enable_shared_from_this<Session> {
                         if (!keep) return self->LingerClose();
                         self->ReadHeader();
                       });
+  }
+
+  void AppendCorsHeaders() {
+    if (cors_origin_.empty()) return;
+    out_ += "\r\nAccess-Control-Allow-Origin: ";
+    out_ += cors_origin_;
+    out_ +=
+        "\r\nVary: Origin\r\nAccess-Control-Expose-Headers: X-Raftkv-Revision, "
+        "X-Raftkv-Raft-Term, X-Raftkv-Node, X-Raftkv-Leader, ETag";
   }
 
   void AppendNumber(uint64_t n) {
@@ -753,6 +784,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void HandleV1(http::verb method, std::string_view path, std::string_view query) {
     v1_ = true;
+    if (method == http::verb::options && !cors_origin_.empty()) return CorsPreflight();
     std::string error;
     if (!query_.Parse(query, &error)) return V1Error(400, "invalid_argument", error);
     b64_ = false;
@@ -788,6 +820,7 @@ class Session : public std::enable_shared_from_this<Session> {
                          "GET, PUT, POST, DELETE");
       }
     }
+    if (path == "/v1/watch" || path.starts_with("/v1/watch/")) return V1Watch(method, path);
     if (path == "/v1/txn") {
       if (method != http::verb::post) {
         return V1Error(405, "method_not_allowed", "method not allowed", "", "", "POST");
@@ -795,6 +828,177 @@ class Session : public std::enable_shared_from_this<Session> {
       return V1Txn();
     }
     V1Error(404, "not_found", "no such route");
+  }
+
+  // A browser's preflight before a cross-origin request (CORS).
+  void CorsPreflight() {
+    content_type_ = kContentType;
+    out_.clear();
+    std::string_view headers =
+        "\r\nAccess-Control-Allow-Methods: GET, PUT, POST, DELETE"
+        "\r\nAccess-Control-Allow-Headers: Content-Type, If-Match, If-None-Match, Last-Event-ID"
+        "\r\nAccess-Control-Max-Age: 600";
+    relayed_headers_.clear();
+    extra_headers_ = headers;
+    Respond(http::status::no_content, "");
+  }
+
+  // --- /v1/watch (docs/http-api.md, "Watch") -----------------------------------
+
+  void V1Watch(http::verb method, std::string_view path) {
+    WatchHub* hub = shared_->watches;
+    if (hub == nullptr) return V1Error(503, "unavailable", "this server serves no watches");
+    auto& req = parser_->get();
+    const bool sse = std::string_view(req[http::field::accept]).find("text/event-stream") !=
+                     std::string_view::npos;
+    const bool stream = sse || query_.Flag("stream");
+    v1::ApiError e;
+    std::vector<WatchSpec> specs;
+    bool multi = false;
+    if (path == "/v1/watch") {
+      if (method != http::verb::post) {
+        return V1Error(405, "method_not_allowed", "method not allowed", "", "", "POST");
+      }
+      if (!V1Params({"stream", "progress", "require_leader"})) return;
+      if (!stream) {
+        return V1Error(400, "invalid_argument",
+                       "several watches are served as a stream: POST /v1/watch?stream");
+      }
+      std::vector<v1::WatchItem> items;
+      if (!v1::ParseWatches(req.body(), Limits(), &items, &e)) return V1Error(e);
+      for (v1::WatchItem& w : items) {
+        specs.push_back(
+            WatchSpec{std::move(w.id), watch::Filter{std::move(w.key), w.prefix}, w.rev});
+      }
+      multi = true;
+    } else {
+      if (method != http::verb::get) {
+        return V1Error(405, "method_not_allowed", "method not allowed", "", "", "GET");
+      }
+      if (!V1Params({"prefix", "rev", "wait", "limit", "stream", "progress", "require_leader"})) {
+        return;
+      }
+      WatchSpec spec;
+      if (!PercentDecode(path.substr(10), &spec.filter.key)) {
+        return V1Error(400, "invalid_argument", "malformed percent-encoding in the key");
+      }
+      spec.filter.prefix = query_.Has("prefix");
+      if (!spec.filter.prefix && spec.filter.key.empty()) {
+        return V1Error(400, "invalid_argument", "empty key (an empty prefix needs ?prefix)");
+      }
+      if (spec.filter.key.size() > opts().max_key_bytes) {
+        return V1Error(400, "invalid_argument",
+                       "key longer than " + std::to_string(opts().max_key_bytes) + " bytes");
+      }
+      if (!query_.Number("rev", &spec.rev, &e)) return V1Error(e);
+      // An EventSource that reconnects says the last id it received: the
+      // revision of the last message it has; it resumes after it.
+      std::string_view last_id = req["Last-Event-ID"];
+      if (sse && !last_id.empty()) {
+        uint64_t id = 0;
+        auto [end, ec] = std::from_chars(last_id.data(), last_id.data() + last_id.size(), id);
+        if (ec != std::errc() || end != last_id.data() + last_id.size() || id >= v1::kMaxNumber) {
+          return V1Error(400, "invalid_argument", "Last-Event-ID must be a revision");
+        }
+        spec.rev = id + 1;
+      }
+      specs.push_back(std::move(spec));
+    }
+    // A single watch from a revision the history no longer holds is refused
+    // before anything is streamed (a multi-watch is told per watch).
+    if (specs.size() == 1 && !multi) {
+      const uint64_t compact = hub->history().compact_revision();
+      if (specs[0].rev != 0 && specs[0].rev <= compact) {
+        return V1Error(410, "compacted",
+                       "revision " + std::to_string(specs[0].rev) +
+                           " is no longer in this node's watch history; list again and watch "
+                           "from the listing's revision",
+                       ",\"compact_revision\":" + std::to_string(compact) +
+                           ",\"revision\":" + std::to_string(hub->history().revision()));
+      }
+    }
+    WatchContext ctx;
+    ctx.hub = hub;
+    ctx.thread = hub->ThreadOf(stream_.get_executor().context());
+    ctx.replica = shared_->replica;
+    ctx.write_timeout = opts().timeout;
+    RAFT_ASSERT(ctx.thread != nullptr, "a session on an io thread the watch hub does not know");
+    if (shared_->draining) {
+      keep_alive_ = false;
+      return V1Error(503, "shutting_down", "the node is shutting down", "", "1");
+    }
+    if (!hub->Acquire(ctx.thread, specs.size())) {
+      return V1Error(429, "too_many_watchers",
+                     "this node serves " + std::to_string(hub->options().max_watchers) +
+                         " watchers at most (--max-watchers)",
+                     "", "1");
+    }
+    if (stream) return V1StartStream(std::move(specs), multi, sse, std::move(ctx));
+    V1LongPoll(std::move(specs[0]), std::move(ctx));
+  }
+
+  void V1StartStream(std::vector<WatchSpec> specs, bool multi, bool sse, WatchContext ctx) {
+    StreamRequest sr;
+    sr.watches = std::move(specs);
+    sr.multi = multi;
+    sr.sse = sse;
+    sr.b64 = b64_;
+    sr.http_version = version_;
+    v1::ApiError e;
+    uint64_t progress_ms = 10000;
+    if (!query_.Duration("progress", &progress_ms, &e)) {
+      ctx.hub->Release(ctx.thread, sr.watches.size());
+      return V1Error(e);
+    }
+    sr.progress = std::chrono::milliseconds(std::max<uint64_t>(progress_ms, 1000));
+    sr.require_leader = query_.Flag("require_leader");
+    if (sr.require_leader &&
+        shared_->replica->MillisSinceLeaderContact() > ctx.hub->options().no_leader_after.count()) {
+      ctx.hub->Release(ctx.thread, sr.watches.size());
+      return V1Error(503, "no_leader", "this node has no leader", "", "1");
+    }
+    // The answer's head carries the /v1 headers, as of the history's head.
+    out_.clear();
+    v1_revision_ = ctx.hub->history().revision();
+    AppendV1Headers();
+    AppendCorsHeaders();
+    sr.headers = std::move(out_);
+    out_.clear();
+    // The stream owns the connection from now on, and counts it.
+    struct ConnectionSlot {
+      std::shared_ptr<HttpServer::Shared> shared;
+      ~ConnectionSlot() { shared->connections--; }
+    };
+    ctx.connection = std::make_shared<ConnectionSlot>(ConnectionSlot{shared_});
+    handed_off_ = true;
+    if (counted_) {
+      shared_->in_flight--;
+      counted_ = false;
+    }
+    StartWatchStream(stream_.release_socket(), std::move(sr), std::move(ctx));
+  }
+
+  void V1LongPoll(WatchSpec spec, WatchContext ctx) {
+    PollRequest pr;
+    pr.watch = std::move(spec);
+    pr.b64 = b64_;
+    v1::ApiError e;
+    uint64_t limit = 1000, wait_ms = 60000;
+    if (!query_.Number("limit", &limit, &e) || !query_.Duration("wait", &wait_ms, &e)) {
+      ctx.hub->Release(ctx.thread, 1);
+      return V1Error(e);
+    }
+    pr.limit = std::clamp<uint64_t>(limit, 1, opts().max_range_limit);
+    pr.max_bytes = opts().max_range_bytes;
+    pr.wait = std::chrono::milliseconds(std::min<uint64_t>(wait_ms, 600000));
+    pr.require_leader = query_.Flag("require_leader");
+    StartLongPoll(std::move(pr), std::move(ctx),
+                  [self = shared_from_this()](unsigned status, std::string body, uint64_t revision,
+                                              std::string_view retry_after) {
+                    self->v1_revision_ = revision;
+                    self->content_type_ = kContentType;
+                    self->Respond(static_cast<http::status>(status), body, retry_after);
+                  });
   }
 
   // Refuses query parameters the route does not know (a typo such as
@@ -1196,6 +1400,12 @@ class Session : public std::enable_shared_from_this<Session> {
   unsigned version_ = 0;
   bool keep_alive_ = true;
   bool counted_ = false;
+  // The connection went to a watch stream, which now counts it.
+  bool handed_off_ = false;
+  // The allowed Origin of this request (CORS), or empty.
+  std::string cors_origin_;
+  // More header lines for the next answer ("\r\nName: value"...).
+  std::string_view extra_headers_;
   std::string key_;
   std::string value_;
   MemberInfo join_;
@@ -1220,7 +1430,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
 HttpServer::HttpServer(asio::io_context& io, std::vector<asio::io_context*> session_ios,
                        HttpOptions options, Replica* replica, kv::Store* kv, Forwarder* forwarder,
-                       const transport::Transport* transport, const ProtoWatch* proto)
+                       const transport::Transport* transport, const ProtoWatch* proto,
+                       WatchHub* watches)
     : io_(io),
       session_ios_(std::move(session_ios)),
       shared_(std::make_shared<Shared>()),
@@ -1232,6 +1443,7 @@ HttpServer::HttpServer(asio::io_context& io, std::vector<asio::io_context*> sess
   shared_->forwarder = forwarder;
   shared_->transport = transport;
   shared_->proto = proto;
+  shared_->watches = watches;
 }
 
 HttpServer::~HttpServer() {

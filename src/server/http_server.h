@@ -26,6 +26,7 @@
 #include "server/forwarder.h"
 #include "server/replica.h"
 #include "server/upgrade.h"
+#include "server/watch_hub.h"
 #include "transport/transport.h"
 
 namespace raftkv::server {
@@ -47,6 +48,8 @@ struct HttpOptions {
   uint64_t max_range_limit = 10000;     // A larger ?limit is lowered to it.
   uint64_t max_range_bytes = 4 << 20;   // A page ends once it holds this many bytes.
   uint64_t max_delete_keys = 10000;     // A prefix delete without limit: 413 past it.
+  // Browser origins allowed to call the API (CORS), comma separated; "*": any.
+  std::string cors_origins;
 };
 
 class HttpServer {
@@ -55,7 +58,8 @@ class HttpServer {
   // outlive the server.
   HttpServer(boost::asio::io_context& io, std::vector<boost::asio::io_context*> session_ios,
              HttpOptions options, Replica* replica, kv::Store* kv, Forwarder* forwarder,
-             const transport::Transport* transport = nullptr, const ProtoWatch* proto = nullptr);
+             const transport::Transport* transport = nullptr, const ProtoWatch* proto = nullptr,
+             WatchHub* watches = nullptr);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -77,6 +81,8 @@ class HttpServer {
     const transport::Transport* transport = nullptr;
     // The members' command language (null: every member speaks this one's).
     const ProtoWatch* proto = nullptr;
+    // Watches (null: the /v1/watch routes answer 503).
+    WatchHub* watches = nullptr;
     std::atomic<size_t> connections{0};
     std::atomic<size_t> in_flight{0};
     std::atomic<bool> draining{false};

@@ -66,6 +66,20 @@ ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* messa
        "a /v1 range page ends once it holds this many key and value bytes")
       ("max-delete-keys", po::value(&out->max_delete_keys)->default_value(d.max_delete_keys),
        "most keys one /v1 prefix delete without ?limit removes; more is 413 too_many_keys")
+      ("max-watchers", po::value(&out->max_watchers)->default_value(d.max_watchers),
+       "watches on this node (streams' watches and long polls); past it 429 too_many_watchers")
+      ("watch-buffer-bytes",
+       po::value(&out->watch_buffer_bytes)->default_value(d.watch_buffer_bytes),
+       "unsent bytes per watch stream; a consumer that falls further behind is cancelled "
+       "(slow_consumer)")
+      ("watch-history-revisions",
+       po::value(&out->watch_history_revisions)->default_value(d.watch_history_revisions),
+       "revisions with changes kept for watches; a watch from an older revision gets 410")
+      ("watch-history-bytes",
+       po::value(&out->watch_history_bytes)->default_value(d.watch_history_bytes),
+       "key and value bytes kept for watches (the oldest are trimmed first)")
+      ("cors-origins", po::value(&out->cors_origins)->default_value(d.cors_origins),
+       "origins whose browser pages may call the API (CORS), comma separated, or * for any")
       ("snapshot-entries", po::value(&out->snapshot_entries)->default_value(d.snapshot_entries),
        "take a state-machine snapshot every N applied entries (0: never)")
       ("snapshot-keep-entries",
@@ -133,6 +147,10 @@ ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* messa
   if (out->max_range_limit == 0) return bad("--max-range-limit must be positive");
   if (out->max_range_bytes == 0) return bad("--max-range-bytes must be positive");
   if (out->max_delete_keys == 0) return bad("--max-delete-keys must be positive");
+  if (out->watch_buffer_bytes < 1024) return bad("--watch-buffer-bytes must be at least 1024");
+  if (out->watch_history_revisions == 0 || out->watch_history_bytes == 0) {
+    return bad("--watch-history-revisions and --watch-history-bytes must be positive");
+  }
   if (out->fsync != "always" && out->fsync != "never") return bad("--fsync must be always|never");
   if (out->bootstrap && !out->join.empty()) return bad("--bootstrap and --join exclude each other");
   return ParseResult::kRun;

@@ -34,6 +34,14 @@ struct Options {
   uint64_t max_range_limit = 10000;
   uint64_t max_range_bytes = 4 << 20;
   uint64_t max_delete_keys = 10000;
+  // Watches (docs/http-api.md, "Watch").
+  uint64_t max_watchers = 10000;
+  uint64_t watch_buffer_bytes = 4 << 20;
+  uint64_t watch_history_revisions = 100000;
+  uint64_t watch_history_bytes = 64 << 20;
+  // Origins a browser page may call the API from (CORS), comma separated;
+  // "*" for any; empty for none.
+  std::string cors_origins;
 
   // Log and snapshots.
   // As etcd: a snapshot every 100,000 entries, 5,000 kept for followers.

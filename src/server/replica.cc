@@ -9,7 +9,7 @@ namespace raftkv::server {
 namespace asio = boost::asio;
 
 Replica::Replica(ReplicaConfig config, LogStore* store, kv::Store* kv, SendFn send, PeersFn peers,
-                 MembersFn members, asio::io_context& io)
+                 MembersFn members, asio::io_context& io, ChangeFeed* feed)
     : tick_(config.tick), ioc_(io), work_(ioc_.get_executor()), ticker_(ioc_) {
   DriverHooks hooks;
   hooks.post = [this](std::function<void()> fn) { Post(std::move(fn)); };
@@ -17,6 +17,7 @@ Replica::Replica(ReplicaConfig config, LogStore* store, kv::Store* kv, SendFn se
   hooks.peers = std::move(peers);
   hooks.members = std::move(members);
   hooks.now = [] { return Clock::now(); };
+  hooks.feed = feed;
   driver_ = std::make_unique<Driver>(std::move(config), store, kv, std::move(hooks));
 }
 

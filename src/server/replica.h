@@ -38,8 +38,9 @@ class Replica {
   // store->storage() holds (restoring `kv` from its latest snapshot).
   // The driver runs on `io`, which exactly one thread must run (the one that
   // also serves the peer transport: messages reach the node without a hop).
+  // `feed` (may be null) hears of every change to the store (watches).
   Replica(ReplicaConfig config, LogStore* store, kv::Store* kv, SendFn send, PeersFn peers,
-          MembersFn members, boost::asio::io_context& io);
+          MembersFn members, boost::asio::io_context& io, ChangeFeed* feed = nullptr);
   ~Replica();
   Replica(const Replica&) = delete;
   Replica& operator=(const Replica&) = delete;

@@ -163,6 +163,19 @@ raft::Status Server::Start() {
   transport_ = std::make_unique<transport::Transport>(
       io_, self_.id, meta_.cluster_id, self_.raft, to,
       [this](std::vector<raft::Message> msgs) { replica_->Receive(std::move(msgs)); });
+  WatchOptions wo;
+  wo.max_watchers = options_.max_watchers;
+  wo.buffer_bytes = options_.watch_buffer_bytes;
+  wo.history.max_revisions = options_.watch_history_revisions;
+  wo.history.max_bytes = options_.watch_history_bytes;
+  // etcd's WithRequireLeader: two election timeouts (the longest) without one.
+  wo.no_leader_after = std::chrono::milliseconds(4 * options_.tick_ms * options_.election_ticks);
+  watch_hub_ = std::make_unique<WatchHub>(wo);
+  // HTTP sessions stay off the thread that drives Raft when there is another.
+  std::vector<asio::io_context*> ios;
+  for (auto& io : session_ios_) ios.push_back(io.get());
+  if (ios.empty()) ios.push_back(&io_);
+  watch_hub_->SetThreads(ios);
   replica_ = std::make_unique<Replica>(
       rc, log_store_.get(), &kv_,
       [this](std::vector<raft::Message> msgs) { transport_->Send(std::move(msgs)); },
@@ -170,7 +183,7 @@ raft::Status Server::Start() {
       [this](const std::vector<MemberInfo>& members) {
         asio::post(io_, [this, members] { OnMembers(members); });
       },
-      io_);
+      io_, watch_hub_.get());
 
   forwarder_ = std::make_unique<Forwarder>(
       io_, std::chrono::milliseconds(options_.request_timeout_ms + 1000));
@@ -189,12 +202,10 @@ raft::Status Server::Start() {
   ho.default_range_limit = std::min<uint64_t>(1000, options_.max_range_limit);
   ho.max_range_bytes = options_.max_range_bytes;
   ho.max_delete_keys = options_.max_delete_keys;
-  // HTTP sessions stay off the thread that drives Raft when there is another.
-  std::vector<asio::io_context*> ios;
-  for (auto& io : session_ios_) ios.push_back(io.get());
-  if (ios.empty()) ios.push_back(&io_);
-  http_ = std::make_unique<HttpServer>(io_, std::move(ios), ho, replica_.get(), &kv_,
-                                       forwarder_.get(), transport_.get(), proto_.get());
+  ho.cors_origins = options_.cors_origins;
+  http_ =
+      std::make_unique<HttpServer>(io_, std::move(ios), ho, replica_.get(), &kv_, forwarder_.get(),
+                                   transport_.get(), proto_.get(), watch_hub_.get());
 
   s = transport_->Listen(self_.raft);
   if (!s.ok()) return s;
@@ -413,8 +424,10 @@ void Server::RunUntilSignal() {
 
 void Server::Shutdown() {
   if (!started_ || stopping_.exchange(true)) return;
-  // 1. No new connections; new requests on open ones get 503.
+  // 1. No new connections; new requests on open ones get 503; watch streams
+  // end (canceled: shutdown) and long polls answer 503.
   http_->StopAccepting();
+  watch_hub_->Shutdown();
   // 2. A leader hands over so that the cluster does not wait an election timeout.
   replica_->TransferLeadershipAway(std::chrono::milliseconds(1000));
   // 3. Let requests in flight finish, within the request timeout.

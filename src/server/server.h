@@ -21,6 +21,7 @@
 #include "server/options.h"
 #include "server/replica.h"
 #include "server/upgrade.h"
+#include "server/watch_hub.h"
 #include "transport/transport.h"
 
 namespace raftkv::server {
@@ -71,6 +72,9 @@ class Server {
   std::vector<std::thread> io_threads_;
   kv::Store kv_;
   std::unique_ptr<LogStore> log_store_;
+  // The watch history and its delivery to the session threads; before the
+  // replica, whose driver feeds it.
+  std::unique_ptr<WatchHub> watch_hub_;
   std::unique_ptr<transport::Transport> transport_;
   std::unique_ptr<Replica> replica_;
   std::unique_ptr<Forwarder> forwarder_;

@@ -500,6 +500,59 @@ bool ParsePutBody(std::string_view body, std::string* value, uint64_t* lease, Ap
   return true;
 }
 
+bool ParseWatches(std::string_view body, const Limits& limits, std::vector<WatchItem>* out,
+                  ApiError* error) {
+  json::value v;
+  if (!ParseObject(body, 4, R"({"watches":[{"key":"...","prefix":true,"rev":N}]})", &v, error)) {
+    return false;
+  }
+  const json::object& o = v.get_object();
+  const json::value* ws = o.if_contains("watches");
+  if (o.size() != 1 || ws == nullptr || !ws->is_array() || ws->get_array().empty()) {
+    *error = Invalid("the body must be {\"watches\":[...]} with at least one watch");
+    return false;
+  }
+  if (ws->get_array().size() > kMaxStreamWatches) {
+    *error = ApiError{400, "too_many_ops",
+                      "at most " + std::to_string(kMaxStreamWatches) + " watches per stream"};
+    return false;
+  }
+  std::set<std::string> ids;
+  for (size_t i = 0; i < ws->get_array().size(); i++) {
+    const json::value& w = ws->get_array()[i];
+    std::string where = "watches[" + std::to_string(i) + "]";
+    if (!w.is_object()) {
+      *error = Invalid(where + " must be an object");
+      return false;
+    }
+    Fields f(w.get_object(), where);
+    WatchItem item;
+    std::optional<std::string> id, key;
+    if (!f.String("id", &id, error) || !f.Bytes("key", &key, error) ||
+        !f.Bool("prefix", &item.prefix, error) || !f.Number("rev", &item.rev, error) ||
+        !f.NoOthers(error)) {
+      return false;
+    }
+    item.id = id ? *id : std::to_string(i);
+    if (!ids.insert(item.id).second) {
+      *error = ApiError{400, "duplicate_key", where + ": the id \"" + item.id + "\" is taken"};
+      return false;
+    }
+    if (!key || (key->empty() && !item.prefix)) {
+      *error = Invalid(where + ": needs a \"key\" (empty only with \"prefix\": true)");
+      return false;
+    }
+    if (key->size() > limits.max_key_bytes) {
+      *error =
+          Invalid(where + ": key longer than " + std::to_string(limits.max_key_bytes) + " bytes");
+      return false;
+    }
+    item.key = std::move(*key);
+    out->push_back(std::move(item));
+  }
+  return true;
+}
+
 // --- Encodings --------------------------------------------------------------
 
 std::string Base64(std::string_view in) {
@@ -606,6 +659,28 @@ void AppendKvs(std::string* out, const std::vector<kv::KeyValue>& kvs, bool b64,
   for (size_t i = 0; i < kvs.size(); i++) {
     if (i > 0) out->push_back(',');
     AppendKv(out, kvs[i], b64, with_value);
+  }
+  out->push_back(']');
+}
+
+void AppendEvents(std::string* out, std::span<const kv::Event* const> events, bool b64) {
+  out->push_back('[');
+  for (size_t i = 0; i < events.size(); i++) {
+    const kv::Event& e = *events[i];
+    if (i > 0) out->push_back(',');
+    if (e.type == kv::Event::Type::kPut) {
+      out->append("{\"type\":\"put\",\"kv\":");
+      AppendKv(out, e.kv, b64);
+      out->push_back('}');
+      continue;
+    }
+    out->append("{\"type\":\"delete\",\"kv\":{");
+    AppendBytesField(out, "key", e.kv.key, b64);
+    out->push_back(',');
+    AppendField(out, "mod_revision", e.kv.meta.mod_revision);
+    out->push_back(',');
+    AppendField(out, "lease", e.kv.meta.lease);
+    out->append("}}");
   }
   out->push_back(']');
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <deque>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -87,6 +88,20 @@ bool CheckBranch(const std::vector<kv::TxnOp>& ops, const Limits& limits, std::s
 // "lease". The value goes to *value.
 bool ParsePutBody(std::string_view body, std::string* value, uint64_t* lease, ApiError* error);
 
+// One watch of a POST /v1/watch?stream body.
+struct WatchItem {
+  std::string id;  // Unique in the request; its index when not given.
+  std::string key;
+  bool prefix = false;
+  uint64_t rev = 0;  // 0: from the next revision.
+};
+inline constexpr size_t kMaxStreamWatches = 64;
+
+// Parses {"watches":[{"id":"a","key":"cfg/","prefix":true,"rev":120}, ...]}
+// (1 to kMaxStreamWatches watches; key_b64 for any bytes).
+bool ParseWatches(std::string_view body, const Limits& limits, std::vector<WatchItem>* out,
+                  ApiError* error);
+
 // Base64 (RFC 4648, with padding) and base64url (no padding).
 std::string Base64(std::string_view in);
 bool Unbase64(std::string_view in, std::string* out);
@@ -103,6 +118,9 @@ bool ParseContinueToken(std::string_view token, std::string* last_key, uint64_t*
 void AppendKv(std::string* out, const kv::KeyValue& kv, bool b64, bool with_value = true);
 void AppendKvs(std::string* out, const std::vector<kv::KeyValue>& kvs, bool b64,
                bool with_value = true);
+// A watch's events as a JSON array: {"type":"put","kv":{..}} and
+// {"type":"delete","kv":{"key":..,"mod_revision":R,"lease":L}}.
+void AppendEvents(std::string* out, std::span<const kv::Event* const> events, bool b64);
 // {"revision":R,"succeeded":..,"results":[...]} for a txn.
 std::string TxnJson(const kv::Result& r, const TxnRequest& req, bool b64);
 // {"error":"..","code":".."} plus `extra` (a JSON fragment starting with ','

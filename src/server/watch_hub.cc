@@ -1,0 +1,117 @@
+#include "server/watch_hub.h"
+
+#include <boost/asio/post.hpp>
+
+namespace raftkv::server {
+
+namespace asio = boost::asio;
+
+namespace {
+constexpr std::chrono::milliseconds kSweepEvery{100};
+}  // namespace
+
+WatchThread::WatchThread(WatchHub* hub, asio::io_context* io)
+    : hub_(hub), io_(io), registry_(&hub->history()), sweep_timer_(*io) {}
+
+void WatchThread::Attach(const std::shared_ptr<WatchClient>& c) {
+  clients_[c.get()] = c;
+  if (!sweeping_) {
+    sweeping_ = true;
+    ArmSweep();
+  }
+}
+
+void WatchThread::Detach(WatchClient* c) { clients_.erase(c); }
+
+void WatchThread::ArmSweep() {
+  sweep_timer_.expires_after(kSweepEvery);
+  sweep_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    Sweep();
+  });
+}
+
+void WatchThread::Sweep() {
+  if (clients_.empty()) {
+    sweeping_ = false;
+    return;
+  }
+  // A client may detach (or others) while swept: sweep a copy.
+  std::vector<std::shared_ptr<WatchClient>> live;
+  live.reserve(clients_.size());
+  for (const auto& [raw, weak] : clients_) {
+    if (auto c = weak.lock()) live.push_back(std::move(c));
+  }
+  auto now = std::chrono::steady_clock::now();
+  for (const auto& c : live) c->OnSweep(now);
+  ArmSweep();
+}
+
+WatchHub::WatchHub(WatchOptions options) : options_(options), history_(options.history) {}
+
+WatchHub::~WatchHub() = default;
+
+void WatchHub::SetThreads(const std::vector<asio::io_context*>& ios) {
+  for (asio::io_context* io : ios) threads_.push_back(std::make_unique<WatchThread>(this, io));
+}
+
+WatchThread* WatchHub::ThreadOf(asio::io_context& io) {
+  for (auto& t : threads_) {
+    if (t->io_ == &io) return t.get();
+  }
+  return nullptr;
+}
+
+void WatchHub::OnChanges(uint64_t prev_revision, uint64_t revision, std::vector<kv::Event> events) {
+  std::shared_ptr<const watch::Batch> b =
+      history_.Append(prev_revision, revision, std::move(events));
+  for (auto& t : threads_) {
+    // A watch counts itself (Acquire) before it reads the history, so a
+    // thread seen without watches here reads this batch from the history.
+    if (t->watches_.load() == 0) continue;
+    WatchThread* thread = t.get();
+    asio::post(*t->io_, [thread, b] { thread->registry_.OnBatch(*b); });
+  }
+}
+
+void WatchHub::OnRestored(uint64_t revision) {
+  uint64_t generation = history_.Reset(revision);
+  for (auto& t : threads_) {
+    WatchThread* thread = t.get();
+    asio::post(*t->io_,
+               [thread, generation, revision] { thread->registry_.OnReset(generation, revision); });
+  }
+}
+
+bool WatchHub::Acquire(WatchThread* t, uint64_t n) {
+  if (shutdown_.load()) return false;
+  uint64_t now = watchers_.load();
+  do {
+    if (now + n > options_.max_watchers) return false;
+  } while (!watchers_.compare_exchange_weak(now, now + n));
+  t->watches_ += n;
+  return true;
+}
+
+void WatchHub::Release(WatchThread* t, uint64_t n) {
+  t->watches_ -= n;
+  watchers_ -= n;
+}
+
+void WatchHub::Shutdown() {
+  shutdown_ = true;
+  for (auto& t : threads_) {
+    WatchThread* thread = t.get();
+    asio::post(*t->io_, [thread] {
+      std::vector<std::shared_ptr<WatchClient>> live;
+      for (const auto& [raw, weak] : thread->clients_) {
+        if (auto c = weak.lock()) live.push_back(std::move(c));
+      }
+      for (const auto& c : live) c->OnShutdown();
+      thread->sweep_timer_.cancel();
+      thread->sweeping_ = false;
+    });
+  }
+}
+
+}  // namespace raftkv::server
