@@ -189,6 +189,17 @@ std::string StatusJson(const StatusReport& r, const HttpServer::Shared& shared) 
   }
   o["members"] = std::move(members);
   if (shared.transport != nullptr) o["transport"] = TransportJson(shared.transport->stats());
+  if (shared.watches != nullptr) {
+    const watch::History& h = shared.watches->history();
+    json::object w;
+    w["watchers"] = shared.watches->watchers();
+    w["max_watchers"] = shared.watches->options().max_watchers;
+    w["history_revision"] = h.revision();
+    w["compact_revision"] = h.compact_revision();
+    w["history_revisions"] = h.revisions_held();
+    w["history_bytes"] = h.bytes_held();
+    o["watch"] = std::move(w);
+  }
   return json::serialize(o);
 }
 

@@ -81,6 +81,7 @@ class WatchStream final : public watch::Sink,
     const uint64_t head = ctx_.hub->history().revision();
     const uint64_t compact = ctx_.hub->history().compact_revision();
     entries_.resize(req_.watches.size());
+    slots_ = req_.watches.size();
     for (size_t i = 0; i < req_.watches.size(); i++) {
       Entry& e = entries_[i];
       WatchSpec& spec = req_.watches[i];
@@ -98,7 +99,7 @@ class WatchStream final : public watch::Sink,
       if (e.w == nullptr && e.live) {
         // Compacted at the start (the session checked, but the history may
         // have moved since).
-        e.live = false;
+        Ended(e);
         e.compact = compact_now;
         Cancel(i, "compacted", e.queued);
       }
@@ -142,7 +143,7 @@ class WatchStream final : public watch::Sink,
 
   void OnEnded(watch::Watch& w, watch::EndReason why, uint64_t compact_revision) override {
     Entry& e = entries_[w.tag];
-    e.live = false;
+    Ended(e);
     e.w = nullptr;
     e.compact = compact_revision;
     Cancel(w.tag, watch::EndReasonName(why), e.queued);
@@ -188,6 +189,14 @@ class WatchStream final : public watch::Sink,
     uint64_t revision;
   };
 
+  // A watch ended: it gives its slot back (a stream still writing its last
+  // messages holds no watcher).
+  void Ended(Entry& e) {
+    e.live = false;
+    ctx_.hub->Release(ctx_.thread, 1);
+    slots_--;
+  }
+
   // Queues {"type":..,["watch":..,]"revision":R<tail>}, framed as an NDJSON
   // line or an SSE event (with `id: R` when `id`).
   void Message(size_t i, std::string_view type, uint64_t revision, std::string_view tail, bool id) {
@@ -230,7 +239,7 @@ class WatchStream final : public watch::Sink,
     for (size_t i = 0; i < entries_.size(); i++) {
       Entry& e = entries_[i];
       if (!e.live) continue;
-      e.live = false;
+      Ended(e);
       ctx_.thread->registry().Remove(std::exchange(e.w, nullptr));
       Cancel(i, reason, e.queued);
     }
@@ -346,7 +355,7 @@ class WatchStream final : public watch::Sink,
     closed_ = true;
     for (Entry& e : entries_) {
       if (e.live) {
-        e.live = false;
+        Ended(e);
         ctx_.thread->registry().Remove(std::exchange(e.w, nullptr));
       }
     }
@@ -354,7 +363,8 @@ class WatchStream final : public watch::Sink,
     socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
     ctx_.thread->Detach(this);
-    ctx_.hub->Release(ctx_.thread, req_.watches.size());
+    ctx_.hub->Release(ctx_.thread, slots_);
+    slots_ = 0;
   }
 
   SessionSocket socket_;
@@ -366,6 +376,8 @@ class WatchStream final : public watch::Sink,
   bool chunked_ = true;
   bool was_member_ = false;
   bool started_ = false;  // Every watch of the request has been added.
+  // Watcher slots still held: one per watch not yet ended.
+  uint64_t slots_ = 0;
   std::string queue_;     // Messages not yet handed to the socket.
   std::vector<Mark> marks_;
   std::string writing_;  // The write in progress.
@@ -407,6 +419,9 @@ class LongPoll final : public watch::Sink,
   watch::Take OnEvents(watch::Watch& w, const watch::Change& c,
                        std::span<const kv::Event* const> events, bool whole) override {
     (void)w;
+    // Once full, nothing more: a later, smaller revision must not slip in
+    // after one that did not fit (the next poll starts after the last taken).
+    if (more_) return watch::Take::kRefused;
     if (count_ > 0 && (count_ + events.size() > req_.limit || events_.size() >= req_.max_bytes)) {
       more_ = true;
       return watch::Take::kRefused;

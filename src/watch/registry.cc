@@ -194,7 +194,15 @@ void Registry::OnBatch(const Batch& b) {
     Match(c);
     for (Watch* w : touched_) {
       if (w->dead_ || w->generation_ != b.generation || c.revision < w->next_rev_) continue;
-      w->sink_->OnEvents(*w, c, w->matched_, w->matched_.size() == c.events.size());
+      Take t = w->sink_->OnEvents(*w, c, w->matched_, w->matched_.size() == c.events.size());
+      if (t != Take::kMore && !w->dead_) {
+        // The sink wants no more for now: the watch falls back to catching
+        // up from the history, from the first revision it has not taken, on
+        // Resume. (Delivering a later change of this batch would skip the
+        // one refused.)
+        Unindex(w);
+        w->next_rev_ = t == Take::kRefused ? c.revision : c.revision + 1;
+      }
       if (w->batch_mark_ != b.revision) {
         w->batch_mark_ = b.revision;
         delivered_.push_back(w);

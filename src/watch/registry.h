@@ -77,7 +77,10 @@ class Sink {
   virtual ~Sink() = default;
   // The events of one revision that match `w`, in apply order; `whole`
   // when they are all of the change's events (a serialization can then be
-  // shared between watches). Never called for a revision twice.
+  // shared between watches). Never called for a revision twice. Unless it
+  // answers kMore, the watch gets nothing more until Resume(w), which goes
+  // on from the first revision not taken (a synced watch falls back to
+  // catching up from the history).
   virtual Take OnEvents(Watch& w, const Change& change, std::span<const kv::Event* const> events,
                         bool whole) = 0;
   // After a batch or a catch-up step that offered `w` events.

@@ -185,6 +185,24 @@ TEST_F(RegistryTest, ASinkThatSaysEnoughIsCaughtUpOnResumeAndMissesNothing) {
   EXPECT_EQ(r->Revisions(), (std::vector<uint64_t>{1, 2, 3, 4, 5}));
 }
 
+TEST_F(RegistryTest, ASyncedSinkThatSaysEnoughGetsNoLaterRevisionOfTheBatch) {
+  auto r = std::make_shared<Recorder>();
+  Watch* w = Add(r, "k", true, 0);
+  ASSERT_TRUE(reg_.Synced(*w));
+  r->budget_ = 1;
+  Publish(3, {Put("k1", 1), Put("k2", 2), Put("k3", 3)});
+  EXPECT_EQ(r->Revisions(), (std::vector<uint64_t>{1}));
+  EXPECT_FALSE(reg_.Synced(*w));
+  EXPECT_EQ(reg_.Examined(*w), 1u);
+  r->refuse_ = true;
+  reg_.Resume(w);
+  EXPECT_EQ(r->Revisions(), (std::vector<uint64_t>{1}));
+  r->refuse_ = false;
+  reg_.Resume(w);
+  EXPECT_EQ(r->Revisions(), (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_TRUE(reg_.Synced(*w));
+}
+
 TEST_F(RegistryTest, ARefusedRevisionIsOfferedAgainOnResume) {
   Publish(2, {Put("k", 1), Put("k", 2)});
   auto r = std::make_shared<Recorder>();
