@@ -25,6 +25,9 @@ packages=(
   # tests/nemesis: its scripts, and the partitions between nodes (ctest runs it).
   python3
   iptables
+  # tests/browser: a browser's EventSource on a watch (headless, through chromedriver).
+  chromium
+  chromium-driver
 )
 
 # Extra tools for `make bench` only (pass --bench), and for
