@@ -977,10 +977,13 @@ class Session : public std::enable_shared_from_this<Session> {
     out_.clear();
     // The stream owns the connection from now on, and counts it.
     struct ConnectionSlot {
-      std::shared_ptr<HttpServer::Shared> shared;
+      explicit ConnectionSlot(std::shared_ptr<HttpServer::Shared> s) : shared(std::move(s)) {}
+      ConnectionSlot(const ConnectionSlot&) = delete;
+      ConnectionSlot& operator=(const ConnectionSlot&) = delete;
       ~ConnectionSlot() { shared->connections--; }
+      std::shared_ptr<HttpServer::Shared> shared;
     };
-    ctx.connection = std::make_shared<ConnectionSlot>(ConnectionSlot{shared_});
+    ctx.connection = std::make_shared<ConnectionSlot>(shared_);
     handed_off_ = true;
     if (counted_) {
       shared_->in_flight--;

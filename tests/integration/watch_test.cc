@@ -60,8 +60,8 @@ void AppendEvents(const json::array& events, std::vector<Ev>* out) {
   for (const json::value& v : events) {
     const json::object& e = v.as_object();
     const json::object& kv = e.at("kv").as_object();
-    Ev ev{Str(e.at("type")), Str(kv.at("key")),
-          kv.contains("value") ? Str(kv.at("value")) : "", Num(kv.at("mod_revision"))};
+    Ev ev{Str(e.at("type")), Str(kv.at("key")), kv.contains("value") ? Str(kv.at("value")) : "",
+          Num(kv.at("mod_revision"))};
     out->push_back(std::move(ev));
   }
 }
@@ -338,7 +338,8 @@ TEST(WatchTest, WatchersResumeOnAnotherNodeAcrossLeaderKillsWithoutGapOrDuplicat
     start = Revision(c) + 1;
   }
   std::vector<std::unique_ptr<Follower>> followers;
-  for (int i = 0; i < 3; i++) followers.push_back(std::make_unique<Follower>(&cluster, i, "f/", start));
+  for (int i = 0; i < 3; i++)
+    followers.push_back(std::make_unique<Follower>(&cluster, i, "f/", start));
   // Writers: every write acknowledged must reach every watcher.
   std::atomic<bool> stop{false};
   std::mutex mu;
@@ -351,10 +352,9 @@ TEST(WatchTest, WatchersResumeOnAnotherNodeAcrossLeaderKillsWithoutGapOrDuplicat
       while (!stop && i < 100000) {
         int node = static_cast<int>(rng() % 3);
         if (!cluster.Running(node)) continue;
-        HttpResponse r = Http(cluster.http_port(node), "PUT",
-                              "/v1/kv/f/k" + std::to_string(rng() % 16),
-                              "{\"value\":\"w" + std::to_string(t) + "-" + std::to_string(i++) +
-                                  "\"}");
+        HttpResponse r =
+            Http(cluster.http_port(node), "PUT", "/v1/kv/f/k" + std::to_string(rng() % 16),
+                 "{\"value\":\"w" + std::to_string(t) + "-" + std::to_string(i++) + "\"}");
         if (r.status == 200) {
           std::lock_guard lock(mu);
           acked.push_back(Num(Obj(r).at("revision")));
@@ -448,14 +448,14 @@ TEST(WatchTest, ARevisionOlderThanTheHistoryAnswers410) {
     EXPECT_EQ(s.ReadBody(milliseconds(5000)).find("\"compacted\"") != std::string::npos, true);
     EXPECT_EQ(s.status(), 410);
     // From compact + 1 it is served: the last 10 revisions with changes.
-    r = Http(port, "GET",
-             "/v1/watch/h/?prefix&wait=1s&rev=" + std::to_string(compact + 1));
+    r = Http(port, "GET", "/v1/watch/h/?prefix&wait=1s&rev=" + std::to_string(compact + 1));
     ASSERT_EQ(r.status, 200) << r.body;
     EXPECT_EQ(Obj(r).at("events").as_array().size(), 10u);
     // In a multi-watch stream, the compacted watch is cancelled alone.
     StreamClient m(port, "POST", "/v1/watch?stream",
                    "{\"watches\":[{\"id\":\"old\",\"key\":\"h/\",\"prefix\":true,\"rev\":" +
-                       std::to_string(first) + "},{\"id\":\"new\",\"key\":\"h/\",\"prefix\":true}]}");
+                       std::to_string(first) +
+                       "},{\"id\":\"new\",\"key\":\"h/\",\"prefix\":true}]}");
     // created (old), canceled (old), created (new).
     std::map<std::string, std::string> last_type;
     for (int i = 0; i < 3; i++) {
@@ -504,8 +504,8 @@ TEST(WatchTest, ASlowConsumerIsCancelledAndResumesFromTheRevisionItWasTold) {
       last = Num(Obj(r).at("revision"));
     }
   }
-  ASSERT_EQ(Watchers(cluster, 0), 1u) << "the slow consumer was not cancelled after " << writes
-                                      << " writes";
+  ASSERT_EQ(Watchers(cluster, 0), 1u)
+      << "the slow consumer was not cancelled after " << writes << " writes";
   // Writes still go through while it sits there unread.
   for (int i = 0; i < 50; i++, writes++) {
     HttpResponse r = c.Request("PUT", "/v1/kv/s/k" + std::to_string(i), R"({"value":"after"})");
@@ -545,13 +545,13 @@ TEST(WatchTest, ASlowConsumerIsCancelledAndResumesFromTheRevisionItWasTold) {
 }
 
 TEST(WatchTest, MaxWatchersIsEnforcedAndSlotsComeBack) {
-  Cluster cluster(1, {"--max-watchers", "3"});
+  Cluster cluster(1, {"--max-watchers", "3", "--max-connections", "20"});
   cluster.StartAll();
   uint16_t port = cluster.http_port(0);
   std::vector<std::unique_ptr<StreamClient>> open;
   // A multi-watch stream counts each of its watches.
-  open.push_back(std::make_unique<StreamClient>(
-      port, "POST", "/v1/watch?stream", R"({"watches":[{"key":"a"},{"key":"b"}]})"));
+  open.push_back(std::make_unique<StreamClient>(port, "POST", "/v1/watch?stream",
+                                                R"({"watches":[{"key":"a"},{"key":"b"}]})"));
   ASSERT_TRUE(open.back()->Next(milliseconds(5000)));
   open.push_back(std::make_unique<StreamClient>(port, "GET", "/v1/watch/c?stream"));
   ASSERT_TRUE(open.back()->Next(milliseconds(5000)));
@@ -566,6 +566,14 @@ TEST(WatchTest, MaxWatchersIsEnforcedAndSlotsComeBack) {
   r = Http(port, "GET", "/v1/watch/d?wait=100ms");
   EXPECT_EQ(r.status, 200) << r.body;
   ASSERT_TRUE(Until(milliseconds(5000), [&] { return Watchers(cluster, 0) == 1; }));
+  // Streams opened and closed give their connections back too (--max-connections 20).
+  for (int i = 0; i < 50; i++) {
+    StreamClient s(port, "GET", "/v1/watch/e?stream");
+    ASSERT_TRUE(s.Next(milliseconds(5000))) << "stream " << i;
+    s.Close();
+    ASSERT_TRUE(Until(milliseconds(5000), [&] { return Watchers(cluster, 0) == 1; }));
+  }
+  EXPECT_EQ(Http(port, "GET", "/health").status, 200);
 }
 
 TEST(WatchTest, StreamsEndCleanlyOnSigtermAndLongPollsAnswer) {
@@ -636,12 +644,14 @@ TEST(WatchTest, LongPollAnswersOnAMatchOrAtItsDeadlineAndNeverSplitsARevision) {
   EXPECT_EQ(Str(o.at("events").as_array()[0].as_object().at("kv").as_object().at("key")), "p/1");
   // A txn of three keys and then single puts: with limit=2 the txn's three
   // events come whole, and more says there is more.
-  r = c.Post("/v1/txn",
-             R"({"success":[{"put":{"key":"p/a","value":"1"}},{"put":{"key":"p/b","value":"1"}},{"put":{"key":"p/c","value":"1"}}]})");
+  r = c.Post(
+      "/v1/txn",
+      R"({"success":[{"put":{"key":"p/a","value":"1"}},{"put":{"key":"p/b","value":"1"}},{"put":{"key":"p/c","value":"1"}}]})");
   ASSERT_EQ(r.status, 200);
   uint64_t txn_rev = Num(Obj(r).at("revision"));
   ASSERT_EQ(c.Request("PUT", "/v1/kv/p/d", R"({"value":"1"})").status, 200);
-  std::string q = "/v1/watch/p/?prefix&wait=1s&limit=2&min_revision=0&rev=" + std::to_string(txn_rev);
+  std::string q =
+      "/v1/watch/p/?prefix&wait=1s&limit=2&min_revision=0&rev=" + std::to_string(txn_rev);
   ExpectError(f.Get(q), 400, "invalid_argument", "unknown parameter");
   q = "/v1/watch/p/?prefix&wait=5s&limit=2&rev=" + std::to_string(txn_rev);
   r = f.Get(q);
@@ -664,8 +674,9 @@ TEST(WatchTest, LongPollAnswersOnAMatchOrAtItsDeadlineAndNeverSplitsARevision) {
               "multi without stream");
   ExpectError(f.Post("/v1/watch?stream", R"({"watches":[]})"), 400, "invalid_argument",
               "no watches");
-  ExpectError(f.Post("/v1/watch?stream", R"({"watches":[{"key":"a","id":"x"},{"key":"b","id":"x"}]})"),
-              400, "duplicate_key", "two ids alike");
+  ExpectError(
+      f.Post("/v1/watch?stream", R"({"watches":[{"key":"a","id":"x"},{"key":"b","id":"x"}]})"), 400,
+      "duplicate_key", "two ids alike");
   ExpectError(f.Post("/v1/watch?stream", R"({"watches":[{"key":"a","bogus":1}]})"), 400,
               "invalid_argument", "unknown field");
   std::string many = "{\"watches\":[";
@@ -683,8 +694,7 @@ TEST(WatchTest, ALongPollForARevisionNotYetAppliedWaitsForIt) {
   std::atomic<bool> answered{false};
   HttpResponse r;
   std::thread poller([&] {
-    r = Http(cluster.http_port(0), "GET",
-             "/v1/watch/fut?wait=20s&rev=" + std::to_string(now + 3));
+    r = Http(cluster.http_port(0), "GET", "/v1/watch/fut?wait=20s&rev=" + std::to_string(now + 3));
     answered = true;
   });
   ASSERT_TRUE(Until(milliseconds(5000), [&] { return Watchers(cluster, 0) == 1; }));
@@ -708,8 +718,8 @@ TEST(WatchTest, ServerSentEventsCarryTheRevisionAsIdAndResumeFromLastEventId) {
   uint16_t port = cluster.http_port(0);
   HttpClient c(port);
   const uint64_t start = Revision(c) + 1;
-  StreamClient sse(port, "GET", "/v1/watch/e/?prefix&progress=1s&rev=" + std::to_string(start),
-                   "", {{"Accept", "text/event-stream"}, {"Origin", "http://example.test"}});
+  StreamClient sse(port, "GET", "/v1/watch/e/?prefix&progress=1s&rev=" + std::to_string(start), "",
+                   {{"Accept", "text/event-stream"}, {"Origin", "http://example.test"}});
   ASSERT_TRUE(sse.Next(milliseconds(5000)));  // created
   EXPECT_EQ(sse.Header("content-type"), "text/event-stream");
   EXPECT_EQ(sse.Header("access-control-allow-origin"), "http://example.test");

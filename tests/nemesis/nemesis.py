@@ -241,8 +241,9 @@ def main(argv) -> int:
     signal.signal(signal.SIGHUP, on_signal)
 
     replay = ("python3 tests/nemesis/nemesis.py --raftkv %s --nodes %d --seconds %g --seed %d"
-              " --profile %s --clients %d --keys %d%s%s" % (
-                  args.raftkv, args.nodes, args.seconds, args.seed, args.profile, args.clients,
+              " --workload %s --profile %s --clients %d --keys %d%s%s" % (
+                  args.raftkv, args.nodes, args.seconds, args.seed, args.workload, args.profile,
+                  args.clients,
                   args.keys, " --unsafe-stale-reads" if args.unsafe_stale_reads else "",
                   " --forward-503-unknown" if args.forward_503_unknown else ""))
     log("seed %d; %d nodes, %g s of faults (profile %s), workload %s (%d keys, %d clients)%s"
@@ -251,6 +252,7 @@ def main(argv) -> int:
     log("work directory %s" % workdir)
 
     history = History()
+    watch_violations: List[str] = []
     events: List[Event] = []
     errors: List[str] = []
     routing = Routing()
@@ -272,6 +274,9 @@ def main(argv) -> int:
             i, n.http_port, n.raft_port, n.uid) for i, n in cluster.nodes.items()))
         t0 = time.monotonic_ns()
         nemesis.t0 = t0
+        if hasattr(workload, "start_watchers"):
+            workload.start_watchers({i: n.http_port for i, n in cluster.nodes.items()},
+                                    args.seed, log)
         fault_end = time.monotonic() + args.seconds
         client_deadline = fault_end + 120  # a hard bound; normally stopped well before
         for cid in range(args.clients):
@@ -298,6 +303,10 @@ def main(argv) -> int:
                 errors.append("%s did not stop" % t.name)
         if not errors:
             final_reads(workload, cluster, history, args.client_timeout, errors)
+        if hasattr(workload, "finish_watchers"):
+            watch_violations = workload.finish_watchers(
+                {i: n.http_port for i, n in cluster.nodes.items()}, history.ops,
+                args.client_timeout)
         nemesis.restart_crashed()
     finally:
         stop.set()
@@ -315,6 +324,13 @@ def main(argv) -> int:
         len(report.results), sum(r.ops for r in report.results), report.seconds))
     print("violations: %d" % len(report.violations))
     failed = False
+    if hasattr(workload, "summary"):
+        print(workload.summary())
+        print("watch violations: %d" % len(watch_violations))
+    for v in watch_violations:
+        print("WATCH: " + v)
+    if watch_violations and not args.expect_violation:
+        failed = True
     for r in report.violations:
         print()
         print(explain(r, ops, events, t0))

@@ -29,6 +29,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 import urllib.parse
 from typing import Dict, List, Optional, Tuple
 
@@ -342,9 +343,13 @@ class CasWorkload(V1Workload):
             j = self._request(session, op, "PUT", _path(op.key), {"value": op.arg})
             if j is not None:
                 self._know(op.client, op.key, op.arg, j["kv"]["mod_revision"])
+                op.extra["revision"] = j["kv"]["mod_revision"]
         elif op.kind == "delete":
-            if self._request(session, op, "DELETE", _path(op.key)) is not None:
+            j = self._request(session, op, "DELETE", _path(op.key))
+            if j is not None:
                 self._know(op.client, op.key, "", 0)
+                op.extra["revision"] = j.get("revision")
+                op.extra["deleted"] = j.get("deleted")
         elif op.kind == "cas":
             expect, new, rev = op.arg
             query = "?if_mod_revision=%d" % rev if expect else "?if_version=0"
@@ -354,6 +359,7 @@ class CasWorkload(V1Workload):
             if "revision" in j and "kv" in j and j.get("code") is None:
                 op.result = ("ok",)
                 self._know(op.client, op.key, new, j["kv"]["mod_revision"])
+                op.extra["revision"] = j["kv"]["mod_revision"]
             else:
                 value, r = self._kv(j.get("kv"))
                 op.result = ("failed", value)
@@ -445,4 +451,61 @@ class TxnWorkload(V1Workload):
             raise ValueError(op.kind)
 
 
-WORKLOADS = {"register": RegisterWorkload, "cas": CasWorkload, "txn": TxnWorkload}
+class WatchWorkload(CasWorkload):
+    """The cas workload's clients (checked for linearizability as there), plus watchers
+    that follow every key with /v1/watch streams across faults, reconnecting to other
+    nodes from the last revision they examined (watchers.py): every change the clients saw
+    applied must reach every watcher exactly once, in revision order."""
+
+    name = "watch"
+    n_watchers = 3
+
+    def __init__(self, n_keys: int = 6, counters: Optional[Counters] = None, **unused):
+        super().__init__(n_keys, counters)
+        self.watchers = []
+
+    def start_watchers(self, ports: Dict[int, int], seed: int, log):
+        import watchers
+        self.watchers = [watchers.Watcher(i, ports, seed, log) for i in range(self.n_watchers)]
+        for w in self.watchers:
+            w.start()
+
+    def finish_watchers(self, ports: Dict[int, int], ops, timeout_s: float) -> List[str]:
+        """Lists the keys once more, waits until every watcher has examined that revision,
+        stops them and checks what they saw."""
+        import watchers
+        final = None
+        deadline = time.monotonic() + 60
+        while final is None and time.monotonic() < deadline:
+            for port in ports.values():
+                final = watchers.list_prefix(port, timeout_s)
+                if final is not None:
+                    break
+            else:
+                time.sleep(0.2)
+        problems = []
+        if final is None:
+            problems.append("the final listing never succeeded")
+        else:
+            while time.monotonic() < deadline and any(
+                    w.examined < final[0] for w in self.watchers):
+                time.sleep(0.1)
+            for w in self.watchers:
+                if w.examined < final[0]:
+                    problems.append("watcher %d examined only up to %d of %d"
+                                    % (w.wid, w.examined, final[0]))
+        for w in self.watchers:
+            w.finish(timeout_s + 5)
+        return problems + watchers.check(self.watchers, ops, final)
+
+    def summary(self) -> str:
+        lines = ["watchers     events  reconnects  relists  cancels"]
+        for w in self.watchers:
+            n = sum(len(p[2]) for p in w.pieces if p[0] == "events")
+            lines.append("  %-8d %8d %11d %8d  %s" % (w.wid, n, w.reconnects, w.relists,
+                                                       dict(sorted(w.cancels.items()))))
+        return "\n".join(lines)
+
+
+WORKLOADS = {"register": RegisterWorkload, "cas": CasWorkload, "txn": TxnWorkload,
+             "watch": WatchWorkload}
