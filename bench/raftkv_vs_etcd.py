@@ -25,6 +25,10 @@ Standard library only. Environment (all optional):
   BENCH_RAFTKV_FLAGS  extra raftkv flags, space separated (e.g. "--snapshot-entries 20000"
                   to cross several snapshots in a write cell); marks the run not the default
   BENCH_MEMKEYS   keys of the memory and restart cell (default 1000000; 0 skips it)
+  BENCH_WATCH     1 (default) runs the watch cells on fresh clusters, 0 skips them
+  WATCH_LOAD      their load generator (default: $BUILD_DIR/bench/watch_load)
+  BENCH_FANOUT_WATCHERS, BENCH_FANOUT_RATE, BENCH_IDLE_WATCHERS  the watch cells' sizes
+                  (default 1000 streaming watchers at 200 writes/s; 10000 idle watchers)
 Exit status: 0 when every check passed (the bar is reported, not enforced), 1 when a
 correctness check failed, 2 when the benchmark could not run (setup, a process died), 130
 when interrupted.
@@ -64,6 +68,11 @@ OUT = os.path.abspath(os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench", "r
 RAFTKV_BIN = os.environ.get("RAFTKV_BIN") or os.path.join(BUILD_DIR, "src", "raftkv")
 KEEP = os.environ.get("BENCH_KEEP") == "1"
 RAFTKV_FLAGS = os.environ.get("BENCH_RAFTKV_FLAGS", "").split()
+WATCH = os.environ.get("BENCH_WATCH", "1") != "0"
+WATCH_LOAD = os.environ.get("WATCH_LOAD") or os.path.join(BUILD_DIR, "bench", "watch_load")
+FANOUT_WATCHERS = int(os.environ.get("BENCH_FANOUT_WATCHERS", "1000"))
+FANOUT_RATE = int(os.environ.get("BENCH_FANOUT_RATE", "200"))
+IDLE_WATCHERS = int(os.environ.get("BENCH_IDLE_WATCHERS", "10000"))
 
 # Limits: every load stops by itself.
 WRK_MAX_REQUESTS = 5_000_000  # per wrk run, on top of -d
@@ -142,7 +151,8 @@ else:
     SELECTED = list(CELLS)
 SELECTED = [c for c in SELECTED if CELLS[c][0] in SYSTEMS]
 DEFAULT_RUN = (SECONDS == 10 and CONNS == [1, 16, 64] and KILLS == 10 and NKEYS == 10000 and
-               SELECTED == list(CELLS) and not RAFTKV_FLAGS and MEMKEYS == 1000000)
+               SELECTED == list(CELLS) and not RAFTKV_FLAGS and MEMKEYS == 1000000 and WATCH
+               and FANOUT_WATCHERS == 1000 and FANOUT_RATE == 200 and IDLE_WATCHERS == 10000)
 
 PROCS = None  # every process started, for the final cleanup and the CPU accounting
 STOP = threading.Event()  # set on Ctrl-C/SIGTERM: worker threads give up
@@ -961,6 +971,133 @@ def failover(cluster, run_dir):
 
 
 # ---------------------------------------------------------------------------------------------
+# Watch cells (issue 12): fan-out to streaming watchers, and the cost of idle ones.
+
+def proc_cpu_s(pids):
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            st = f.read().rsplit(")", 1)[1].split()
+        total += (int(st[11]) + int(st[12])) / CLK_TCK
+    return total
+
+
+def watch_cells(procs, run_dir, system):
+    """On a fresh cluster of `system`: (1) FANOUT_WATCHERS streaming watchers on one prefix,
+    on the leader, while FANOUT_RATE writes per second run through it: events delivered per
+    second, write-to-event latency, and the servers' CPU per event; (2) IDLE_WATCHERS idle
+    watchers on the leader: its RSS gained per watcher, and the /v1-or-v3 put throughput (64
+    connections) with them open against without. Both systems serve one watch per HTTP
+    connection (etcd through its JSON gateway, as in every etcd cell)."""
+    if system == "raftkv":
+        c = Raftkv(procs, run_dir, ["--max-watchers=20000", "--max-connections=20000"],
+                   label="-watch")
+        put_cell = "rk1_put"
+    else:
+        c = Etcd(procs, run_dir, [], label="-watch")
+        put_cell = "e3_put"
+    for n in c.nodes:
+        os.makedirs(n["dir"], exist_ok=True)
+    c.start_cluster()
+    li = c.leader_index()
+    leader = c.addr(li)
+    pids = [n["proc"].pid for n in c.nodes]
+    out, problems = {}, []
+
+    def load(args, timeout):
+        cmd = [WATCH_LOAD] + args
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                           preexec_fn=_child_setup)
+        lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
+        if r.returncode != 0 or not lines:
+            raise BenchError(f"watch_load {' '.join(args)}: exit {r.returncode}: "
+                             f"{r.stdout[-300:]} {r.stderr[-300:]}")
+        return json.loads(lines[-1])
+
+    cpu0 = proc_cpu_s(pids)
+    f = load(["fanout", "--system", system, "--watch", leader, "--write", leader,
+              "--watchers", str(FANOUT_WATCHERS), "--rate", str(FANOUT_RATE),
+              "--seconds", str(SECONDS)], SECONDS + 120)
+    cpu = proc_cpu_s(pids) - cpu0
+    f["cpu_us_per_event"] = round(1e6 * cpu / f["events"], 2) if f["events"] else None
+    out["fanout"] = f
+    if f["events"] < f["events_expected"] or f["failed_watchers"]:
+        problems.append(f"{system} fan-out: {f['events']} of {f['events_expected']} events "
+                        f"delivered, {f['failed_watchers']} watchers failed")
+    log(f"  {system} fan-out: {f['events_per_s']:,.0f} events/s to {FANOUT_WATCHERS} watchers, "
+        f"p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms, {f['cpu_us_per_event']} CPU us/event "
+        f"({f['events']} of {f['events_expected']} events)")
+
+    base = run_wrk(c, put_cell, 64, "w0", run_dir)
+    rss0 = rss_bytes(c.nodes[li]["proc"].pid)
+    p = subprocess.Popen([WATCH_LOAD, "idle", "--system", system, "--watch", leader,
+                          "--watchers", str(IDLE_WATCHERS)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, preexec_fn=_child_setup)
+    try:
+        line = p.stdout.readline()
+        if not line.startswith('{"created"'):
+            raise BenchError(f"{system}: idle watchers not created: {line!r}")
+        pause(3)
+        rss1 = rss_bytes(c.nodes[li]["proc"].pid)
+        loaded = run_wrk(c, put_cell, 64, "w1", run_dir)
+    finally:
+        p.stdin.close()
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    out["idle"] = {"watchers": IDLE_WATCHERS, "bytes_per_watcher": round((rss1 - rss0) /
+                                                                          IDLE_WATCHERS),
+                   "put_rps_without": round(base["rps"]), "put_rps_with": round(loaded["rps"]),
+                   "loss_pct": round(100 * (1 - loaded["rps"] / base["rps"]), 1)}
+    log(f"  {system} idle: {out['idle']['bytes_per_watcher']} bytes per watcher; puts "
+        f"{base['rps']:,.0f}/s without, {loaded['rps']:,.0f}/s with {IDLE_WATCHERS} watchers "
+        f"({out['idle']['loss_pct']}% lost)")
+    for n in c.nodes:
+        os.killpg(n["proc"].pid, signal.SIGTERM)
+        n["proc"].wait(timeout=30)
+    return out, problems
+
+
+def watch_rows(watch):
+    a, b = watch.get("raftkv", {}), watch.get("etcd", {})
+
+    def cell(d, k1, k2, fmt="{:,.0f}"):
+        v = d.get(k1, {}).get(k2)
+        return "-" if v is None else fmt.format(v)
+
+    def rat(k1, k2, higher_better=True):
+        x, y = a.get(k1, {}).get(k2), b.get(k1, {}).get(k2)
+        if not x or not y:
+            return "-"
+        return f"{(x / y if higher_better else y / x):.1f}x"
+    fw = a.get("fanout", b.get("fanout", {})).get("watchers", FANOUT_WATCHERS)
+    iw = a.get("idle", b.get("idle", {})).get("watchers", IDLE_WATCHERS)
+    rows = [
+        (f"fan-out: events delivered per second ({fw} watchers, {FANOUT_RATE} writes/s)",
+         "fanout", "events_per_s", "{:,.0f}", True),
+        ("fan-out: write-to-event latency p50, ms", "fanout", "p50_ms", "{:.2f}", False),
+        ("fan-out: write-to-event latency p99, ms", "fanout", "p99_ms", "{:.2f}", False),
+        ("fan-out: server CPU per event delivered, us (3 nodes)", "fanout", "cpu_us_per_event",
+         "{:.2f}", False),
+        (f"idle: leader RSS per watcher, bytes ({iw} watchers)", "idle", "bytes_per_watcher",
+         "{:,.0f}", False),
+        ("idle: puts/s at 64 connections, without watchers", "idle", "put_rps_without",
+         "{:,.0f}", True),
+        (f"idle: puts/s at 64 connections, with {iw} idle watchers", "idle", "put_rps_with",
+         "{:,.0f}", True),
+        ("idle: put throughput lost to the idle watchers, %", "idle", "loss_pct", "{:.1f}",
+         None),
+    ]
+    md = ["| cell | raftkv | etcd | raftkv ahead by |", "| --- | ---: | ---: | ---: |"]
+    for label, k1, k2, fmt, hb in rows:
+        md.append(f"| {label} | {cell(a, k1, k2, fmt)} | {cell(b, k1, k2, fmt)} | "
+                  f"{rat(k1, k2, hb) if hb is not None else '-'} |")
+    return md
+
+
+# ---------------------------------------------------------------------------------------------
 # Report
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -1136,7 +1273,7 @@ def failover_row(name, f):
             f"{f['acked']} | {f['lost']} |")
 
 
-def write_report(info, res, fo, mem, problems, run_dir, save=True):
+def write_report(info, res, fo, mem, problems, run_dir, save=True, watch=None):
     """Returns the Markdown report; with save, writes it, the chart and the raw numbers to
     OUT (latest.* and a copy of the .md and .png named by time and commit)."""
     stamp = (f"{info['date']} · {info['nproc']} CPUs ({info['cpu']}) · raftkv "
@@ -1195,6 +1332,9 @@ def write_report(info, res, fo, mem, problems, run_dir, save=True):
                           f"{', '.join(str(x) for x in m['anon_bytes_per_key'])} | "
                           f"{m['restart_s']} | "
                           f"{m['rss_after_restart'] / 1e6:.0f} |")
+    if watch:
+        md += ["", "## Watches (issue 12): fan-out and idle watchers, one watch per connection "
+               "(etcd through its JSON gateway's /v3/watch)", ""] + watch_rows(watch)
     md += ["", "## The bar", ""] + bar_lines(res, fo)
     md += ["", "### The /v1 API (issue 11)", ""] + v1_bar_lines(res, mem)
     md += ["", "## Correctness", "",
@@ -1211,7 +1351,7 @@ def write_report(info, res, fo, mem, problems, run_dir, save=True):
         f.write(text)
     shutil.copy(os.path.join(OUT, "latest.md"), os.path.join(OUT, base + ".md"))
     raw = {"info": info, "cells": [dict(cell=k[0], conns=k[1], **r) for k, r in res.items()],
-           "failover": fo, "memory": mem, "problems": problems}
+           "failover": fo, "memory": mem, "watch": watch or {}, "problems": problems}
     with open(os.path.join(OUT, "latest.json"), "w") as f:
         json.dump(raw, f, indent=1)
     if chart(info, res, os.path.join(OUT, "latest.png"), run_dir, stamp):
@@ -1303,7 +1443,7 @@ def main():
         f"connections {CONNS}, cells {','.join(SELECTED) or 'none'}, {KILLS} kills")
     global PROCS
     procs = PROCS = Procs()
-    res, fo, mem, problems = {}, {}, {}, []
+    res, fo, mem, watch, problems = {}, {}, {}, {}, []
     status = 0
     try:
         clusters, stores = {}, {}
@@ -1376,6 +1516,19 @@ def main():
                 m, p = memory_cell(procs, run_dir, name)
                 mem[name] = m
                 problems += p
+        if WATCH:
+            if not os.access(WATCH_LOAD, os.X_OK):
+                raise BenchError(f"{WATCH_LOAD} not found; make bench builds it")
+            for name, c in clusters.items():
+                for n in c.nodes:  # fresh clusters, the machine to themselves
+                    if n["proc"] is not None and n["proc"].poll() is None:
+                        os.killpg(n["proc"].pid, signal.SIGTERM)
+                        n["proc"].wait(timeout=30)
+            for name in clusters:
+                log(f"watch cells: {name}")
+                w, p = watch_cells(procs, run_dir, name)
+                watch[name] = w
+                problems += p
     except BenchError as e:
         log(f"bench: {e}")
         status = 130 if STOP.is_set() else 2
@@ -1390,9 +1543,10 @@ def main():
                     with open(os.path.join(run_dir, f), errors="replace") as fh:
                         tail = fh.readlines()[-8:]
                     print(f"--- last lines of {f}:\n" + "".join(tail), end="")
-        if status in (0, 2) and (res or fo or mem):
+        if status in (0, 2) and (res or fo or mem or watch):
             # A run that could not finish prints what it has but keeps the last report.
-            text = write_report(info, res, fo, mem, problems, run_dir, save=status == 0)
+            text = write_report(info, res, fo, mem, problems, run_dir, save=status == 0,
+                                watch=watch)
             print()
             print(text)
             if status == 0:
