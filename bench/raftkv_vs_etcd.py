@@ -1021,13 +1021,19 @@ def watch_cells(procs, run_dir, system):
     cpu = proc_cpu_s(pids) - cpu0
     f["cpu_us_per_event"] = round(1e6 * cpu / f["events"], 2) if f["events"] else None
     out["fanout"] = f
-    if f["events"] < f["events_expected"] or f["failed_watchers"]:
+    # raftkv cancels a watcher it cannot keep up with (slow_consumer) rather than let it
+    # lag: an event missing without a failed watcher is a bug. etcd lets watchers lag (its
+    # events arrive late, counted as they come within 5 s of the last write).
+    if system == "raftkv" and (f["events"] < f["events_expected"] or f["failed_watchers"]):
         problems.append(f"{system} fan-out: {f['events']} of {f['events_expected']} events "
                         f"delivered, {f['failed_watchers']} watchers failed")
     log(f"  {system} fan-out: {f['events_per_s']:,.0f} events/s to {FANOUT_WATCHERS} watchers, "
         f"p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms, {f['cpu_us_per_event']} CPU us/event "
         f"({f['events']} of {f['events_expected']} events)")
 
+    # Puts without, with, and again without the idle watchers: the machine's speed drifts,
+    # so the loss is against the mean of the two runs around the one with them.
+    pause(3)
     base = run_wrk(c, put_cell, 64, "w0", run_dir)
     rss0 = rss_bytes(c.nodes[li]["proc"].pid)
     p = subprocess.Popen([WATCH_LOAD, "idle", "--system", system, "--watch", leader,
@@ -1047,13 +1053,18 @@ def watch_cells(procs, run_dir, system):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+    pause(3)
+    after = run_wrk(c, put_cell, 64, "w2", run_dir)
+    without = (base["rps"] + after["rps"]) / 2
     out["idle"] = {"watchers": IDLE_WATCHERS, "bytes_per_watcher": round((rss1 - rss0) /
                                                                           IDLE_WATCHERS),
-                   "put_rps_without": round(base["rps"]), "put_rps_with": round(loaded["rps"]),
-                   "loss_pct": round(100 * (1 - loaded["rps"] / base["rps"]), 1)}
+                   "put_rps_without": round(without), "put_rps_with": round(loaded["rps"]),
+                   "put_rps_runs": [round(base["rps"]), round(loaded["rps"]),
+                                    round(after["rps"])],
+                   "loss_pct": round(100 * (1 - loaded["rps"] / without), 1)}
     log(f"  {system} idle: {out['idle']['bytes_per_watcher']} bytes per watcher; puts "
-        f"{base['rps']:,.0f}/s without, {loaded['rps']:,.0f}/s with {IDLE_WATCHERS} watchers "
-        f"({out['idle']['loss_pct']}% lost)")
+        f"{base['rps']:,.0f}/s without, {loaded['rps']:,.0f}/s with {IDLE_WATCHERS} watchers, "
+        f"{after['rps']:,.0f}/s without again ({out['idle']['loss_pct']}% lost)")
     for n in c.nodes:
         os.killpg(n["proc"].pid, signal.SIGTERM)
         n["proc"].wait(timeout=30)
@@ -1083,8 +1094,8 @@ def watch_rows(watch):
          "{:.2f}", False),
         (f"idle: leader RSS per watcher, bytes ({iw} watchers)", "idle", "bytes_per_watcher",
          "{:,.0f}", False),
-        ("idle: puts/s at 64 connections, without watchers", "idle", "put_rps_without",
-         "{:,.0f}", True),
+        ("idle: puts/s at 64 connections, without watchers (mean of before and after)", "idle",
+         "put_rps_without", "{:,.0f}", True),
         (f"idle: puts/s at 64 connections, with {iw} idle watchers", "idle", "put_rps_with",
          "{:,.0f}", True),
         ("idle: put throughput lost to the idle watchers, %", "idle", "loss_pct", "{:.1f}",

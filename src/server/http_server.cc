@@ -1006,6 +1006,11 @@ class Session : public std::enable_shared_from_this<Session> {
     pr.max_bytes = opts().max_range_bytes;
     pr.wait = std::chrono::milliseconds(std::min<uint64_t>(wait_ms, 600000));
     pr.require_leader = query_.Flag("require_leader");
+    if (pr.require_leader &&
+        shared_->replica->MillisSinceLeaderContact() > ctx.hub->options().no_leader_after.count()) {
+      ctx.hub->Release(ctx.thread, 1);
+      return V1Error(503, "no_leader", "this node has no leader", "", "1");
+    }
     StartLongPoll(std::move(pr), std::move(ctx),
                   [self = shared_from_this()](unsigned status, std::string body, uint64_t revision,
                                               std::string_view retry_after) {

@@ -185,6 +185,14 @@ raft::Status Server::Start() {
       },
       io_, watch_hub_.get());
 
+  watch_hub_->SetNodeState(
+      [this, after = wo.no_leader_after.count()] {
+        return replica_->MillisSinceLeaderContact() > after;
+      },
+      [this] {
+        auto view = replica_->view();
+        return view->Find(view->self) != nullptr;
+      });
   forwarder_ = std::make_unique<Forwarder>(
       io_, std::chrono::milliseconds(options_.request_timeout_ms + 1000));
   proto_ = std::make_unique<ProtoWatch>(io_, forwarder_.get(), self_.id);

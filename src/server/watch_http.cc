@@ -45,10 +45,6 @@ void AppendNumber(std::string* out, uint64_t n) {
   out->append(buf, end);
 }
 
-bool NoLeader(const WatchContext& ctx) {
-  return ctx.replica->MillisSinceLeaderContact() > ctx.hub->options().no_leader_after.count();
-}
-
 bool IsMember(const WatchContext& ctx) {
   auto view = ctx.replica->view();
   return view->Find(view->self) != nullptr;
@@ -105,6 +101,7 @@ class WatchStream final : public watch::Sink,
       }
     }
     started_ = true;
+    WakeAt(Clock::now() + req_.progress);
     MaybeFinishWhenAllEnded();
     Read();
     Flush();
@@ -153,20 +150,39 @@ class WatchStream final : public watch::Sink,
 
   // --- WatchClient ---
 
-  void OnSweep(Clock::time_point now) override {
+  void OnSweep(const SweepState& st) override {
+    const Clock::time_point now = st.now;
+    if (now >= wake_at_) wake_at_ = Clock::time_point::min();  // This wake-up is used.
     if (closed_) return;
     if (writing_active_ && now - write_started_ > ctx_.write_timeout) return Close();
-    if (ending_) return;
-    if (req_.require_leader && NoLeader(ctx_)) return Finish("no_leader");
-    if (was_member_ && !IsMember(ctx_)) return Finish("member_removed");
-    for (size_t i = 0; i < entries_.size(); i++) {
-      Entry& e = entries_[i];
-      if (!e.live || now - e.last_queued < req_.progress) continue;
-      if (!ctx_.thread->registry().Synced(*e.w)) continue;  // Still catching up: not idle.
-      Message(i, "progress", ctx_.thread->registry().Examined(*e.w), "", req_.sse && !req_.multi);
-      e.last_queued = now;
+    if (!ending_) {
+      if (req_.require_leader && st.no_leader) return Finish("no_leader");
+      if (was_member_ && !st.member) return Finish("member_removed");
+      for (size_t i = 0; i < entries_.size(); i++) {
+        Entry& e = entries_[i];
+        if (!e.live || now - e.last_queued < req_.progress) continue;
+        if (!ctx_.thread->registry().Synced(*e.w)) continue;  // Still catching up: not idle.
+        Message(i, "progress", ctx_.thread->registry().Examined(*e.w), "", req_.sse && !req_.multi);
+        e.last_queued = now;
+      }
+      Flush();
     }
-    Flush();
+    // The next time something may be due: a progress message, or a write's timeout.
+    Clock::time_point next = Clock::time_point::max();
+    if (!ending_) {
+      for (const Entry& e : entries_) {
+        if (e.live) next = std::min(next, e.last_queued + req_.progress);
+      }
+    }
+    if (writing_active_) next = std::min(next, write_started_ + ctx_.write_timeout);
+    if (next != Clock::time_point::max()) WakeAt(next);
+  }
+
+  // Asks the sweep for a wake-up at `t`, unless one at or before it is pending.
+  void WakeAt(Clock::time_point t) {
+    if (wake_at_ != Clock::time_point::min() && wake_at_ <= t) return;
+    wake_at_ = t;
+    ctx_.thread->Wake(shared_from_this(), t + std::chrono::milliseconds(1));
   }
 
   void OnShutdown() override {
@@ -311,6 +327,7 @@ class WatchStream final : public watch::Sink,
   void StartWrite(const std::vector<asio::const_buffer>& bufs, bool last) {
     writing_active_ = true;
     write_started_ = Clock::now();
+    WakeAt(write_started_ + ctx_.write_timeout);
     asio::async_write(socket_, bufs, [self = shared_from_this(), last](error_code ec, size_t) {
       self->OnWritten(ec, last);
     });
@@ -378,7 +395,7 @@ class WatchStream final : public watch::Sink,
   bool started_ = false;  // Every watch of the request has been added.
   // Watcher slots still held: one per watch not yet ended.
   uint64_t slots_ = 0;
-  std::string queue_;     // Messages not yet handed to the socket.
+  std::string queue_;  // Messages not yet handed to the socket.
   std::vector<Mark> marks_;
   std::string writing_;  // The write in progress.
   std::vector<Mark> writing_marks_;
@@ -389,6 +406,8 @@ class WatchStream final : public watch::Sink,
   bool ending_ = false;  // Every watch is cancelled; the stream ends once written.
   bool terminal_sent_ = false;
   bool closed_ = false;
+  // The wake-up asked of the sweep (min: none pending).
+  Clock::time_point wake_at_ = Clock::time_point::min();
   char read_buf_[512];
   size_t read_bytes_ = 0;
 };
@@ -414,6 +433,8 @@ class LongPoll final : public watch::Sink,
     w_ = ctx_.thread->registry().Add(req_.watch.filter, req_.watch.rev, self, 0, &compact);
     if (done_) return;
     if (w_ == nullptr) return Compacted(compact);
+    wake_at_ = deadline_;
+    ctx_.thread->Wake(self, deadline_);
   }
 
   watch::Take OnEvents(watch::Watch& w, const watch::Change& c,
@@ -449,12 +470,16 @@ class LongPoll final : public watch::Sink,
     Compacted(compact_revision);
   }
 
-  void OnSweep(Clock::time_point now) override {
+  void OnSweep(const SweepState& st) override {
     if (done_) return;
-    if (req_.require_leader && NoLeader(ctx_)) {
+    if (req_.require_leader && st.no_leader) {
       return Done(503, v1::ErrorJson("no_leader", "this node has no leader"), "1");
     }
-    if (now >= deadline_) Done(200, Body(ctx_.thread->registry().Examined(*w_)), "");
+    if (st.now >= deadline_) return Done(200, Body(ctx_.thread->registry().Examined(*w_)), "");
+    if (st.now >= wake_at_) {
+      wake_at_ = deadline_;
+      ctx_.thread->Wake(shared_from_this(), deadline_);
+    }
   }
 
   void OnShutdown() override {
@@ -504,7 +529,8 @@ class LongPoll final : public watch::Sink,
   PollAnswer answer_;
   watch::Watch* w_ = nullptr;
   Clock::time_point deadline_;
-  std::string events_;  // The events so far, comma separated.
+  Clock::time_point wake_at_;  // The wake-up asked of the sweep.
+  std::string events_;         // The events so far, comma separated.
   std::string scratch_;
   uint64_t count_ = 0;
   uint64_t last_ = 0;

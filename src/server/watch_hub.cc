@@ -31,19 +31,37 @@ void WatchThread::ArmSweep() {
   });
 }
 
+void WatchThread::Wake(const std::shared_ptr<WatchClient>& c,
+                       std::chrono::steady_clock::time_point due) {
+  due_.push(Due{due, c});
+}
+
 void WatchThread::Sweep() {
   if (clients_.empty()) {
     sweeping_ = false;
+    due_ = {};
     return;
   }
-  // A client may detach (or others) while swept: sweep a copy.
-  std::vector<std::shared_ptr<WatchClient>> live;
-  live.reserve(clients_.size());
-  for (const auto& [raw, weak] : clients_) {
-    if (auto c = weak.lock()) live.push_back(std::move(c));
+  SweepState st;
+  st.now = std::chrono::steady_clock::now();
+  st.no_leader = hub_->no_leader_ && hub_->no_leader_();
+  st.member = !hub_->member_ || hub_->member_();
+  // Clients may detach, or ask to be woken, while swept: sweep a list.
+  std::vector<std::shared_ptr<WatchClient>> woken;
+  if ((st.no_leader && !no_leader_) || (!st.member && member_)) {
+    // The node lost its leader or its membership: every client looks.
+    for (const auto& [raw, weak] : clients_) {
+      if (auto c = weak.lock()) woken.push_back(std::move(c));
+    }
+  } else {
+    while (!due_.empty() && due_.top().at <= st.now) {
+      if (auto c = due_.top().client.lock()) woken.push_back(std::move(c));
+      due_.pop();
+    }
   }
-  auto now = std::chrono::steady_clock::now();
-  for (const auto& c : live) c->OnSweep(now);
+  no_leader_ = st.no_leader;
+  member_ = st.member;
+  for (const auto& c : woken) c->OnSweep(st);
   ArmSweep();
 }
 
@@ -53,6 +71,11 @@ WatchHub::~WatchHub() = default;
 
 void WatchHub::SetThreads(const std::vector<asio::io_context*>& ios) {
   for (asio::io_context* io : ios) threads_.push_back(std::make_unique<WatchThread>(this, io));
+}
+
+void WatchHub::SetNodeState(std::function<bool()> no_leader, std::function<bool()> member) {
+  no_leader_ = std::move(no_leader);
+  member_ = std::move(member);
 }
 
 WatchThread* WatchHub::ThreadOf(asio::io_context& io) {

@@ -21,7 +21,9 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/unordered/unordered_flat_map.hpp>
 #include <chrono>
+#include <functional>
 #include <memory>
+#include <queue>
 #include <vector>
 
 #include "server/driver.h"
@@ -38,12 +40,21 @@ struct WatchOptions {
   std::chrono::milliseconds no_leader_after{2000};
 };
 
+// What a sweep tells every client of a thread (computed once per sweep).
+struct SweepState {
+  std::chrono::steady_clock::time_point now;
+  bool no_leader = false;  // No leader heard for WatchOptions::no_leader_after.
+  bool member = true;      // This node is a member of the cluster.
+};
+
 // A stream or a long poll, as its thread's sweep sees it.
 class WatchClient {
  public:
   virtual ~WatchClient() = default;
-  // About every 100 ms.
-  virtual void OnSweep(std::chrono::steady_clock::time_point now) = 0;
+  // When a time it asked for (WatchThread::Wake) has come, and for every
+  // client when the node loses its leader or its membership. It asks for
+  // its next wake-up, if any, again.
+  virtual void OnSweep(const SweepState& s) = 0;
   // The node is shutting down.
   virtual void OnShutdown() = 0;
 };
@@ -59,9 +70,18 @@ class WatchThread {
   // A client joins (or leaves) the sweeps.
   void Attach(const std::shared_ptr<WatchClient>& c);
   void Detach(WatchClient* c);
+  // Calls c->OnSweep at the first sweep (about every 100 ms) at or after
+  // `due`. A sweep visits only the clients due, so that idle watchers cost
+  // nothing between their progress messages.
+  void Wake(const std::shared_ptr<WatchClient>& c, std::chrono::steady_clock::time_point due);
 
  private:
   friend class WatchHub;
+  struct Due {
+    std::chrono::steady_clock::time_point at;
+    std::weak_ptr<WatchClient> client;
+    bool operator>(const Due& o) const { return at > o.at; }
+  };
   void ArmSweep();
   void Sweep();
 
@@ -71,6 +91,11 @@ class WatchThread {
   boost::asio::steady_timer sweep_timer_;
   bool sweeping_ = false;
   boost::unordered_flat_map<WatchClient*, std::weak_ptr<WatchClient>> clients_;
+  // Wake-ups asked for, earliest first (a client gone or woken since is skipped).
+  std::priority_queue<Due, std::vector<Due>, std::greater<>> due_;
+  // The node's state at the last sweep: a change visits every client.
+  bool no_leader_ = false;
+  bool member_ = true;
   // Watches on this thread (Acquire/Release): the hub posts batches only to
   // threads with some.
   std::atomic<uint64_t> watches_{0};
@@ -78,11 +103,14 @@ class WatchThread {
 
 class WatchHub : public ChangeFeed {
  public:
+  friend class WatchThread;
   explicit WatchHub(WatchOptions options);
   ~WatchHub() override;
 
-  // Before the io threads run: the threads that serve HTTP sessions.
+  // Before the io threads run: the threads that serve HTTP sessions, and
+  // how a sweep learns the node's state (any thread may call them).
   void SetThreads(const std::vector<boost::asio::io_context*>& ios);
+  void SetNodeState(std::function<bool()> no_leader, std::function<bool()> member);
   // The calling session's thread (by its io_context).
   WatchThread* ThreadOf(boost::asio::io_context& io);
 
@@ -110,6 +138,8 @@ class WatchHub : public ChangeFeed {
   std::vector<std::unique_ptr<WatchThread>> threads_;
   std::atomic<uint64_t> watchers_{0};
   std::atomic<bool> shutdown_{false};
+  std::function<bool()> no_leader_;
+  std::function<bool()> member_;
 };
 
 }  // namespace raftkv::server

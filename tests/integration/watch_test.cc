@@ -608,6 +608,93 @@ TEST(WatchTest, StreamsEndCleanlyOnSigtermAndLongPollsAnswer) {
   EXPECT_EQ(cluster.Proc(0)->Wait(milliseconds(10000)), 0);
 }
 
+TEST(WatchTest, RequireLeaderEndsStreamsAndRefusesWatchesWhenTheLeaderIsGone) {
+  Cluster cluster(3);
+  cluster.StartAll();
+  int leader = cluster.WaitForLeader(milliseconds(5000));
+  int f = (leader + 1) % 3;
+  uint16_t port = cluster.http_port(f);
+  StreamClient strict(port, "GET", "/v1/watch/r/?prefix&stream&require_leader");
+  StreamClient lax(port, "GET", "/v1/watch/r/?prefix&stream&progress=1s");
+  ASSERT_TRUE(strict.Next(milliseconds(5000)));
+  ASSERT_TRUE(lax.Next(milliseconds(5000)));
+  // The other two nodes go: the follower is left without a leader.
+  for (int i = 0; i < 3; i++) {
+    if (i != f) cluster.Kill(i);
+  }
+  std::optional<std::string> last;
+  while (auto m = strict.Next(milliseconds(10000))) last = m;
+  ASSERT_TRUE(last) << "the stream did not end";
+  json::object o = Parse(*last);
+  EXPECT_EQ(Str(o.at("type")), "canceled");
+  EXPECT_EQ(Str(o.at("reason")), "no_leader");
+  EXPECT_TRUE(strict.ended());
+  // Without require_leader a stream goes on (progress from what the node has).
+  auto m = lax.Next(milliseconds(3000));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(Str(Parse(*m).at("type")), "progress");
+  ExpectError(Http(port, "GET", "/v1/watch/r?stream&require_leader"), 503, "no_leader",
+              "a new strict stream");
+  ExpectError(Http(port, "GET", "/v1/watch/r?wait=1s&require_leader"), 503, "no_leader",
+              "a strict long poll");
+  EXPECT_EQ(Http(port, "GET", "/v1/watch/r?wait=100ms").status, 200);
+}
+
+TEST(WatchTest, ASnapshotFromTheLeaderCancelsTheNodesWatchesWhichResumeElsewhere) {
+  Cluster cluster(3, {"--snapshot-entries", "50", "--snapshot-keep-entries", "10"});
+  cluster.StartAll();
+  int leader = cluster.WaitForLeader(milliseconds(5000));
+  int f = (leader + 1) % 3;
+  HttpClient c(cluster.http_port(leader));
+  const uint64_t start = Revision(c) + 1;
+  StreamClient s(cluster.http_port(f), "GET", WatchTarget("z/", start));
+  ASSERT_TRUE(s.Next(milliseconds(5000)));
+  // The follower stops (SIGSTOP) while the leader writes far past its log: more appends
+  // than the leader keeps in flight to it (256), so that it needs a snapshot.
+  cluster.Proc(f)->Signal(SIGSTOP);
+  uint64_t last = 0;
+  const int kWrites = 600;
+  for (int i = 0; i < kWrites; i++) {
+    HttpResponse r = c.Request("PUT", "/v1/kv/z/" + std::to_string(i % 20), R"({"value":"v"})");
+    ASSERT_EQ(r.status, 200) << r.body;
+    last = Num(Obj(r).at("revision"));
+  }
+  cluster.Proc(f)->Signal(SIGCONT);
+  // It sends what it applied from the appends already on their way, then installs the
+  // snapshot and cancels, naming the last revision it sent.
+  std::vector<Ev> got;
+  uint64_t told = 0, last_sent = start - 1;
+  auto deadline = Clock::now() + milliseconds(20000);
+  while (Clock::now() < deadline) {
+    auto m = s.Next(milliseconds(2000));
+    if (!m) break;
+    json::object o = Parse(*m);
+    if (Str(o.at("type")) == "events") {
+      AppendEvents(o.at("events").as_array(), &got);
+      last_sent = Num(o.at("revision"));
+    }
+    if (Str(o.at("type")) == "canceled") {
+      EXPECT_EQ(Str(o.at("reason")), "snapshot_installed");
+      told = Num(o.at("revision"));
+      break;
+    }
+  }
+  ASSERT_GT(told, 0u) << "no canceled message";
+  EXPECT_EQ(told, last_sent);
+  EXPECT_LT(told, last);
+  auto st = cluster.Status(f);
+  ASSERT_TRUE(st);
+  EXPECT_GE(Num(st->at("snapshots_installed")), 1u);
+  // Here the history now starts after the snapshot: 410; the leader resumes it.
+  ExpectError(
+      Http(cluster.http_port(f), "GET", "/v1/watch/z/?prefix&rev=" + std::to_string(told + 1)), 410,
+      "compacted", "resume on the follower");
+  StreamClient again(cluster.http_port(leader), "GET", WatchTarget("z/", told + 1));
+  ASSERT_TRUE(ReadThrough(again, last, &got));
+  ASSERT_EQ(got.size(), static_cast<size_t>(kWrites));
+  for (size_t i = 0; i < got.size(); i++) EXPECT_EQ(got[i].revision, last - kWrites + 1 + i);
+}
+
 // --- 4. Long polls ---------------------------------------------------------------
 
 TEST(WatchTest, LongPollAnswersOnAMatchOrAtItsDeadlineAndNeverSplitsARevision) {
