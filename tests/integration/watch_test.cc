@@ -121,6 +121,28 @@ bool ReadThrough(StreamClient& s, uint64_t revision, std::vector<Ev>* out,
   return false;
 }
 
+// Reads a stream up to its canceled message: appends the events before it,
+// checks its reason, and returns the revision it names (0 if none came);
+// *last_sent is the revision of the last events message.
+uint64_t ReadUntilCanceled(StreamClient& s, const std::string& reason, std::vector<Ev>* out,
+                           uint64_t* last_sent) {
+  auto deadline = Clock::now() + milliseconds(20000);
+  while (Clock::now() < deadline) {
+    auto m = s.Next(milliseconds(2000));
+    if (!m) return 0;
+    json::object o = Parse(*m);
+    if (Str(o.at("type")) == "events") {
+      AppendEvents(o.at("events").as_array(), out);
+      *last_sent = Num(o.at("revision"));
+    }
+    if (Str(o.at("type")) == "canceled") {
+      EXPECT_EQ(Str(o.at("reason")), reason);
+      return Num(o.at("revision"));
+    }
+  }
+  return 0;
+}
+
 std::string WatchTarget(const std::string& prefix, uint64_t rev, const std::string& extra = "") {
   return "/v1/watch/" + prefix + "?prefix&stream&progress=1s&rev=" + std::to_string(rev) + extra;
 }
@@ -517,22 +539,8 @@ TEST(WatchTest, ASlowConsumerIsCancelledAndResumesFromTheRevisionItWasTold) {
   // The slow one reads again: what was sent, then canceled with the last
   // revision it was sent, and the end of the stream.
   std::vector<Ev> got;
-  uint64_t told = 0, last_sent = start - 1;
-  auto deadline = Clock::now() + milliseconds(20000);
-  while (Clock::now() < deadline) {
-    auto m = slow.Next(milliseconds(2000));
-    if (!m) break;
-    json::object o = Parse(*m);
-    if (Str(o.at("type")) == "events") {
-      AppendEvents(o.at("events").as_array(), &got);
-      last_sent = Num(o.at("revision"));
-    }
-    if (Str(o.at("type")) == "canceled") {
-      EXPECT_EQ(Str(o.at("reason")), "slow_consumer");
-      told = Num(o.at("revision"));
-      break;
-    }
-  }
+  uint64_t last_sent = start - 1;
+  uint64_t told = ReadUntilCanceled(slow, "slow_consumer", &got, &last_sent);
   ASSERT_GT(told, 0u) << "no canceled message";
   EXPECT_EQ(told, last_sent);
   EXPECT_LT(told, last);
@@ -663,22 +671,8 @@ TEST(WatchTest, ASnapshotFromTheLeaderCancelsTheNodesWatchesWhichResumeElsewhere
   // It sends what it applied from the appends already on their way, then installs the
   // snapshot and cancels, naming the last revision it sent.
   std::vector<Ev> got;
-  uint64_t told = 0, last_sent = start - 1;
-  auto deadline = Clock::now() + milliseconds(20000);
-  while (Clock::now() < deadline) {
-    auto m = s.Next(milliseconds(2000));
-    if (!m) break;
-    json::object o = Parse(*m);
-    if (Str(o.at("type")) == "events") {
-      AppendEvents(o.at("events").as_array(), &got);
-      last_sent = Num(o.at("revision"));
-    }
-    if (Str(o.at("type")) == "canceled") {
-      EXPECT_EQ(Str(o.at("reason")), "snapshot_installed");
-      told = Num(o.at("revision"));
-      break;
-    }
-  }
+  uint64_t last_sent = start - 1;
+  uint64_t told = ReadUntilCanceled(s, "snapshot_installed", &got, &last_sent);
   ASSERT_GT(told, 0u) << "no canceled message";
   EXPECT_EQ(told, last_sent);
   EXPECT_LT(told, last);
