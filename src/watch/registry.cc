@@ -147,6 +147,8 @@ void Registry::Index(Watch* w) {
 }
 
 void Registry::Unindex(Watch* w) {
+  // A synced watch was offered every batch this thread delivered.
+  if (w->generation_ == generation_) w->next_rev_ = std::max(w->next_rev_, processed_ + 1);
   auto& map = w->filter_.prefix ? prefixes_ : exact_;
   auto it = map.find(w->filter_.key);
   RAFT_ASSERT(it != map.end(), "a synced watch missing from the index");
@@ -222,15 +224,16 @@ void Registry::OnBatch(const Batch& b) {
 
 void Registry::OnReset(uint64_t generation, uint64_t revision) {
   if (generation <= generation_) return;
-  generation_ = generation;
-  processed_ = revision;
   std::vector<Watch*> old;
   for (const auto& [w, owned] : watches_) {
     if (w->generation_ < generation) old.push_back(w);
   }
+  // Ended under the old generation, so that each says what it examined.
   for (Watch* w : old) {
     if (!w->dead_) End(w, EndReason::kSnapshotInstalled, revision);
   }
+  generation_ = generation;
+  processed_ = revision;
   Free();
 }
 

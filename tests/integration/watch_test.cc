@@ -689,6 +689,47 @@ TEST(WatchTest, ASnapshotFromTheLeaderCancelsTheNodesWatchesWhichResumeElsewhere
   for (size_t i = 0; i < got.size(); i++) EXPECT_EQ(got[i].revision, last - kWrites + 1 + i);
 }
 
+TEST(WatchTest, WatchesOutliveTheIdleTimeoutAndTheHistoryOutlivesARestart) {
+  Cluster cluster(1, {"--http-timeout-ms", "300"});
+  cluster.StartAll();
+  uint16_t port = cluster.http_port(0);
+  HttpClient c(port);
+  const uint64_t start = Revision(c) + 1;
+  std::vector<uint64_t> revs;
+  for (int i = 0; i < 5; i++) {
+    HttpResponse r = c.Request("PUT", "/v1/kv/i/" + std::to_string(i), R"({"value":"v"})");
+    ASSERT_EQ(r.status, 200);
+    revs.push_back(Num(Obj(r).at("revision")));
+  }
+  // A stream idle for longer than --http-timeout-ms stays open (its progress
+  // messages are a second apart), and so does a long poll.
+  StreamClient s(port, "GET", WatchTarget("i/", revs.back() + 1));
+  ASSERT_TRUE(s.Next(milliseconds(5000)));  // created
+  StreamClient poll(port, "GET", "/v1/watch/i/?prefix&wait=1500ms");
+  auto p = s.Next(milliseconds(3000));
+  ASSERT_TRUE(p) << "the idle stream was closed";
+  EXPECT_EQ(Str(Parse(*p).at("type")), "progress");
+  EXPECT_NE(poll.ReadBody(milliseconds(5000)).find("\"events\":[]"), std::string::npos);
+  EXPECT_EQ(poll.status(), 200);
+  // After a restart the history is rebuilt from the log: a watch from before it is served.
+  cluster.Terminate(0);
+  cluster.Restart(0);
+  // (The restarted node may not have applied the last write yet: poll on, from the
+  // revision each answer examined.)
+  std::vector<Ev> got;
+  uint64_t rev = start;
+  auto deadline = Clock::now() + milliseconds(10000);
+  while (got.size() < 5 && Clock::now() < deadline) {
+    HttpResponse r = Http(port, "GET", "/v1/watch/i/?prefix&wait=1s&rev=" + std::to_string(rev));
+    ASSERT_EQ(r.status, 200) << r.body;
+    json::object o = Obj(r);
+    AppendEvents(o.at("events").as_array(), &got);
+    rev = Num(o.at("revision")) + 1;
+  }
+  ASSERT_EQ(got.size(), 5u);
+  for (size_t i = 0; i < 5; i++) EXPECT_EQ(got[i].revision, revs[i]);
+}
+
 // --- 4. Long polls ---------------------------------------------------------------
 
 TEST(WatchTest, LongPollAnswersOnAMatchOrAtItsDeadlineAndNeverSplitsARevision) {

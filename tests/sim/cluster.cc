@@ -95,6 +95,7 @@ Cluster::Cluster(const SimOptions& options)
       segment_bytes_(1024 + DeriveSeed(options.seed, 8) % 8192),
       net_(DeriveSeed(options.seed, 2), &trace_),
       clients_(DeriveSeed(options.seed, 4), DrawClientOptions(options.seed), &trace_),
+      watches_(DeriveSeed(options.seed, 15), [this](std::string why) { Fail(std::move(why)); }),
       sched_rng_(DeriveSeed(options.seed, 14)),
       request_timeout_ticks_(20 + DeriveSeed(options.seed, 12) % 61) {
   if (profile_.lone_voter && options.faults) lone_end_tick_ = profile_.lone_ticks;
@@ -716,6 +717,9 @@ RunResult Cluster::Run() {
       AfterInput(n.get());
     }
     ProcessDirty();
+    for (auto& n : nodes_) {
+      if (n && n->state == NodeState::kUp && n->feed) watches_.Tick(n->feed.get());
+    }
     clients_.Tick(tick_, this);
     if (tail) LivenessDriver();
     ProcessDirty();
@@ -761,6 +765,9 @@ RunResult Cluster::Run() {
   }
 
   clients_.Finish();
+  for (auto& n : nodes_) {
+    if (!failed() && n && n->feed) watches_.Check(n->feed.get());
+  }
   if (!failed()) {
     LinearizabilityResult lin = CheckLinearizable(clients_.History());
     stats_.lin_states = lin.states;
@@ -774,6 +781,7 @@ RunResult Cluster::Run() {
   }
 
   stats_.clients = clients_.stats();
+  stats_.watches = watches_.stats();
   stats_.state_comparisons = checker_.state_comparisons();
   result.stats = stats_;
   result.trace_hash = trace_.hash();

@@ -41,6 +41,7 @@
 #include "storage/disk_storage.h"
 #include "storage/mem_env.h"
 #include "trace.h"
+#include "watches.h"
 
 namespace raftkv::sim {
 
@@ -103,6 +104,7 @@ struct RunStats {
   uint64_t lone_term_crashes = 0;   // ... crashed while on disk.
   uint64_t lin_states = 0;
   ClientStats clients;
+  WatchStats watches;
 };
 
 struct RunResult {
@@ -167,6 +169,7 @@ class Cluster : public ClientTransport {
     // Volatile: lost on a crash. Destroyed in reverse order: the driver
     // first, then its store and state machine.
     std::unique_ptr<kv::Store> kv;
+    std::unique_ptr<Watches::NodeFeed> feed;  // The driver's ChangeFeed (watches.h).
     std::unique_ptr<SimLogStore> store;
     std::unique_ptr<Observer> observer;
     std::unique_ptr<server::Driver> driver;
@@ -259,6 +262,7 @@ class Cluster : public ClientTransport {
   Network net_;
   SafetyChecker checker_;
   Clients clients_;
+  Watches watches_;
   std::vector<std::unique_ptr<SimNode>> nodes_;  // Indexed by node id.
   raft::NodeId next_id_ = 1;
 

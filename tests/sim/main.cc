@@ -150,6 +150,14 @@ void PrintRun(const SimOptions& o, const RunResult& r, FILE* out) {
       s.clients.deletes_ok, s.clients.cas_ok, s.clients.cas_failed, s.clients.txn_puts_ok,
       s.clients.gets_ok, s.clients.gets_failed, s.clients.txn_gets_ok, s.clients.refused,
       s.lin_states, r.lin_inconclusive ? " (INCONCLUSIVE)" : "", r.trace_hash);
+  // The watches (watches.h).
+  const auto& w = s.watches;
+  std::fprintf(out,
+               "  watches: %" PRIu64 " started, %" PRIu64 " events, ended %" PRIu64
+               " compacted / %" PRIu64 " snapshot, %" PRIu64 " resumes, %" PRIu64
+               " checked, %" PRIu64 " revisions compared across nodes\n",
+               w.watches, w.events, w.ended_compacted, w.ended_snapshot, w.resumes, w.checks,
+               w.revisions_compared);
   // The targeted schedules that fired (README.md, "Targeted schedules").
   if (s.figure8_crashes + s.figure8_isolations + s.divergences + s.snapshots_refused +
           s.lone_crashes >

@@ -233,6 +233,7 @@ server::DriverHooks Cluster::HooksFor(SimNode* n) {
     RAFT_ASSERT(false, "n" + std::to_string(n->id) + " stops: " + why);
   };
   h.observer = n->observer.get();
+  h.feed = n->feed.get();
   return h;
 }
 
@@ -247,6 +248,7 @@ void Cluster::StartNode(SimNode* n) {
   n->snapshot_limit_bytes = SnapshotLimitFor(n);
   n->tasks.clear();
   n->kv = std::make_unique<kv::Store>();
+  n->feed = watches_.Attach(n->id);
   n->store = std::make_unique<SimLogStore>(this, n, std::move(disk));
   n->observer = std::make_unique<Observer>(this, n);
   // The state machine restarts from the latest snapshot; the core hands out
@@ -268,9 +270,11 @@ void Cluster::StartNode(SimNode* n) {
 // it, unanswered), its disk handle and its state machine.
 void Cluster::StopNode(SimNode* n) {
   if (n->driver) stats_.snapshots_refused += n->node().GetStatus().snapshots_refused;
+  if (n->feed && !failed()) watches_.Check(n->feed.get());
   n->driver.reset();
   n->observer.reset();
   n->store.reset();
+  n->feed.reset();
   n->kv.reset();
   n->tasks.clear();
   n->persist_rd = nullptr;
