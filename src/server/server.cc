@@ -453,6 +453,8 @@ void Server::Shutdown() {
   while (http_->in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  // Streams still writing their last messages to consumers that do not read close now.
+  watch_hub_->CloseAll();
   forwarder_->Stop();
   transport_->Stop();
   io_.stop();

@@ -90,8 +90,10 @@ class WatchStream final : public watch::Sink,
       e.queued = e.delivered = spec.rev != 0 ? spec.rev - 1 : head;
       e.live = true;
       uint64_t compact_now = 0;
-      e.w = ctx_.thread->registry().Add(spec.filter, spec.rev, self, static_cast<uint32_t>(i),
-                                        &compact_now);
+      // From the revision after the head that `created` names (not from "now",
+      // which may have moved on since).
+      e.w = ctx_.thread->registry().Add(spec.filter, spec.rev != 0 ? spec.rev : head + 1, self,
+                                        static_cast<uint32_t>(i), &compact_now);
       if (e.w == nullptr && e.live) {
         // Compacted at the start (the session checked, but the history may
         // have moved since).
@@ -189,6 +191,8 @@ class WatchStream final : public watch::Sink,
     if (!closed_ && !ending_) Finish("shutdown");
   }
 
+  void OnClose() override { Close(); }
+
  private:
   struct Entry {
     std::string name;
@@ -198,11 +202,16 @@ class WatchStream final : public watch::Sink,
     uint64_t delivered = 0;  // The last revision of its messages written.
     uint64_t compact = 0;
     Clock::time_point last_queued;
+    std::string end_reason;  // Of its canceled message, once queued.
   };
-  // A queued message that moves its watch's revision once written.
+  // A queued message: events and progress move their watch's revision once
+  // written; created and canceled are re-queued if a slow consumer's queue
+  // is dropped before they were written.
+  enum class Kind : uint8_t { kData, kCreated, kCanceled };
   struct Mark {
     uint32_t entry;
     uint64_t revision;
+    Kind kind = Kind::kData;
   };
 
   // A watch ended: it gives its slot back (a stream still writing its last
@@ -238,10 +247,14 @@ class WatchStream final : public watch::Sink,
     if (type == "events" || type == "progress") {
       marks_.push_back(Mark{static_cast<uint32_t>(i), revision});
       entries_[i].queued = std::max(entries_[i].queued, revision);
+    } else {
+      marks_.push_back(Mark{static_cast<uint32_t>(i), revision,
+                            type == "created" ? Kind::kCreated : Kind::kCanceled});
     }
   }
 
   void Cancel(size_t i, std::string_view reason, uint64_t revision) {
+    entries_[i].end_reason = reason;
     std::string tail = ",\"reason\":\"";
     tail += reason;
     tail += "\",\"compact_revision\":";
@@ -273,12 +286,26 @@ class WatchStream final : public watch::Sink,
   // The queue is dropped; every watch is told the last revision written or
   // being written, from which it resumes.
   void SlowConsumer() {
+    // A created or canceled message dropped with the queue is sent again.
+    std::vector<size_t> created, canceled;
+    for (const Mark& m : marks_) {
+      if (m.kind == Kind::kCreated) created.push_back(m.entry);
+      if (m.kind == Kind::kCanceled) canceled.push_back(m.entry);
+    }
     queue_.clear();
     marks_.clear();
     for (Entry& e : entries_) e.queued = e.delivered;
     for (const Mark& m : writing_marks_) {
-      entries_[m.entry].queued = std::max(entries_[m.entry].queued, m.revision);
+      if (m.kind == Kind::kData) {
+        entries_[m.entry].queued = std::max(entries_[m.entry].queued, m.revision);
+      }
     }
+    for (size_t i : created) {
+      std::string tail = ",\"compact_revision\":";
+      AppendNumber(&tail, ctx_.hub->history().compact_revision());
+      Message(i, "created", ctx_.hub->history().revision(), tail, false);
+    }
+    for (size_t i : canceled) Cancel(i, std::string(entries_[i].end_reason), entries_[i].queued);
     Finish("slow_consumer");
   }
 
@@ -337,6 +364,7 @@ class WatchStream final : public watch::Sink,
     writing_active_ = false;
     if (ec || last) return Close();
     for (const Mark& m : writing_marks_) {
+      if (m.kind != Kind::kData) continue;
       Entry& e = entries_[m.entry];
       e.delivered = std::max(e.delivered, m.revision);
     }
@@ -430,8 +458,14 @@ class LongPoll final : public watch::Sink,
         jitter_ms > 0 ? static_cast<int64_t>(rng() % static_cast<uint64_t>(jitter_ms + 1)) : 0);
     deadline_ = Clock::now() + req_.wait + jitter;
     uint64_t compact = 0;
-    w_ = ctx_.thread->registry().Add(req_.watch.filter, req_.watch.rev, self, 0, &compact);
-    if (done_) return;
+    watch::Watch* w =
+        ctx_.thread->registry().Add(req_.watch.filter, req_.watch.rev, self, 0, &compact);
+    if (done_) {
+      // Answered from the history during Add (Done removed the watch).
+      if (w != nullptr) ctx_.thread->registry().Remove(w);
+      return;
+    }
+    w_ = w;
     if (w_ == nullptr) return Compacted(compact);
     wake_at_ = deadline_;
     ctx_.thread->Wake(self, deadline_);
@@ -439,7 +473,8 @@ class LongPoll final : public watch::Sink,
 
   watch::Take OnEvents(watch::Watch& w, const watch::Change& c,
                        std::span<const kv::Event* const> events, bool whole) override {
-    (void)w;
+    // Known before Add returns when the history already has events: Done must remove it.
+    w_ = &w;
     // Once full, nothing more: a later, smaller revision must not slip in
     // after one that did not fit (the next poll starts after the last taken).
     if (more_) return watch::Take::kRefused;
@@ -486,6 +521,8 @@ class LongPoll final : public watch::Sink,
     if (!done_) Done(503, v1::ErrorJson("shutting_down", "the node is shutting down"), "1");
   }
 
+  void OnClose() override { OnShutdown(); }
+
  private:
   std::string Body(uint64_t revision) {
     revision_ = revision;
@@ -521,7 +558,10 @@ class LongPoll final : public watch::Sink,
     ctx_.thread->Detach(this);
     ctx_.hub->Release(ctx_.thread, 1);
     if (revision_ == 0) revision_ = ctx_.hub->history().revision();
-    answer_(status, std::move(body), revision_, retry_after);
+    // The answer holds the session: let it go once used.
+    PollAnswer answer = std::move(answer_);
+    answer_ = nullptr;
+    answer(status, std::move(body), revision_, retry_after);
   }
 
   PollRequest req_;

@@ -1,6 +1,7 @@
 #include "server/watch_hub.h"
 
 #include <boost/asio/post.hpp>
+#include <future>
 
 namespace raftkv::server {
 
@@ -131,10 +132,36 @@ void WatchHub::Shutdown() {
         if (auto c = weak.lock()) live.push_back(std::move(c));
       }
       for (const auto& c : live) c->OnShutdown();
-      thread->sweep_timer_.cancel();
-      thread->sweeping_ = false;
     });
   }
+}
+
+void WatchHub::CloseAll() {
+  auto on_each_thread = [this](std::function<void(WatchThread*)> fn) {
+    std::vector<std::future<void>> done;
+    for (auto& t : threads_) {
+      auto p = std::make_shared<std::promise<void>>();
+      done.push_back(p->get_future());
+      WatchThread* thread = t.get();
+      asio::post(*t->io_, [thread, p, fn] {
+        fn(thread);
+        p->set_value();
+      });
+    }
+    for (auto& f : done) f.wait();
+  };
+  on_each_thread([](WatchThread* thread) {
+    std::vector<std::shared_ptr<WatchClient>> live;
+    for (const auto& [raw, weak] : thread->clients_) {
+      if (auto c = weak.lock()) live.push_back(std::move(c));
+    }
+    for (const auto& c : live) c->OnClose();
+    thread->sweep_timer_.cancel();
+    thread->due_ = {};
+  });
+  // The aborted reads and writes of the closed sockets complete after that
+  // (their handlers hold the streams): a second round runs after them.
+  on_each_thread([](WatchThread*) {});
 }
 
 }  // namespace raftkv::server

@@ -57,6 +57,8 @@ class WatchClient {
   virtual void OnSweep(const SweepState& s) = 0;
   // The node is shutting down.
   virtual void OnShutdown() = 0;
+  // The node stops now: close at once (WatchHub::CloseAll).
+  virtual void OnClose() = 0;
 };
 
 class WatchHub;
@@ -128,6 +130,11 @@ class WatchHub : public ChangeFeed {
   // Any thread: every stream ends with `shutdown`, every long poll answers
   // 503; new watches are refused.
   void Shutdown();
+  // Not on an io thread, while they run: closes every client still open (a
+  // stream whose consumer does not read its last messages) and stops the
+  // sweeps; returns once their closing handlers have run, so that no stream
+  // outlives the hub.
+  void CloseAll();
 
   const watch::History& history() const { return history_; }
   const WatchOptions& options() const { return options_; }

@@ -592,6 +592,15 @@ TEST(WatchTest, StreamsEndCleanlyOnSigtermAndLongPollsAnswer) {
   HttpResponse w = c.Request("PUT", "/v1/kv/t/a", R"({"value":"1"})");
   ASSERT_EQ(w.status, 200);
   uint64_t rev = Num(Obj(w).at("revision"));
+  // A consumer that never reads, with a megabyte of events waiting for it: the node
+  // must still stop promptly and cleanly.
+  StreamClient stuck(port, "GET", WatchTarget("big/", rev), "", {}, 4096);
+  std::string big(100000, 'x');
+  for (int i = 0; i < 10; i++) {
+    ASSERT_EQ(
+        c.Request("PUT", "/v1/kv/big/" + std::to_string(i), "{\"value\":\"" + big + "\"}").status,
+        200);
+  }
   StreamClient s(port, "GET", WatchTarget("t/", rev));
   StreamClient sse(port, "GET", "/v1/watch/t/?prefix&rev=" + std::to_string(rev), "",
                    {{"Accept", "text/event-stream"}});
@@ -599,7 +608,7 @@ TEST(WatchTest, StreamsEndCleanlyOnSigtermAndLongPollsAnswer) {
   std::vector<Ev> evs;
   ASSERT_TRUE(ReadThrough(s, rev, &evs));
   ASSERT_TRUE(sse.Next(milliseconds(5000)));
-  ASSERT_TRUE(Until(milliseconds(5000), [&] { return Watchers(cluster, 0) == 3; }));
+  ASSERT_TRUE(Until(milliseconds(5000), [&] { return Watchers(cluster, 0) == 4; }));
   cluster.Proc(0)->Signal(SIGTERM);
   for (StreamClient* st : {&s, &sse}) {
     std::optional<std::string> last;
@@ -806,6 +815,25 @@ TEST(WatchTest, LongPollAnswersOnAMatchOrAtItsDeadlineAndNeverSplitsARevision) {
   ExpectError(f.Post("/v1/watch?stream", many + "]}"), 400, "too_many_ops", "65 watches");
   // Nothing leaked a watcher slot.
   EXPECT_TRUE(Until(milliseconds(5000), [&] { return Watchers(cluster, follower) == 0; }));
+}
+
+TEST(WatchTest, LongPollsAnsweredFromTheHistoryLeaveNothingBehind) {
+  Cluster cluster(1, {"--max-connections", "20"});
+  cluster.StartAll();
+  uint16_t port = cluster.http_port(0);
+  HttpClient c(port);
+  HttpResponse w = c.Request("PUT", "/v1/kv/lp", R"({"value":"1"})");
+  ASSERT_EQ(w.status, 200);
+  const std::string target = "/v1/watch/lp?rev=" + std::to_string(Num(Obj(w).at("revision")));
+  // Each on a connection of its own, answered at once from the history: 50 of them
+  // with at most 20 connections open at a time.
+  for (int i = 0; i < 50; i++) {
+    HttpResponse r = Http(port, "GET", target);
+    ASSERT_EQ(r.status, 200) << "poll " << i << ": " << r.body;
+    EXPECT_EQ(Obj(r).at("events").as_array().size(), 1u);
+  }
+  EXPECT_EQ(Http(port, "GET", "/health").status, 200);
+  EXPECT_EQ(Watchers(cluster, 0), 0u);
 }
 
 TEST(WatchTest, ALongPollForARevisionNotYetAppliedWaitsForIt) {
