@@ -7,9 +7,22 @@
 
 namespace raftkv::watch {
 
+namespace {
+
+// The heap bytes of a string: none while it fits inside (libstdc++ keeps up
+// to 15 bytes in place), else its buffer, rounded up as the allocator's
+// small size classes do.
+uint64_t HeapBytes(const std::string& s) {
+  if (s.capacity() <= 15) return 0;
+  return (s.capacity() + 1 + 15) & ~uint64_t{15};
+}
+
+}  // namespace
+
 uint64_t History::EventBytes(const kv::Event& e) {
-  // A fixed cost for the event, its strings' headers and the change record.
-  return 96 + e.kv.key.size() + e.kv.value.size();
+  // What the event holds in memory: itself (in its change's vector) and its
+  // strings' buffers, so that --watch-history-bytes bounds real memory.
+  return sizeof(kv::Event) + HeapBytes(e.kv.key) + HeapBytes(e.kv.value);
 }
 
 std::shared_ptr<const Batch> History::Append(uint64_t prev_revision, uint64_t revision,
@@ -30,6 +43,10 @@ std::shared_ptr<const Batch> History::Append(uint64_t prev_revision, uint64_t re
     b->bytes += EventBytes(e);
     b->changes.back().events.push_back(std::move(e));
   }
+  // No spare capacity kept for the life of the batch in the history.
+  for (Change& c : b->changes) c.events.shrink_to_fit();
+  b->changes.shrink_to_fit();
+  b->bytes += b->changes.size() * sizeof(Change) + sizeof(Batch);
   std::unique_lock lock(mu_);
   RAFT_ASSERT(prev_revision == revision_ && revision > prev_revision,
               "history at " + std::to_string(revision_) + " appended a batch (" +
