@@ -77,7 +77,8 @@ ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* messa
        "revisions with changes kept for watches; a watch from an older revision gets 410")
       ("watch-history-bytes",
        po::value(&out->watch_history_bytes)->default_value(d.watch_history_bytes),
-       "key and value bytes kept for watches (the oldest are trimmed first)")
+       "memory held by the events kept for watches, keys and values included (the oldest are "
+       "trimmed first)")
       ("cors-origins", po::value(&out->cors_origins)->default_value(d.cors_origins),
        "origins whose browser pages may call the API (CORS), comma separated, or * for any")
       ("snapshot-entries", po::value(&out->snapshot_entries)->default_value(d.snapshot_entries),
