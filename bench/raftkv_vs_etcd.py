@@ -449,7 +449,8 @@ class Raftkv(Cluster):
     def read(self, i, key, stale=False):
         st, data = client(self.addr(i)).req("GET", f"/keys/{key}/" + ("?stale" if stale else ""))
         if st != 200:
-            return None
+            # Not a value: what the node answered, so that a failed check says why.
+            return f"<no value: HTTP {st} {data[:120]!r}>"
         return json.loads(data)["value"]
 
     def read_pool(self, i, stale, store):
