@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "cluster.h"
+#include "json_test_util.h"
 
 namespace raftkv::itest {
 namespace {
@@ -51,27 +52,6 @@ class V1Test : public ::testing::Test {
   static Cluster* cluster_;
 };
 Cluster* V1Test::cluster_ = nullptr;
-
-json::object Obj(const HttpResponse& r) {
-  boost::system::error_code ec;
-  json::value v = json::parse(r.body, ec);
-  EXPECT_FALSE(ec) << r.status << " " << r.body << " " << r.error;
-  if (ec || !v.is_object()) return {};
-  return v.as_object();
-}
-
-uint64_t Num(const json::value& v) { return v.to_number<uint64_t>(); }
-std::string Str(const json::value& v) { return std::string(v.as_string()); }
-
-// An error answer: status, JSON body with "error" and the stable "code".
-void ExpectError(const HttpResponse& r, int status, const std::string& code,
-                 const std::string& what) {
-  EXPECT_EQ(r.status, status) << what << ": " << r.body;
-  json::object o = Obj(r);
-  EXPECT_TRUE(o.contains("error")) << what << ": " << r.body;
-  ASSERT_TRUE(o.contains("code")) << what << ": " << r.body;
-  EXPECT_EQ(Str(o.at("code")), code) << what << ": " << r.body;
-}
 
 HttpResponse Put(HttpClient& c, const std::string& key, const std::string& value,
                  const std::string& query = "",

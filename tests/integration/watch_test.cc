@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "cluster.h"
+#include "json_test_util.h"
 #include "stream_client.h"
 
 namespace raftkv::itest {
@@ -21,27 +22,10 @@ namespace {
 
 namespace json = boost::json;
 
-json::object Parse(const std::string& s) {
-  boost::system::error_code ec;
-  json::value v = json::parse(s, ec);
-  EXPECT_FALSE(ec) << s;
-  if (ec || !v.is_object()) return {};
-  return v.as_object();
-}
-json::object Obj(const HttpResponse& r) { return Parse(r.body); }
 bool Until(milliseconds timeout, const std::function<bool()>& cond) {
   return WaitFor(cond, timeout);
 }
-uint64_t Num(const json::value& v) { return v.to_number<uint64_t>(); }
-std::string Str(const json::value& v) { return std::string(v.as_string()); }
-
-void ExpectError(const HttpResponse& r, int status, const std::string& code,
-                 const std::string& what) {
-  EXPECT_EQ(r.status, status) << what << ": " << r.body;
-  json::object o = Obj(r);
-  ASSERT_TRUE(o.contains("code")) << what << ": " << r.body;
-  EXPECT_EQ(Str(o.at("code")), code) << what << ": " << r.body;
-}
+json::object Parse(const std::string& s) { return ParseObject(s); }
 
 // One event as the tests compare them.
 struct Ev {
