@@ -938,6 +938,11 @@ class Session : public std::enable_shared_from_this<Session> {
       keep_alive_ = false;
       return V1Error(503, "shutting_down", "the node is shutting down", "", "1");
     }
+    // require_leader on a node that has lost its leader: refused before anything starts
+    // (later losses end the watch: no_leader).
+    if (query_.Flag("require_leader") && hub->NoLeader()) {
+      return V1Error(503, "no_leader", "this node has no leader", "", "1");
+    }
     if (!hub->Acquire(ctx.thread, specs.size())) {
       return V1Error(429, "too_many_watchers",
                      "this node serves " + std::to_string(hub->options().max_watchers) +
@@ -963,11 +968,6 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     sr.progress = std::chrono::milliseconds(std::max<uint64_t>(progress_ms, 1000));
     sr.require_leader = query_.Flag("require_leader");
-    if (sr.require_leader &&
-        shared_->replica->MillisSinceLeaderContact() > ctx.hub->options().no_leader_after.count()) {
-      ctx.hub->Release(ctx.thread, sr.watches.size());
-      return V1Error(503, "no_leader", "this node has no leader", "", "1");
-    }
     // The answer's head carries the /v1 headers, as of the history's head.
     out_.clear();
     v1_revision_ = ctx.hub->history().revision();
@@ -1006,11 +1006,6 @@ class Session : public std::enable_shared_from_this<Session> {
     pr.max_bytes = opts().max_range_bytes;
     pr.wait = std::chrono::milliseconds(std::min<uint64_t>(wait_ms, 600000));
     pr.require_leader = query_.Flag("require_leader");
-    if (pr.require_leader &&
-        shared_->replica->MillisSinceLeaderContact() > ctx.hub->options().no_leader_after.count()) {
-      ctx.hub->Release(ctx.thread, 1);
-      return V1Error(503, "no_leader", "this node has no leader", "", "1");
-    }
     StartLongPoll(std::move(pr), std::move(ctx),
                   [self = shared_from_this()](unsigned status, std::string body, uint64_t revision,
                                               std::string_view retry_after) {

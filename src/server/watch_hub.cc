@@ -45,7 +45,7 @@ void WatchThread::Sweep() {
   }
   SweepState st;
   st.now = std::chrono::steady_clock::now();
-  st.no_leader = hub_->no_leader_ && hub_->no_leader_();
+  st.no_leader = hub_->NoLeader();
   st.member = !hub_->member_ || hub_->member_();
   // Clients may detach, or ask to be woken, while swept: sweep a list.
   std::vector<std::shared_ptr<WatchClient>> woken;

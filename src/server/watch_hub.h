@@ -126,6 +126,8 @@ class WatchHub : public ChangeFeed {
   bool Acquire(WatchThread* t, uint64_t n);
   void Release(WatchThread* t, uint64_t n);
   uint64_t watchers() const { return watchers_.load(); }
+  // Any thread: no leader heard for options().no_leader_after (SetNodeState).
+  bool NoLeader() const { return no_leader_ && no_leader_(); }
 
   // Any thread: every stream ends with `shutdown`, every long poll answers
   // 503; new watches are refused.
