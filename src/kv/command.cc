@@ -12,6 +12,9 @@ constexpr uint8_t kPutLeaseFields = 3;
 constexpr uint8_t kDeleteKeyFields = 1;
 constexpr uint8_t kDeleteRangeFields = 4;
 constexpr uint8_t kTxnFields = 3;
+constexpr uint8_t kLeaseGrantFields = 2;
+constexpr uint8_t kLeaseRevokeFields = 2;
+constexpr uint8_t kLeaseKeepAliveFields = 1;
 // The smallest compare or op record: three u8 and two empty `bytes`.
 constexpr size_t kMinRecordBytes = 3 + 4 + 4;
 constexpr uint8_t kKnownFlags = kWantPrevKv | kKeysOnly | kCountOnly;
@@ -139,6 +142,31 @@ bool DecodeOps(std::string_view data, std::vector<TxnOp>* out) {
   return r.done();
 }
 
+// A lease list: u32 count, then per lease u64 id and, if `with_renewed`,
+// u64 renewed_at.
+std::string EncodeLeaseList(const std::vector<LeaseRef>& leases, bool with_renewed) {
+  std::string out;
+  out.reserve(4 + leases.size() * 16);
+  PutU32(&out, static_cast<uint32_t>(leases.size()));
+  for (const LeaseRef& l : leases) {
+    PutU64(&out, l.id);
+    if (with_renewed) PutU64(&out, l.renewed_at);
+  }
+  return out;
+}
+
+bool DecodeLeaseList(std::string_view data, bool with_renewed, std::vector<LeaseRef>* out) {
+  Reader r(data);
+  uint32_t n = 0;
+  size_t record = with_renewed ? 16 : 8;
+  if (!r.U32(&n) || n > r.left() / record) return false;
+  out->assign(n, LeaseRef{});
+  for (LeaseRef& l : *out) {
+    if (!r.U64(&l.id) || (with_renewed && !r.U64(&l.renewed_at))) return false;
+  }
+  return r.done();
+}
+
 }  // namespace
 
 bool KeyRange::Overlaps(const KeyRange& o) const {
@@ -197,6 +225,35 @@ std::string EncodeTxn(RequestId id, const std::vector<Compare>& compares,
   return out;
 }
 
+std::string EncodeLeaseGrant(RequestId id, uint64_t lease_id, uint64_t ttl_ms) {
+  std::string out;
+  Header(&out, Op::kLeaseGrant, id, kLeaseGrantFields, 24);
+  PutU64Field(&out, lease_id);
+  PutU64Field(&out, ttl_ms);
+  return out;
+}
+
+std::string EncodeLeaseRevoke(RequestId id, RevokeReason reason,
+                              const std::vector<LeaseRef>& leases) {
+  std::string list = EncodeLeaseList(leases, reason == RevokeReason::kExpire);
+  std::string out;
+  Header(&out, Op::kLeaseRevoke, id, kLeaseRevokeFields, 16 + list.size());
+  PutU64Field(&out, static_cast<uint64_t>(reason));
+  PutBytes(&out, list);
+  return out;
+}
+
+std::string EncodeLeaseKeepAlive(RequestId id, const std::vector<uint64_t>& lease_ids) {
+  std::vector<LeaseRef> refs;
+  refs.reserve(lease_ids.size());
+  for (uint64_t l : lease_ids) refs.push_back(LeaseRef{l, 0});
+  std::string list = EncodeLeaseList(refs, false);
+  std::string out;
+  Header(&out, Op::kLeaseKeepAlive, id, kLeaseKeepAliveFields, 4 + list.size());
+  PutBytes(&out, list);
+  return out;
+}
+
 bool DecodeCommand(std::string_view data, CommandView* out) {
   Reader r(data);
   uint8_t version = 0, op = 0, fields = 0;
@@ -238,6 +295,35 @@ bool DecodeCommand(std::string_view data, CommandView* out) {
       }
       break;
     }
+    case static_cast<uint8_t>(Op::kLeaseGrant): {
+      out->op = Op::kLeaseGrant;
+      if (fields != kLeaseGrantFields || !U64Field(&r, &out->lease_id) ||
+          !U64Field(&r, &out->ttl_ms)) {
+        return false;
+      }
+      break;
+    }
+    case static_cast<uint8_t>(Op::kLeaseRevoke): {
+      out->op = Op::kLeaseRevoke;
+      uint64_t reason = 0;
+      std::string_view list;
+      if (fields != kLeaseRevokeFields || !U64Field(&r, &reason) ||
+          reason > static_cast<uint64_t>(RevokeReason::kExpire) || !r.Bytes(&list)) {
+        return false;
+      }
+      out->reason = static_cast<RevokeReason>(reason);
+      if (!DecodeLeaseList(list, out->reason == RevokeReason::kExpire, &out->leases)) return false;
+      break;
+    }
+    case static_cast<uint8_t>(Op::kLeaseKeepAlive): {
+      out->op = Op::kLeaseKeepAlive;
+      std::string_view list;
+      if (fields != kLeaseKeepAliveFields || !r.Bytes(&list) ||
+          !DecodeLeaseList(list, false, &out->leases)) {
+        return false;
+      }
+      break;
+    }
     default:
       return false;
   }
@@ -245,13 +331,15 @@ bool DecodeCommand(std::string_view data, CommandView* out) {
 }
 
 int ProtoOf(std::string_view data) {
+  if (data.size() < kHeaderBytes) return kProtoVersion;
+  auto op = static_cast<uint8_t>(data[1]);
   // The first release knew only the two-field Put.
-  if (data.size() >= kHeaderBytes &&
-      static_cast<uint8_t>(data[1]) == static_cast<uint8_t>(Op::kPut) &&
+  if (op == static_cast<uint8_t>(Op::kPut) &&
       static_cast<uint8_t>(data[kHeaderBytes - 1]) == kPutFields) {
     return 1;
   }
-  return kProtoVersion;
+  if (op >= static_cast<uint8_t>(Op::kLeaseGrant)) return 3;
+  return 2;
 }
 
 }  // namespace raftkv::kv

@@ -21,17 +21,33 @@ namespace raftkv::kv {
 inline constexpr uint8_t kCommandFormatVersion = 1;
 
 // The command language a node speaks: 1 = Put only (the first release);
-// 2 = Put with a lease, Delete and Txn. A leader proposes a command of the
-// newer language only once every member speaks it (docs/http-api.md,
-// "Upgrades").
-inline constexpr int kProtoVersion = 2;
+// 2 = Put with a lease, Delete and Txn; 3 = the lease commands. A leader
+// proposes a command of a newer language only once every member speaks it
+// (docs/http-api.md, "Upgrades").
+inline constexpr int kProtoVersion = 3;
 
 enum class Op : uint8_t {
   kPut = 1,
   kDelete = 2,
   // 3 (CompareAndSwap) is reserved and unused: conditional writes are Txns.
   kTxn = 4,
-  // Reserved for later issues: kLeaseGrant = 5, kLeaseRevoke = 6, kLeaseKeepAlive = 7.
+  kLeaseGrant = 5,
+  kLeaseRevoke = 6,
+  kLeaseKeepAlive = 7,
+};
+
+// Why a LeaseRevoke was proposed: a client asked (every named lease that
+// exists goes), or the leader found the lease past its deadline (a lease
+// renewed since the leader looked stays: see LeaseRef::renewed_at).
+enum class RevokeReason : uint8_t { kRevoke = 0, kExpire = 1 };
+
+// A lease named by a revoke or keepalive. For an expiry, `renewed_at` is
+// the revision of the grant or keepalive the leader's deadline counts from;
+// the expiry does nothing to a lease renewed at another revision.
+struct LeaseRef {
+  uint64_t id = 0;
+  uint64_t renewed_at = 0;
+  bool operator==(const LeaseRef&) const = default;
 };
 
 // Identifies one client request cluster-wide: the node that accepted it and
@@ -112,6 +128,12 @@ struct CommandView {
   std::vector<Compare> compares;
   std::vector<TxnOp> success;
   std::vector<TxnOp> failure;
+  // kLeaseGrant: the id asked for (0: the server picks) and the TTL.
+  uint64_t lease_id = 0;
+  uint64_t ttl_ms = 0;
+  // kLeaseRevoke, kLeaseKeepAlive (renewed_at is 0 in both but an expiry).
+  RevokeReason reason = RevokeReason::kRevoke;
+  std::vector<LeaseRef> leases;
 };
 
 // Put(key, value) with request id `id`; with lease 0 this is byte for byte
@@ -124,12 +146,21 @@ std::string EncodeDelete(RequestId id, const TxnOp& op);
 std::string EncodeTxn(RequestId id, const std::vector<Compare>& compares,
                       const std::vector<TxnOp>& success, const std::vector<TxnOp>& failure);
 
+// Grants lease `lease_id` (0: the entry's index, or the next free id above
+// it) with a TTL of `ttl_ms`.
+std::string EncodeLeaseGrant(RequestId id, uint64_t lease_id, uint64_t ttl_ms);
+// Revokes (kRevoke: renewed_at unused) or expires (kExpire) `leases`.
+std::string EncodeLeaseRevoke(RequestId id, RevokeReason reason,
+                              const std::vector<LeaseRef>& leases);
+// Renews each of `lease_ids` from this entry's revision.
+std::string EncodeLeaseKeepAlive(RequestId id, const std::vector<uint64_t>& lease_ids);
+
 // Decodes `data`. False (out unspecified) if it is not a command this version
 // knows: wrong format version, unknown op, target, kind or field count, bad
 // lengths or trailing bytes.
 bool DecodeCommand(std::string_view data, CommandView* out);
 
-// The command language a command needs (1 or kProtoVersion).
+// The command language a command needs (1, 2 or 3).
 int ProtoOf(std::string_view data);
 
 }  // namespace raftkv::kv

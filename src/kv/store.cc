@@ -2,6 +2,7 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <mutex>
 
 #include "kv/encoding.h"
@@ -109,8 +110,9 @@ bool Store::AllHold(const std::vector<Compare>& cs) const {
 
 ResultCode Store::Check(const std::vector<TxnOp>& ops) const {
   for (const TxnOp& op : ops) {
-    // No lease exists yet (leases are issue 13): a put naming one fails.
-    if (op.kind == TxnOpKind::kPut && op.lease != 0) return ResultCode::kLeaseNotFound;
+    if (op.kind == TxnOpKind::kPut && op.lease != 0 && !keys_.leases.contains(op.lease)) {
+      return ResultCode::kLeaseNotFound;
+    }
     if (op.kind == TxnOpKind::kDelete && op.keys.range && op.max_keys != 0 && op.limit == 0) {
       uint64_t n = 0;
       for (auto it = First(op.keys); it != keys_.tree.end() && op.keys.Contains(it->key); ++it) {
@@ -150,11 +152,30 @@ void Store::ReadOp(const TxnOp& op, OpResult* out) const {
   if (!count_only) out->count = out->kvs.size();
 }
 
+void Store::Attach(Node* n, uint64_t lease) {
+  if (n->meta.lease == lease) return;
+  if (n->meta.lease != 0) {
+    auto it = keys_.leases.find(n->meta.lease);
+    RAFT_ASSERT(it != keys_.leases.end(), "key attached to a missing lease");
+    it->second.keys.erase(n);
+  }
+  if (lease != 0) keys_.leases.find(lease)->second.keys.insert(n);  // Check() found it.
+  n->meta.lease = lease;
+}
+
 void Store::Erase(Node* n) {
+  Attach(n, 0);
   keys_.index.erase(n);
   keys_.tree.erase(keys_.tree.iterator_to(*n));
-  if (n->meta.lease != 0) keys_.leased--;
   delete n;
+}
+
+void Store::DeleteNode(Node* n, uint64_t index, Event::Cause cause, const ApplyOptions& options) {
+  if (options.events) {
+    KeyValue gone{n->key, {}, KeyMeta{0, index, 0, n->meta.lease}};
+    options.events->push_back(Event{Event::Type::kDelete, std::move(gone), cause});
+  }
+  Erase(n);
 }
 
 void Store::PutOp(const TxnOp& op, uint64_t index, OpResult* out, const ApplyOptions& options) {
@@ -173,8 +194,7 @@ void Store::PutOp(const TxnOp& op, uint64_t index, OpResult* out, const ApplyOpt
   n->value.assign(op.value.data(), op.value.size());
   n->meta.mod_revision = index;
   n->meta.version++;
-  if ((n->meta.lease != 0) != (op.lease != 0)) keys_.leased += op.lease != 0 ? 1 : -1;
-  n->meta.lease = op.lease;
+  Attach(n, op.lease);
   if (out) out->kv = ToKv(*n, true);
   if (options.events) options.events->push_back(Event{Event::Type::kPut, ToKv(*n, true)});
 }
@@ -195,11 +215,7 @@ void Store::DeleteOp(const TxnOp& op, uint64_t index, OpResult* out, const Apply
   }
   for (Node* n : doomed) {
     if (out && (op.flags & kWantPrevKv)) out->kvs.push_back(ToKv(*n, true));
-    if (options.events) {
-      KeyValue gone{n->key, {}, KeyMeta{0, index, 0, n->meta.lease}};
-      options.events->push_back(Event{Event::Type::kDelete, std::move(gone)});
-    }
-    Erase(n);
+    DeleteNode(n, index, Event::Cause::kRequest, options);
   }
   if (out) {
     out->deleted = doomed.size();
@@ -230,6 +246,74 @@ void Store::RunOps(const std::vector<TxnOp>& ops, uint64_t index, Result* out,
   }
 }
 
+uint64_t Store::EndLease(uint64_t id, uint64_t index, Event::Cause cause,
+                         const ApplyOptions& options) {
+  auto it = keys_.leases.find(id);
+  // Key order, so that every node reports the events in the same order.
+  std::vector<Node*> doomed(it->second.keys.begin(), it->second.keys.end());
+  std::sort(doomed.begin(), doomed.end(),
+            [](const Node* a, const Node* b) { return a->key < b->key; });
+  LeaseInfo info{id, it->second.ttl_ms, it->second.renewed_at};
+  for (Node* n : doomed) DeleteNode(n, index, cause, options);
+  keys_.leases.erase(id);
+  if (options.lease_changes) options.lease_changes->push_back(LeaseChange{info, true});
+  return doomed.size();
+}
+
+ResultCode Store::ApplyLease(const CommandView& cmd, uint64_t index, Result* out,
+                             const ApplyOptions& options) {
+  auto renewed = [&](uint64_t id, Lease& l) {
+    l.renewed_at = index;
+    LeaseInfo info{id, l.ttl_ms, index};
+    if (options.lease_changes) options.lease_changes->push_back(LeaseChange{info, false});
+    if (out) out->leases.push_back(info);
+  };
+  switch (cmd.op) {
+    case Op::kLeaseGrant: {
+      uint64_t id = cmd.lease_id;
+      if (id == 0) {
+        id = index;  // Deterministic: the same on every node.
+        while (keys_.leases.contains(id)) id++;
+      } else if (keys_.leases.contains(id)) {
+        return ResultCode::kLeaseExists;
+      }
+      Lease& l = keys_.leases[id];
+      l.ttl_ms = cmd.ttl_ms;
+      renewed(id, l);
+      return ResultCode::kOk;
+    }
+    case Op::kLeaseKeepAlive:
+      for (const LeaseRef& ref : cmd.leases) {
+        auto it = keys_.leases.find(ref.id);
+        if (it != keys_.leases.end()) {
+          renewed(ref.id, it->second);
+        } else if (out) {
+          out->not_found.push_back(ref.id);
+        }
+      }
+      return ResultCode::kOk;
+    case Op::kLeaseRevoke: {
+      bool expire = cmd.reason == RevokeReason::kExpire;
+      for (const LeaseRef& ref : cmd.leases) {
+        auto it = keys_.leases.find(ref.id);
+        // An expiry leaves a lease renewed since the leader decided alone.
+        if (it == keys_.leases.end() || (expire && it->second.renewed_at != ref.renewed_at)) {
+          if (out) out->not_found.push_back(ref.id);
+          continue;
+        }
+        uint64_t n =
+            EndLease(ref.id, index,
+                     expire ? Event::Cause::kLeaseExpired : Event::Cause::kLeaseRevoked, options);
+        if (out) out->deleted += n;
+      }
+      return ResultCode::kOk;
+    }
+    default:
+      break;
+  }
+  return ResultCode::kOk;
+}
+
 raft::Status Store::Apply(std::span<const raft::Entry> entries, std::vector<Applied>* applied,
                           const ApplyOptions& options) {
   if (entries.empty()) return raft::Status::Ok();
@@ -252,6 +336,16 @@ raft::Status Store::Apply(std::span<const raft::Entry> entries, std::vector<Appl
       }
       bool want = options.want_result && options.want_result(e.index);
       std::shared_ptr<Result> result = want ? std::make_shared<Result>() : nullptr;
+      if (cmd.op >= Op::kLeaseGrant) {
+        ResultCode code = ApplyLease(cmd, e.index, result.get(), options);
+        if (result) {
+          result->code = code;
+          result->revision = e.index;
+        }
+        applied->push_back(Applied{e.index, cmd.id, code, std::move(result)});
+        rev = e.index;
+        continue;
+      }
       const std::vector<TxnOp>* ops = &one;
       bool succeeded = true;
       if (cmd.op == Op::kTxn) {
@@ -301,7 +395,7 @@ std::string Store::Snapshot() const {
   // Only the driver thread writes, and it is the caller: no lock needed for
   // reading, but take the shared one to keep the contract simple.
   std::shared_lock lock(mu_);
-  uint8_t version = keys_.leased == 0 ? kImageV1 : kImageV2;
+  uint8_t version = keys_.leases.empty() ? kImageV1 : kImageV2;
   size_t count = keys_.index.size();
   size_t bytes = 1 + 8 + 8 + 8 + 8;
   for (const Node& n : keys_.tree) bytes += 8 + n.key.size() + n.value.size() + 32;
@@ -318,7 +412,15 @@ std::string Store::Snapshot() const {
     PutU64(&out, n.meta.version);
     if (version == kImageV2) PutU64(&out, n.meta.lease);
   }
-  if (version == kImageV2) PutU64(&out, 0);  // The lease table: none until issue 13.
+  if (version == kImageV2) {
+    std::vector<LeaseInfo> leases = LeasesLocked();
+    PutU64(&out, leases.size());
+    for (const LeaseInfo& l : leases) {
+      PutU64(&out, l.id);
+      PutU64(&out, l.ttl_ms);
+      PutU64(&out, l.renewed_at);
+    }
+  }
   PutU64(&out, XXH3_64bits(out.data(), out.size()));
   return out;
 }
@@ -359,20 +461,42 @@ raft::Status Store::Restore(std::string_view image) {
     n->meta = meta;
     keys->index.insert(n);
     keys->tree.insert_unique(keys->tree.end(), *n);  // In order: constant time.
-    if (meta.lease != 0) keys->leased++;
     prev = n;
   }
   if (version == kImageV2) {
     uint64_t leases = 0;
     if (!r.U64(&leases)) return corrupt("truncated lease table");
-    if (leases != 0) return corrupt("lease table of " + std::to_string(leases) + " leases");
+    if (leases > r.left() / 24) {
+      return corrupt("lease count " + std::to_string(leases) + " too large");
+    }
+    uint64_t prev_id = 0;
+    for (uint64_t i = 0; i < leases; i++) {
+      uint64_t id = 0;
+      Lease l;
+      if (!r.U64(&id) || !r.U64(&l.ttl_ms) || !r.U64(&l.renewed_at)) {
+        return corrupt("truncated lease " + std::to_string(i));
+      }
+      if (id == 0 || id <= prev_id)
+        return corrupt("lease ids out of order at lease " + std::to_string(i));
+      prev_id = id;
+      keys->leases.emplace(id, std::move(l));
+    }
+  }
+  for (Node& n : keys->tree) {
+    if (n.meta.lease == 0) continue;
+    auto it = keys->leases.find(n.meta.lease);
+    if (it == keys->leases.end()) {
+      return corrupt("key attached to lease " + std::to_string(n.meta.lease) +
+                     ", which the image does not hold");
+    }
+    it->second.keys.insert(&n);
   }
   if (!r.done()) return corrupt("trailing bytes");
   {
     std::unique_lock lock(mu_);
     keys_.index.swap(keys->index);
     keys_.tree.swap(keys->tree);
-    std::swap(keys_.leased, keys->leased);
+    keys_.leases.swap(keys->leases);
     revision_.store(rev, std::memory_order_release);
   }
   return raft::Status::Ok();  // `keys` now holds the old state and frees it unlocked.
@@ -384,6 +508,38 @@ bool Store::Get(std::string_view key, std::string* value, KeyMeta* meta) const {
   if (!n) return false;
   value->assign(n->value);
   if (meta) *meta = n->meta;
+  return true;
+}
+
+std::vector<LeaseInfo> Store::LeasesLocked() const {
+  std::vector<LeaseInfo> out;
+  out.reserve(keys_.leases.size());
+  for (const auto& [id, l] : keys_.leases) out.push_back(LeaseInfo{id, l.ttl_ms, l.renewed_at});
+  std::sort(out.begin(), out.end(),
+            [](const LeaseInfo& a, const LeaseInfo& b) { return a.id < b.id; });
+  return out;
+}
+
+std::vector<LeaseInfo> Store::Leases() const {
+  std::shared_lock lock(mu_);
+  return LeasesLocked();
+}
+
+size_t Store::lease_count() const {
+  std::shared_lock lock(mu_);
+  return keys_.leases.size();
+}
+
+bool Store::GetLease(uint64_t id, LeaseInfo* out, std::vector<std::string>* keys) const {
+  std::shared_lock lock(mu_);
+  auto it = keys_.leases.find(id);
+  if (it == keys_.leases.end()) return false;
+  *out = LeaseInfo{id, it->second.ttl_ms, it->second.renewed_at};
+  if (keys) {
+    keys->clear();
+    for (const Node* n : it->second.keys) keys->push_back(n->key);
+    std::sort(keys->begin(), keys->end());
+  }
   return true;
 }
 
@@ -407,6 +563,13 @@ uint64_t Store::Hash() const {
     PutU64(&rec, n.meta.mod_revision);
     PutU64(&rec, n.meta.version);
     PutU64(&rec, n.meta.lease);
+    XXH3_64bits_update(st, rec.data(), rec.size());
+  }
+  for (const LeaseInfo& l : LeasesLocked()) {
+    rec.clear();
+    PutU64(&rec, l.id);
+    PutU64(&rec, l.ttl_ms);
+    PutU64(&rec, l.renewed_at);
     XXH3_64bits_update(st, rec.data(), rec.size());
   }
   uint64_t h = XXH3_64bits_digest(st);

@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <boost/intrusive/set.hpp>
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <boost/unordered/unordered_flat_set.hpp>
 #include <cstdint>
 #include <functional>
@@ -51,12 +52,30 @@ struct KeyValue {
   bool operator==(const KeyValue&) const = default;
 };
 
+// A lease as the replicated state holds it. Its deadline is not here: each
+// node keeps deadlines by its own clock, outside the store (server/lessor.h),
+// so that apply stays a pure function of the log.
+struct LeaseInfo {
+  uint64_t id = 0;
+  uint64_t ttl_ms = 0;
+  uint64_t renewed_at = 0;  // The revision of its grant or latest keepalive.
+  bool operator==(const LeaseInfo&) const = default;
+};
+
+// A change to the lease table, reported to whoever keeps the deadlines: a
+// grant or renewal (`gone` false), or the lease's end.
+struct LeaseChange {
+  LeaseInfo lease;
+  bool gone = false;
+};
+
 // How a command ended, the same on every node. A command that does not end
 // kOk changed nothing (a transaction is all or nothing).
 enum class ResultCode : uint8_t {
   kOk = 0,
   kLeaseNotFound,  // A put named a lease that does not exist.
   kTooManyKeys,    // A delete's range holds more than its max_keys.
+  kLeaseExists,    // A grant asked for an id that a lease has.
 };
 
 // One op's outcome. Payloads (kvs, the get's kv) are built only where the
@@ -76,14 +95,23 @@ struct Result {
   uint64_t revision = 0;  // The store revision the result reflects (a write: its index).
   bool succeeded = true;  // A transaction: its compares held.
   std::vector<OpResult> ops;
+  // Lease commands: the lease granted, or those renewed; the named leases
+  // that did not exist (keepalive, revoke; an expiry lists those it left
+  // alone); the keys a revoke or expiry deleted.
+  std::vector<LeaseInfo> leases;
+  std::vector<uint64_t> not_found;
+  uint64_t deleted = 0;
 };
 
 // A change to one key, for watchers (issue 12): a put carries the new kv, a
-// delete the key, its lease and mod_revision = the deleting revision.
+// delete the key, its lease and mod_revision = the deleting revision. A
+// delete caused by the end of the key's lease says so.
 struct Event {
   enum class Type : uint8_t { kPut, kDelete };
+  enum class Cause : uint8_t { kRequest, kLeaseRevoked, kLeaseExpired };
   Type type = Type::kPut;
   KeyValue kv;
+  Cause cause = Cause::kRequest;
 };
 
 // One applied command, reported so that the driver can complete the request
@@ -102,6 +130,8 @@ struct ApplyOptions {
   std::function<bool(raft::Index)> want_result;
   // If set, every change is appended here in apply order.
   std::vector<Event>* events = nullptr;
+  // If set, every change to the lease table is appended here in apply order.
+  std::vector<LeaseChange>* lease_changes = nullptr;
 };
 
 class Store {
@@ -122,8 +152,8 @@ class Store {
                      const ApplyOptions& options = {});
 
   // Driver thread. The snapshot image (docs/wire-format.md section 3):
-  // version 1 while no key carries a lease (so that a node of the first
-  // release can still install it during a rolling upgrade), else version 2.
+  // version 1 while no lease exists (so that a node of the first release
+  // can still install it during a rolling upgrade), else version 2.
   std::string Snapshot() const;
   // Driver thread. Replaces the whole state with an image (version 1 or 2).
   // kCorruption (state unchanged) if the image is malformed.
@@ -139,11 +169,17 @@ class Store {
   // that neither branch writes).
   Result ReadTxn(const std::vector<Compare>& compares, const std::vector<TxnOp>& success,
                  const std::vector<TxnOp>& failure) const;
+  // Any thread. Lease `id` and, if `keys` is set, its keys in key order;
+  // false if it does not exist.
+  bool GetLease(uint64_t id, LeaseInfo* out, std::vector<std::string>* keys = nullptr) const;
+  // Any thread. Every lease, by id.
+  std::vector<LeaseInfo> Leases() const;
+  size_t lease_count() const;
   // Any thread. The last applied index.
   uint64_t revision() const { return revision_.load(std::memory_order_acquire); }
   size_t size() const;
-  // Any thread. A digest of the whole state (keys, values, metadata and
-  // revision) that tests compare across nodes.
+  // Any thread. A digest of the whole state (keys, values, metadata, leases
+  // and revision) that tests compare across nodes.
   uint64_t Hash() const;
 
  private:
@@ -171,10 +207,15 @@ class Store {
   using Tree = boost::intrusive::set<Node, boost::intrusive::key_of_value<KeyOfNode>,
                                      boost::intrusive::constant_time_size<false>>;
   using Index = boost::unordered_flat_set<Node*, NodeHash, NodeEq>;
+  struct Lease {
+    uint64_t ttl_ms = 0;
+    uint64_t renewed_at = 0;
+    boost::unordered_flat_set<Node*> keys;  // The keys attached to it.
+  };
   struct Keys {
     Index index;
     Tree tree;
-    size_t leased = 0;  // Keys with a lease.
+    boost::unordered_flat_map<uint64_t, Lease> leases;
     ~Keys();
   };
 
@@ -192,6 +233,17 @@ class Store {
   void RunOps(const std::vector<TxnOp>& ops, uint64_t index, Result* out,
               const ApplyOptions& options);
   void Erase(Node* n);
+  // Deletes `n` at revision `index`, reporting the event with `cause`.
+  void DeleteNode(Node* n, uint64_t index, Event::Cause cause, const ApplyOptions& options);
+  // Runs a lease command (Apply's part for ops 5-7).
+  ResultCode ApplyLease(const CommandView& cmd, uint64_t index, Result* out,
+                        const ApplyOptions& options);
+  // Ends lease `id` (which exists) at revision `index`: deletes its keys in
+  // key order, then the lease. Returns the keys deleted.
+  uint64_t EndLease(uint64_t id, uint64_t index, Event::Cause cause, const ApplyOptions& options);
+  std::vector<LeaseInfo> LeasesLocked() const;
+  // Points `n` at lease `lease` (0: none), moving it between lease sets.
+  void Attach(Node* n, uint64_t lease);
   static KeyValue ToKv(const Node& n, bool with_value);
 
   mutable std::shared_mutex mu_;

@@ -53,6 +53,7 @@ Driver::Driver(ReplicaConfig config, LogStore* store, kv::Store* kv, DriverHooks
     last_snapshot_index_ = snap.meta.index;
     applied_term_ = snap.meta.term;
   }
+  lessor_.Reset(kv_->Leases(), hooks_.now());
   if (hooks_.feed) hooks_.feed->OnRestored(kv_->revision());
   node_ = std::make_unique<raft::Node>(config_.raft, &store_->storage());
   soft_ = raft::SoftState{node_->Leader(), node_->role()};
@@ -251,6 +252,9 @@ StatusReport Driver::Status() const {
   r.snapshots_taken = snapshots_taken_;
   r.snapshots_installed = snapshots_installed_;
   r.keys = kv_->size();
+  r.leases = kv_->lease_count();
+  r.lease_expiries_proposed = lessor_.proposed();
+  r.leases_expired = leases_expired_;
   r.pending_writes = writes_.size();
   r.pending_reads = reads_.size();
   r.view = view();
@@ -309,7 +313,38 @@ void Driver::Tick() {
   Answer(&issued, Outcome{Code::kUnavailable, "read timed out: no quorum"});
   Answer(&released,
          Outcome{Code::kUnavailable, "read timed out waiting for this node to catch up"});
+  ProposeExpiries();
   Schedule();
+}
+
+void Driver::ProposeExpiries() {
+  const double rate = static_cast<double>(config_.lease_expiries_per_second);
+  const double per_tick = rate * std::chrono::duration<double>(config_.tick).count();
+  expiry_budget_ = std::min(std::max(rate, 1.0), expiry_budget_ + per_tick);
+  // Only a leader whose term's no-op is applied: it then has applied every
+  // renewal committed before its term, so its deadlines are at least the
+  // ones the previous leader had (docs/leases.md).
+  if (stopped_ || storage_failed_ || node_->role() != raft::Role::kLeader ||
+      applied_term_ != node_->term() || lessor_.size() == 0) {
+    return;
+  }
+  TimePoint now = hooks_.now();
+  while (expiry_budget_ >= 1) {
+    size_t max = std::min<size_t>(kMaxExpiriesPerEntry, static_cast<size_t>(expiry_budget_));
+    std::vector<kv::LeaseRef> due = lessor_.TakeDue(now, max);
+    if (due.empty()) return;
+    expiry_budget_ -= static_cast<double>(due.size());
+    kv::RequestId id{config_.self.id, 0};
+    std::string command = kv::EncodeLeaseRevoke(id, kv::RevokeReason::kExpire, due);
+    Propose(std::move(command), id, [this, due](const Outcome& o) {
+      if (o.ok() && o.result) leases_expired_ += due.size() - o.result->not_found.size();
+      lessor_.Settled(due);
+    });
+  }
+}
+
+std::optional<int64_t> Driver::LeaseRemainingMs(uint64_t id) const {
+  return lessor_.RemainingMs(id, hooks_.now());
 }
 
 void Driver::Flush() {
@@ -468,6 +503,7 @@ void Driver::InstallSnapshot(const raft::Snapshot& snap) {
   conf_applied_ = snap.meta.conf;
   last_snapshot_index_ = snap.meta.index;
   applied_term_ = snap.meta.term;
+  lessor_.Reset(kv_->Leases(), hooks_.now());
   snapshots_installed_++;
   spdlog::info("installed a snapshot from the leader at index {} term {} ({} keys, {} bytes)",
                snap.meta.index, snap.meta.term, kv_->size(), snap.data.size());
@@ -491,10 +527,17 @@ void Driver::ApplyEntries(std::span<const raft::Entry> entries) {
   }
   std::vector<kv::Event> events;
   if (hooks_.feed) options.events = &events;
+  std::vector<kv::LeaseChange> lease_changes;
+  options.lease_changes = &lease_changes;
   const uint64_t prev_revision = kv_->revision();
   raft::Status s = kv_->Apply(entries, &applied, options);
   if (!s.ok()) Fatal("applying committed entries: " + s.ToString());
   applied_term_ = entries.back().term;
+  // Before the writes resolve: a settled expiry must find its leases updated.
+  if (!lease_changes.empty()) {
+    TimePoint now = hooks_.now();
+    for (const kv::LeaseChange& c : lease_changes) lessor_.Apply(c, now);
+  }
   if (hooks_.feed) hooks_.feed->OnChanges(prev_revision, kv_->revision(), std::move(events));
   if (hooks_.observer) hooks_.observer->OnApplied(entries);
   for (const raft::Entry& e : entries) {

@@ -43,6 +43,7 @@
 #include "kv/store.h"
 #include "raft/node.h"
 #include "server/identity.h"
+#include "server/lessor.h"
 #include "server/log_store.h"
 #include "server/pending.h"
 
@@ -73,6 +74,10 @@ struct StatusReport {
   uint64_t snapshots_taken = 0;
   uint64_t snapshots_installed = 0;
   size_t keys = 0;
+  size_t leases = 0;
+  // Leases whose expiry this node (as leader) proposed, not yet applied.
+  size_t lease_expiries_proposed = 0;
+  uint64_t leases_expired = 0;  // Expiries this node proposed that ended leases.
   size_t pending_writes = 0;
   size_t pending_reads = 0;
   bool admitted = false;
@@ -106,6 +111,10 @@ struct ReplicaConfig {
   uint64_t snapshot_retry_max_ticks = 1200;
   // Writes plus reads waiting on this node.
   uint64_t max_pending_requests = 100000;
+  // The leader proposes the expiry of at most this many leases per second
+  // (at most kMaxExpiriesPerEntry per entry), so that a mass expiry does not
+  // crowd out client writes (etcd: 1000/s).
+  uint64_t lease_expiries_per_second = 1000;
 };
 
 // What a harness may watch (the simulator's checkers; later, metrics). Every
@@ -207,6 +216,9 @@ class Driver {
   // after an election timeout without a quorum); INT64_MAX if it never has.
   // For stale reads with a bound (GET ?stale&max_staleness=2s).
   int64_t MillisSinceLeaderContact() const;
+  // Any thread: milliseconds until lease `id`'s deadline on this node
+  // (negative once past it: its expiry is on its way), nullopt if unknown.
+  std::optional<int64_t> LeaseRemainingMs(uint64_t id) const;
   // Any thread: "" while the storage is healthy, else "storage failed: ..."
   // (the node then refuses writes; see OnStorageFailed).
   std::string health() const;
@@ -220,6 +232,9 @@ class Driver {
   // Membership as of the applied index.
   const raft::ConfState& conf_applied() const { return conf_applied_; }
   const MemberInfo& self() const { return config_.self; }
+  const Lessor& lessor() const { return lessor_; }
+
+  static constexpr size_t kMaxExpiriesPerEntry = 1000;
 
  private:
   void Schedule();
@@ -240,6 +255,8 @@ class Driver {
   void ApplyEntries(std::span<const raft::Entry> entries);
   void ApplyAndRead(const raft::Ready& rd);
   void ApplyConfChange(const raft::Entry& e);
+  // Leader, each tick: proposes the expiry of the leases past their deadline.
+  void ProposeExpiries();
   void ResolveWrites(std::span<const raft::Entry> entries, const std::vector<kv::Applied>& applied);
   void ProposeConfChange(const raft::ConfChange& cc, Callback done);
   void FailAll(Code code, const std::string& why);
@@ -290,6 +307,10 @@ class Driver {
   uint64_t snapshot_failures_ = 0;
   raft::Status snapshot_error_;
   uint64_t snapshot_retry_tick_ = 0;
+
+  Lessor lessor_;
+  double expiry_budget_ = 0;  // Leases whose expiry may be proposed now.
+  uint64_t leases_expired_ = 0;
 
   PendingWrites writes_;
   PendingReads reads_;

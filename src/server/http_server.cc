@@ -165,6 +165,9 @@ std::string StatusJson(const StatusReport& r, const HttpServer::Shared& shared) 
   o["snapshots_taken"] = r.snapshots_taken;
   o["snapshots_installed"] = r.snapshots_installed;
   o["keys"] = r.keys;
+  o["leases"] = {{"count", r.leases},
+                 {"expiries_proposed", r.lease_expiries_proposed},
+                 {"expired", r.leases_expired}};
   o["pending_writes"] = r.pending_writes;
   o["pending_reads"] = r.pending_reads;
   o["storage"] = r.storage;
@@ -832,6 +835,7 @@ class Session : public std::enable_shared_from_this<Session> {
       }
     }
     if (path == "/v1/watch" || path.starts_with("/v1/watch/")) return V1Watch(method, path);
+    if (path == "/v1/leases" || path.starts_with("/v1/leases/")) return V1Leases(method, path);
     if (path == "/v1/txn") {
       if (method != http::verb::post) {
         return V1Error(405, "method_not_allowed", "method not allowed", "", "", "POST");
@@ -852,6 +856,187 @@ class Session : public std::enable_shared_from_this<Session> {
     relayed_headers_.clear();
     extra_headers_ = headers;
     Respond(http::status::no_content, "");
+  }
+
+  // --- /v1/leases (docs/http-api.md, "Leases") ---------------------------------
+
+  void V1Leases(http::verb method, std::string_view path) {
+    std::string_view rest = path.substr(std::string_view("/v1/leases").size());
+    if (rest.empty() || rest == "/") {
+      if (method == http::verb::post) return V1LeaseGrant();
+      if (method == http::verb::get) return V1LeaseList();
+      return V1Error(405, "method_not_allowed", "method not allowed", "", "", "GET, POST");
+    }
+    rest.remove_prefix(1);
+    if (rest == "keepalive") {
+      if (method != http::verb::post) {
+        return V1Error(405, "method_not_allowed", "method not allowed", "", "", "POST");
+      }
+      return V1LeaseKeepAlive(std::nullopt);
+    }
+    bool keepalive = false;
+    if (rest.ends_with("/keepalive")) {
+      keepalive = true;
+      rest.remove_suffix(std::string_view("/keepalive").size());
+    }
+    uint64_t id = 0;
+    auto [p, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), id, 10);
+    if (ec != std::errc() || p != rest.data() + rest.size() || id == 0 || id > v1::kMaxNumber) {
+      return V1Error(404, "not_found", "no such route (a lease id is an integer from 1 to 2^53-1)");
+    }
+    if (keepalive) {
+      if (method != http::verb::post) {
+        return V1Error(405, "method_not_allowed", "method not allowed", "", "", "POST");
+      }
+      return V1LeaseKeepAlive(id);
+    }
+    if (method == http::verb::get) return V1LeaseGet(id);
+    if (method == http::verb::delete_) return V1LeaseRevoke(id);
+    V1Error(405, "method_not_allowed", "method not allowed", "", "", "GET, DELETE");
+  }
+
+  void V1LeaseGrant() {
+    if (!V1Params({})) return;
+    uint64_t ttl_s = 0, id = 0;
+    v1::ApiError e;
+    if (!v1::ParseLeaseGrant(parser_->get().body(), &ttl_s, &id, &e)) return V1Error(e);
+    uint64_t ttl_ms = ttl_s > opts().max_lease_ttl_ms / 1000 ? UINT64_MAX : ttl_s * 1000;
+    if (ttl_ms > opts().max_lease_ttl_ms) {
+      return V1Error(400, "invalid_argument",
+                     "ttl longer than " + std::to_string(opts().max_lease_ttl_ms / 1000) +
+                         " s (--max-lease-ttl)");
+    }
+    // etcd raises a short TTL too: a lease must outlive a leader change.
+    ttl_ms = std::max(ttl_ms, opts().min_lease_ttl_ms);
+    // Counted against what this node has applied: grants in flight can pass
+    // the bound by their number (docs/http-api.md, "Leases").
+    if (shared_->kv->lease_count() >= opts().max_leases) {
+      return V1Error(429, "too_many_leases",
+                     "the cluster holds " + std::to_string(opts().max_leases) +
+                         " leases (--max-leases); revoke some or let them expire",
+                     "", "1");
+    }
+    lease_ttl_ms_ = ttl_ms;
+    lease_id_ = id;
+    V1Write(
+        [this](kv::RequestId rid) { return kv::EncodeLeaseGrant(rid, lease_id_, lease_ttl_ms_); },
+        &Session::V1LeaseGrantAnswer);
+  }
+
+  void V1LeaseGrantAnswer(const kv::Result& r) {
+    const kv::LeaseInfo& l = r.leases.at(0);
+    std::string body = "{\"id\":" + std::to_string(l.id) +
+                       ",\"ttl\":" + std::to_string(v1::TtlSeconds(l.ttl_ms)) +
+                       ",\"revision\":" + std::to_string(r.revision) + "}";
+    Respond(http::status::created, body);
+  }
+
+  // One lease (`one`), or the ids of the body.
+  void V1LeaseKeepAlive(std::optional<uint64_t> one) {
+    if (!V1Params({})) return;
+    lease_ids_.clear();
+    if (one) {
+      lease_ids_.push_back(*one);
+    } else {
+      v1::ApiError e;
+      if (!v1::ParseLeaseIds(parser_->get().body(), opts().max_keepalive_ids, &lease_ids_, &e)) {
+        return V1Error(e);
+      }
+      if (lease_ids_.empty()) {
+        return Respond(http::status::ok, "{\"renewed\":[],\"not_found\":[],\"revision\":" +
+                                             std::to_string(shared_->kv->revision()) + "}");
+      }
+    }
+    lease_batch_ = !one.has_value();
+    V1Write([this](kv::RequestId rid) { return kv::EncodeLeaseKeepAlive(rid, lease_ids_); },
+            &Session::V1LeaseKeepAliveAnswer);
+  }
+
+  void V1LeaseKeepAliveAnswer(const kv::Result& r) {
+    std::string body;
+    if (!lease_batch_) {
+      if (r.leases.empty()) return V1LeaseNotFound();
+      body = "{\"id\":" + std::to_string(r.leases[0].id) +
+             ",\"ttl\":" + std::to_string(v1::TtlSeconds(r.leases[0].ttl_ms)) +
+             ",\"revision\":" + std::to_string(r.revision) + "}";
+      return Respond(http::status::ok, body);
+    }
+    body = "{\"renewed\":[";
+    for (size_t i = 0; i < r.leases.size(); i++) {
+      if (i > 0) body += ',';
+      v1::AppendLease(&body, r.leases[i].id, r.leases[i].ttl_ms);
+    }
+    body += "],\"not_found\":";
+    v1::AppendIds(&body, r.not_found);
+    body += ",\"revision\":" + std::to_string(r.revision) + "}";
+    Respond(http::status::ok, body);
+  }
+
+  void V1LeaseNotFound() {
+    V1Error(404, "lease_not_found",
+            "the lease does not exist (it expired or was revoked: grant a new one and put its "
+            "keys again)");
+  }
+
+  void V1LeaseRevoke(uint64_t id) {
+    if (!V1Params({})) return;
+    lease_ids_ = {id};
+    V1Write(
+        [this](kv::RequestId rid) {
+          return kv::EncodeLeaseRevoke(rid, kv::RevokeReason::kRevoke,
+                                       {kv::LeaseRef{lease_ids_[0], 0}});
+        },
+        &Session::V1LeaseRevokeAnswer);
+  }
+
+  void V1LeaseRevokeAnswer(const kv::Result& r) {
+    if (!r.not_found.empty()) return V1LeaseNotFound();
+    Respond(http::status::ok, "{\"revision\":" + std::to_string(r.revision) +
+                                  ",\"deleted\":" + std::to_string(r.deleted) + "}");
+  }
+
+  // Served by the leader, the only node whose deadlines decide (a follower
+  // forwards): a read barrier, then the store and the leader's deadline.
+  void V1LeaseGet(uint64_t id) {
+    if (!V1Params({"keys"})) return;
+    auto view = shared_->replica->view();
+    if (!view->IsLeader()) return Forward(*view, false);
+    shared_->replica->ReadBarrier([self = shared_from_this(), id](Outcome o) {
+      self->Later([self, o = std::move(o), id] {
+        if (!o.ok()) return self->V1OutcomeError(o, false);
+        kv::LeaseInfo l;
+        std::vector<std::string> keys;
+        bool with_keys = self->query_.Flag("keys");
+        if (!self->shared_->kv->GetLease(id, &l, with_keys ? &keys : nullptr)) {
+          return self->V1LeaseNotFound();
+        }
+        int64_t remaining = self->shared_->replica->LeaseRemainingMs(id).value_or(0);
+        std::string body = "{\"id\":" + std::to_string(id) +
+                           ",\"ttl\":" + std::to_string(v1::TtlSeconds(l.ttl_ms)) +
+                           ",\"remaining_ms\":" + std::to_string(std::max<int64_t>(0, remaining)) +
+                           ",\"renewed_revision\":" + std::to_string(l.renewed_at);
+        if (with_keys) {
+          body += ',';
+          v1::AppendKeyList(&body, keys, self->b64_);
+        }
+        body += '}';
+        self->Respond(http::status::ok, body);
+      });
+    });
+  }
+
+  void V1LeaseList() {
+    if (!V1Params({"consistency", "stale", "min_revision", "max_staleness"})) return;
+    V1Read([this] {
+      std::vector<kv::LeaseInfo> leases = shared_->kv->Leases();
+      std::string body = "{\"leases\":[";
+      for (size_t i = 0; i < leases.size(); i++) {
+        if (i > 0) body += ',';
+        v1::AppendLease(&body, leases[i].id, leases[i].ttl_ms);
+      }
+      body += "]}";
+      Respond(http::status::ok, body);
+    });
   }
 
   // --- /v1/watch (docs/http-api.md, "Watch") -----------------------------------
@@ -1367,7 +1552,7 @@ class Session : public std::enable_shared_from_this<Session> {
     // a member of the first release would stop at it (docs/http-api.md,
     // "Upgrades").
     if (kv::ProtoOf(command) > 1 && shared_->proto != nullptr &&
-        shared_->proto->ClusterProto() < kv::kProtoVersion) {
+        shared_->proto->ClusterProto() < kv::ProtoOf(command)) {
       return V1Error(503, "cluster_upgrading",
                      "a member does not speak this request's command language yet (a rolling "
                      "upgrade in progress, or a member not heard from)",
@@ -1387,6 +1572,8 @@ class Session : public std::enable_shared_from_this<Session> {
                 return (self.get()->*answer)(r);
               case kv::ResultCode::kLeaseNotFound:
                 return self->V1Error(404, "lease_not_found", "the lease does not exist");
+              case kv::ResultCode::kLeaseExists:
+                return self->V1Error(409, "lease_exists", "a lease with this id exists");
               case kv::ResultCode::kTooManyKeys:
                 return self->V1Error(413, "too_many_keys",
                                      "more than " + std::to_string(self->opts().max_delete_keys) +
@@ -1416,6 +1603,11 @@ class Session : public std::enable_shared_from_this<Session> {
   bool counted_ = false;
   // The connection went to a watch stream, which now counts it.
   bool handed_off_ = false;
+  // A lease request's parsed fields (kept for the encode callback).
+  uint64_t lease_ttl_ms_ = 0;
+  uint64_t lease_id_ = 0;
+  std::vector<uint64_t> lease_ids_;
+  bool lease_batch_ = false;
   // The allowed Origin of this request (CORS), or empty.
   std::string cors_origin_;
   // More header lines for the next answer ("\r\nName: value"...).

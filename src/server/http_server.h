@@ -48,6 +48,11 @@ struct HttpOptions {
   uint64_t max_range_limit = 10000;     // A larger ?limit is lowered to it.
   uint64_t max_range_bytes = 4 << 20;   // A page ends once it holds this many bytes.
   uint64_t max_delete_keys = 10000;     // A prefix delete without limit: 413 past it.
+  // Leases (docs/http-api.md, "Leases").
+  uint64_t max_leases = 100000;                    // 429 too_many_leases past it.
+  uint64_t min_lease_ttl_ms = 2000;                // A shorter TTL is raised to it.
+  uint64_t max_lease_ttl_ms = 30ULL * 86400 * 1000;  // 400 past it.
+  uint64_t max_keepalive_ids = 10000;              // 400 too_many_ids past it.
   // Browser origins allowed to call the API (CORS), comma separated; "*": any.
   std::string cors_origins;
 };

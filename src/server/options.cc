@@ -68,6 +68,16 @@ ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* messa
        "most keys one /v1 prefix delete without ?limit removes; more is 413 too_many_keys")
       ("max-watchers", po::value(&out->max_watchers)->default_value(d.max_watchers),
        "watches on this node (streams' watches and long polls); past it 429 too_many_watchers")
+      ("max-leases", po::value(&out->max_leases)->default_value(d.max_leases),
+       "leases in the cluster; a grant past it is 429 too_many_leases")
+      ("max-lease-ttl", po::value(&out->max_lease_ttl_s)->default_value(d.max_lease_ttl_s),
+       "longest lease TTL in seconds; longer is 400 (the shortest is twice the longest "
+       "election timeout, and a shorter TTL is raised to it)")
+      ("max-keepalive-ids", po::value(&out->max_keepalive_ids)->default_value(d.max_keepalive_ids),
+       "lease ids in one POST /v1/leases/keepalive; more is 400 too_many_ids")
+      ("lease-expiries-per-second",
+       po::value(&out->lease_expiries_per_second)->default_value(d.lease_expiries_per_second),
+       "leases the leader expires per second at most (1000 per log entry)")
       ("watch-buffer-bytes",
        po::value(&out->watch_buffer_bytes)->default_value(d.watch_buffer_bytes),
        "unsent bytes per watch stream; a consumer that falls further behind is cancelled "

@@ -39,6 +39,11 @@ struct Options {
   uint64_t watch_buffer_bytes = 4 << 20;
   uint64_t watch_history_revisions = 100000;
   uint64_t watch_history_bytes = 64 << 20;
+  // Leases (docs/http-api.md, "Leases").
+  uint64_t max_leases = 100000;
+  uint64_t max_lease_ttl_s = 30 * 24 * 3600;
+  uint64_t max_keepalive_ids = 10000;
+  uint64_t lease_expiries_per_second = 1000;
   // Origins a browser page may call the API from (CORS), comma separated;
   // "*" for any; empty for none.
   std::string cors_origins;

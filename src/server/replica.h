@@ -86,6 +86,10 @@ class Replica {
   // joined). Set by the Server; shown in /status.
   void set_admitted(bool admitted) { admitted_ = admitted; }
   const MemberInfo& self() const { return driver_->self(); }
+  // Any thread: see Driver::LeaseRemainingMs.
+  std::optional<int64_t> LeaseRemainingMs(uint64_t id) const {
+    return driver_->LeaseRemainingMs(id);
+  }
   uint64_t NextSeq() { return seq_.fetch_add(1, std::memory_order_relaxed) + 1; }
 
  private:

@@ -135,6 +135,7 @@ raft::Status Server::Start() {
   rc.raft.id = self_.id;
   rc.raft.election_timeout_ticks = options_.election_ticks;
   rc.raft.heartbeat_interval_ticks = options_.heartbeat_ticks;
+  rc.lease_expiries_per_second = options_.lease_expiries_per_second;
   // One command: a put's key and value, or a /v1 txn, which its body bounds
   // (its encoding adds a few bytes per op, and a prefix's end per range).
   rc.raft.max_entry_bytes = std::max(options_.max_key_bytes + options_.max_value_bytes + 256,
@@ -211,6 +212,11 @@ raft::Status Server::Start() {
   ho.max_range_bytes = options_.max_range_bytes;
   ho.max_delete_keys = options_.max_delete_keys;
   ho.cors_origins = options_.cors_origins;
+  ho.max_leases = options_.max_leases;
+  // Twice the longest election timeout: a lease outlives a leader change.
+  ho.min_lease_ttl_ms = 2 * 2 * static_cast<uint64_t>(options_.tick_ms * options_.election_ticks);
+  ho.max_lease_ttl_ms = std::max<uint64_t>(options_.max_lease_ttl_s * 1000, ho.min_lease_ttl_ms);
+  ho.max_keepalive_ids = options_.max_keepalive_ids;
   http_ =
       std::make_unique<HttpServer>(io_, std::move(ios), ho, replica_.get(), &kv_, forwarder_.get(),
                                    transport_.get(), proto_.get(), watch_hub_.get());

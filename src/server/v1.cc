@@ -484,6 +484,56 @@ bool CheckBranch(const std::vector<kv::TxnOp>& ops, const Limits& limits, std::s
   return true;
 }
 
+bool ParseLeaseGrant(std::string_view body, uint64_t* ttl_s, uint64_t* id, ApiError* error) {
+  json::value v;
+  if (!ParseObject(body, 2, R"({"ttl":10})", &v, error)) return false;
+  Fields f(v.get_object(), "body");
+  *ttl_s = 0;
+  *id = 0;
+  if (!f.Number("ttl", ttl_s, error) || !f.Number("id", id, error) || !f.NoOthers(error)) {
+    return false;
+  }
+  if (*ttl_s == 0) {
+    *error = Invalid("body: needs a \"ttl\" in seconds, at least 1");
+    return false;
+  }
+  return true;
+}
+
+bool ParseLeaseIds(std::string_view body, size_t max, std::vector<uint64_t>* ids, ApiError* error) {
+  json::value v;
+  if (!ParseObject(body, 3, R"({"ids":[1,2]})", &v, error)) return false;
+  const json::object& o = v.get_object();
+  const json::value* list = o.if_contains("ids");
+  if (o.size() != 1 || list == nullptr || !list->is_array()) {
+    *error = Invalid(R"(body: needs exactly "ids", an array of lease ids)");
+    return false;
+  }
+  const json::array& a = list->get_array();
+  if (a.size() > max) {
+    *error = ApiError{400, "too_many_ids",
+                      "body: more than " + std::to_string(max) +
+                          " lease ids (--max-keepalive-ids); split the batch"};
+    return false;
+  }
+  ids->clear();
+  std::set<uint64_t> seen;
+  for (const json::value& x : a) {
+    uint64_t id = 0;
+    if (x.is_uint64()) {
+      id = x.get_uint64();
+    } else if (x.is_int64() && x.get_int64() > 0) {
+      id = static_cast<uint64_t>(x.get_int64());
+    }
+    if (id == 0 || id > kMaxNumber) {
+      *error = Invalid("body: each lease id must be an integer from 1 to 2^53-1");
+      return false;
+    }
+    if (seen.insert(id).second) ids->push_back(id);
+  }
+  return true;
+}
+
 bool ParsePutBody(std::string_view body, std::string* value, uint64_t* lease, ApiError* error) {
   json::value v;
   if (!ParseObject(body, 4, R"({"value":"..."})", &v, error)) return false;
@@ -680,7 +730,41 @@ void AppendEvents(std::string* out, std::span<const kv::Event* const> events, bo
     AppendField(out, "mod_revision", e.kv.meta.mod_revision);
     out->push_back(',');
     AppendField(out, "lease", e.kv.meta.lease);
-    out->append("}}");
+    out->push_back('}');
+    if (e.cause == kv::Event::Cause::kLeaseExpired) {
+      out->append(",\"cause\":\"lease_expired\"");
+    } else if (e.cause == kv::Event::Cause::kLeaseRevoked) {
+      out->append(",\"cause\":\"lease_revoked\"");
+    }
+    out->push_back('}');
+  }
+  out->push_back(']');
+}
+
+void AppendLease(std::string* out, uint64_t id, uint64_t ttl_ms) {
+  out->push_back('{');
+  AppendField(out, "id", id);
+  out->push_back(',');
+  AppendField(out, "ttl", TtlSeconds(ttl_ms));
+  out->push_back('}');
+}
+
+void AppendIds(std::string* out, std::span<const uint64_t> ids) {
+  out->push_back('[');
+  for (size_t i = 0; i < ids.size(); i++) {
+    if (i > 0) out->push_back(',');
+    AppendU64(out, ids[i]);
+  }
+  out->push_back(']');
+}
+
+void AppendKeyList(std::string* out, const std::vector<std::string>& keys, bool b64) {
+  bool encode = b64;
+  for (const std::string& k : keys) encode = encode || !IsValidUtf8(k);
+  out->append(encode ? "\"keys_b64\":[" : "\"keys\":[");
+  for (size_t i = 0; i < keys.size(); i++) {
+    if (i > 0) out->push_back(',');
+    AppendJsonString(out, encode ? Base64(keys[i]) : std::string_view(keys[i]));
   }
   out->push_back(']');
 }

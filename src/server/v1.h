@@ -88,6 +88,14 @@ bool CheckBranch(const std::vector<kv::TxnOp>& ops, const Limits& limits, std::s
 // "lease". The value goes to *value.
 bool ParsePutBody(std::string_view body, std::string* value, uint64_t* lease, ApiError* error);
 
+// Parses a lease grant body {"ttl":10[,"id":N]}: the TTL in seconds
+// (nonzero; the caller applies the bounds) and the id asked for (0: none).
+bool ParseLeaseGrant(std::string_view body, uint64_t* ttl_s, uint64_t* id, ApiError* error);
+// Parses {"ids":[..]}: 0 to `max` lease ids (1 to 2^53-1), duplicates dropped.
+bool ParseLeaseIds(std::string_view body, size_t max, std::vector<uint64_t>* ids, ApiError* error);
+// A lease's TTL in whole seconds, as the API shows it (rounded up).
+inline uint64_t TtlSeconds(uint64_t ttl_ms) { return (ttl_ms + 999) / 1000; }
+
 // One watch of a POST /v1/watch?stream body.
 struct WatchItem {
   std::string id;  // Unique in the request; its index when not given.
@@ -121,6 +129,12 @@ void AppendKvs(std::string* out, const std::vector<kv::KeyValue>& kvs, bool b64,
 // A watch's events as a JSON array: {"type":"put","kv":{..}} and
 // {"type":"delete","kv":{"key":..,"mod_revision":R,"lease":L}}.
 void AppendEvents(std::string* out, std::span<const kv::Event* const> events, bool b64);
+// {"id":N,"ttl":S}.
+void AppendLease(std::string* out, uint64_t id, uint64_t ttl_ms);
+// [1,2,3].
+void AppendIds(std::string* out, std::span<const uint64_t> ids);
+// "keys":[..], or "keys_b64":[..] when b64 is set or a key is not UTF-8.
+void AppendKeyList(std::string* out, const std::vector<std::string>& keys, bool b64);
 // {"revision":R,"succeeded":..,"results":[...]} for a txn.
 std::string TxnJson(const kv::Result& r, const TxnRequest& req, bool b64);
 // {"error":"..","code":".."} plus `extra` (a JSON fragment starting with ','

@@ -272,7 +272,7 @@ TEST(CommandTest, DeleteAndTxnRoundTrip) {
                                 RangeOp(KeyRange{"r", "s", true}, 7, kCountOnly, 99)};
   success[0].lease = 12;
   std::string data = EncodeTxn({5, 6}, {c, p}, success, {GetOp("f")});
-  EXPECT_EQ(ProtoOf(data), kProtoVersion);
+  EXPECT_EQ(ProtoOf(data), 2);
   ASSERT_TRUE(DecodeCommand(data, &cmd));
   EXPECT_EQ(cmd.op, Op::kTxn);
   EXPECT_EQ(cmd.id, (RequestId{5, 6}));
@@ -296,7 +296,7 @@ TEST(CommandTest, DeleteAndTxnRoundTrip) {
     EXPECT_FALSE(DecodeCommand(data.substr(0, n), &cmd)) << "truncated at " << n;
   }
   EXPECT_FALSE(DecodeCommand(data + "x", &cmd));
-  EXPECT_EQ(ProtoOf(EncodePut({1, 1}, "k", "v", 3)), kProtoVersion);
+  EXPECT_EQ(ProtoOf(EncodePut({1, 1}, "k", "v", 3)), 2);
 }
 
 TEST(CommandTest, UnknownTargetsKindsAndFlagsAreRefused) {
@@ -552,7 +552,7 @@ TEST(StoreV1Test, AFailingOpLeavesTheWholeTxnUnapplied) {
   s.Put("a", "1");
   uint64_t before = s.store.Hash();
   TxnOp leased = PutOp("b", "2");
-  leased.lease = 5;  // No lease exists (leases are issue 13).
+  leased.lease = 5;  // No such lease.
   Result r = s.Txn({}, {PutOp("a", "changed"), leased});
   EXPECT_EQ(r.code, ResultCode::kLeaseNotFound);
   EXPECT_TRUE(r.ops.empty());
@@ -655,7 +655,9 @@ TEST(StoreV1Test, TheFirstReleasesImageLoadsAndImagesStayVersion1WithoutLeases) 
   EXPECT_EQ(s.Snapshot(), v1);
 }
 
-TEST(StoreV1Test, AVersion2ImageCarriesLeases) {
+// A version 2 image up to its lease table: revision 4, one key "k" at
+// revisions 2..4, version 3, on lease 77.
+std::string ImageV2KeyOnLease77() {
   std::string out;
   PutU8(&out, 2);
   PutU64(&out, 4);
@@ -665,8 +667,16 @@ TEST(StoreV1Test, AVersion2ImageCarriesLeases) {
   PutU64(&out, 2);
   PutU64(&out, 4);
   PutU64(&out, 3);
-  PutU64(&out, 77);  // The lease.
-  PutU64(&out, 0);   // The lease table.
+  PutU64(&out, 77);
+  return out;
+}
+
+TEST(StoreV1Test, AVersion2ImageCarriesLeases) {
+  std::string out = ImageV2KeyOnLease77();
+  PutU64(&out, 1);  // The lease table: one lease.
+  PutU64(&out, 77);
+  PutU64(&out, 5000);
+  PutU64(&out, 3);
   std::string image = out;
   PutU64(&image, XXH3_64bits(image.data(), image.size()));
   Store s;
@@ -675,7 +685,12 @@ TEST(StoreV1Test, AVersion2ImageCarriesLeases) {
   KeyMeta m;
   ASSERT_TRUE(s.Get("k", &v, &m));
   EXPECT_EQ(m, (KeyMeta{2, 4, 3, 77}));
-  EXPECT_EQ(s.Snapshot(), image);  // A leased key keeps the image at version 2.
+  LeaseInfo l;
+  std::vector<std::string> keys;
+  ASSERT_TRUE(s.GetLease(77, &l, &keys));
+  EXPECT_EQ(l, (LeaseInfo{77, 5000, 3}));
+  EXPECT_EQ(keys, std::vector<std::string>{"k"});
+  EXPECT_EQ(s.Snapshot(), image);  // A lease keeps the image at version 2.
   Store t;
   ASSERT_TRUE(t.Restore(s.Snapshot()).ok());
   EXPECT_EQ(t.Hash(), s.Hash());
@@ -684,6 +699,225 @@ TEST(StoreV1Test, AVersion2ImageCarriesLeases) {
   v3[0] = 3;
   PutU64(&v3, XXH3_64bits(v3.data(), v3.size()));
   EXPECT_EQ(t.Restore(v3).code(), raft::Code::kCorruption);
+}
+
+TEST(StoreV1Test, AnImageWhoseKeyNamesAMissingLeaseIsCorrupt) {
+  std::string out = ImageV2KeyOnLease77();  // A lease the table does not hold.
+  PutU64(&out, 0);
+  PutU64(&out, XXH3_64bits(out.data(), out.size()));
+  Store s;
+  raft::Status st = s.Restore(out);
+  EXPECT_EQ(st.code(), raft::Code::kCorruption);
+  EXPECT_NE(st.message().find("lease 77"), std::string::npos) << st.message();
+}
+
+// --- Leases (issue 13) -------------------------------------------------------
+
+TEST(CommandTest, LeaseCommandsRoundTripAndNeedLanguage3) {
+  CommandView cmd;
+  std::string grant = EncodeLeaseGrant({3, 9}, 42, 7000);
+  ASSERT_TRUE(DecodeCommand(grant, &cmd));
+  EXPECT_EQ(cmd.op, Op::kLeaseGrant);
+  EXPECT_EQ(cmd.id, (RequestId{3, 9}));
+  EXPECT_EQ(cmd.lease_id, 42u);
+  EXPECT_EQ(cmd.ttl_ms, 7000u);
+  EXPECT_EQ(ProtoOf(grant), 3);
+
+  std::string expire = EncodeLeaseRevoke({3, 0}, RevokeReason::kExpire, {{5, 11}, {6, 12}});
+  ASSERT_TRUE(DecodeCommand(expire, &cmd));
+  EXPECT_EQ(cmd.op, Op::kLeaseRevoke);
+  EXPECT_EQ(cmd.reason, RevokeReason::kExpire);
+  EXPECT_EQ(cmd.leases, (std::vector<LeaseRef>{{5, 11}, {6, 12}}));
+  EXPECT_EQ(ProtoOf(expire), 3);
+
+  std::string revoke = EncodeLeaseRevoke({3, 1}, RevokeReason::kRevoke, {{5, 99}});
+  ASSERT_TRUE(DecodeCommand(revoke, &cmd));
+  EXPECT_EQ(cmd.reason, RevokeReason::kRevoke);
+  EXPECT_EQ(cmd.leases, (std::vector<LeaseRef>{{5, 0}}));  // A revoke carries no revision.
+
+  std::string keepalive = EncodeLeaseKeepAlive({3, 2}, {8, 9, 10});
+  ASSERT_TRUE(DecodeCommand(keepalive, &cmd));
+  EXPECT_EQ(cmd.op, Op::kLeaseKeepAlive);
+  EXPECT_EQ(cmd.leases, (std::vector<LeaseRef>{{8, 0}, {9, 0}, {10, 0}}));
+  EXPECT_EQ(ProtoOf(keepalive), 3);
+  // A Delete still needs only language 2.
+  EXPECT_EQ(ProtoOf(EncodeDelete({1, 1}, DelOp(One("k")))), 2);
+
+  // Every truncation, an unknown reason, and a trailing byte are refused.
+  for (const std::string& data : {grant, expire, keepalive}) {
+    for (size_t n = 0; n < data.size(); n++) {
+      EXPECT_FALSE(DecodeCommand(data.substr(0, n), &cmd)) << n;
+    }
+    EXPECT_FALSE(DecodeCommand(data + "x", &cmd));
+  }
+  std::string bad = EncodeLeaseRevoke({3, 1}, RevokeReason::kRevoke, {{5, 0}});
+  // Header (19 bytes), then the reason field: u32 length 8, then the u64.
+  bad[19 + 4] = 2;  // 2 is no reason.
+  EXPECT_FALSE(DecodeCommand(bad, &cmd));
+}
+
+class Leases : public V1 {
+ public:
+  Result Grant(uint64_t id, uint64_t ttl_ms) {
+    return Apply(EncodeLeaseGrant({1, seq++}, id, ttl_ms));
+  }
+  Result KeepAlive(const std::vector<uint64_t>& ids) {
+    return Apply(EncodeLeaseKeepAlive({1, seq++}, ids));
+  }
+  Result Revoke(RevokeReason why, const std::vector<LeaseRef>& refs,
+                std::vector<Event>* events = nullptr) {
+    return Apply(EncodeLeaseRevoke({1, seq++}, why, refs), events);
+  }
+  Result PutLeased(std::string_view k, uint64_t lease) {
+    return Apply(EncodePut({1, seq++}, k, "v", lease));
+  }
+  std::vector<std::string> KeysOf(uint64_t id) {
+    LeaseInfo l;
+    std::vector<std::string> keys;
+    EXPECT_TRUE(store.GetLease(id, &l, &keys)) << id;
+    return keys;
+  }
+};
+
+TEST(StoreLeaseTest, GrantPicksTheEntrysIndexOrTheNextFreeIdAndRefusesATakenOne) {
+  Leases s;
+  Result r = s.Grant(0, 5000);  // Index 1.
+  ASSERT_EQ(r.code, ResultCode::kOk);
+  EXPECT_EQ(r.leases, (std::vector<LeaseInfo>{{1, 5000, 1}}));
+  r = s.Grant(3, 4000);  // Index 2, id 3 chosen.
+  EXPECT_EQ(r.leases, (std::vector<LeaseInfo>{{3, 4000, 2}}));
+  r = s.Grant(0, 5000);  // Index 3: taken by the chosen id, so 4.
+  EXPECT_EQ(r.leases, (std::vector<LeaseInfo>{{4, 5000, 3}}));
+  r = s.Grant(3, 9000);
+  EXPECT_EQ(r.code, ResultCode::kLeaseExists);
+  LeaseInfo l;
+  ASSERT_TRUE(s.store.GetLease(3, &l));
+  EXPECT_EQ(l.ttl_ms, 4000u);  // Unchanged.
+  EXPECT_EQ(s.store.lease_count(), 3u);
+  EXPECT_EQ(s.store.Leases(), (std::vector<LeaseInfo>{{1, 5000, 1}, {3, 4000, 2}, {4, 5000, 3}}));
+}
+
+TEST(StoreLeaseTest, KeysFollowTheirLeaseAndARevokeDeletesThemInOneRevisionInKeyOrder) {
+  Leases s;
+  s.Grant(10, 5000);
+  s.Grant(20, 5000);
+  EXPECT_EQ(s.PutLeased("x/b", 10).code, ResultCode::kOk);
+  EXPECT_EQ(s.PutLeased("x/a", 10).code, ResultCode::kOk);
+  EXPECT_EQ(s.PutLeased("x/c", 20).code, ResultCode::kOk);
+  EXPECT_EQ(s.PutLeased("x/d", 10).code, ResultCode::kOk);
+  // A put naming a missing lease changes nothing.
+  EXPECT_EQ(s.PutLeased("x/e", 30).code, ResultCode::kLeaseNotFound);
+  // Moving a key to another lease, and out of any lease.
+  s.PutLeased("x/c", 10);
+  s.PutLeased("x/d", 0);
+  EXPECT_EQ(s.KeysOf(10), (std::vector<std::string>{"x/a", "x/b", "x/c"}));
+  EXPECT_TRUE(s.KeysOf(20).empty());
+  // Deleting a key detaches it.
+  s.Delete(DelOp(One("x/b")));
+  EXPECT_EQ(s.KeysOf(10), (std::vector<std::string>{"x/a", "x/c"}));
+
+  std::vector<Event> events;
+  uint64_t rev = s.store.revision() + 1;
+  Result r = s.Revoke(RevokeReason::kRevoke, {{10, 0}, {99, 0}}, &events);
+  EXPECT_EQ(r.deleted, 2u);
+  EXPECT_EQ(r.not_found, std::vector<uint64_t>{99});
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].kv.key, "x/a");
+  EXPECT_EQ(events[1].kv.key, "x/c");
+  for (const Event& e : events) {
+    EXPECT_EQ(e.type, Event::Type::kDelete);
+    EXPECT_EQ(e.cause, Event::Cause::kLeaseRevoked);
+    EXPECT_EQ(e.kv.meta.mod_revision, rev);
+    EXPECT_EQ(e.kv.meta.lease, 10u);
+  }
+  LeaseInfo l;
+  EXPECT_FALSE(s.store.GetLease(10, &l));
+  EXPECT_TRUE(s.store.GetLease(20, &l));
+  EXPECT_EQ(s.Keys(KeyRange{"x/", "x0", true}), std::vector<std::string>{"x/d"});
+}
+
+TEST(StoreLeaseTest, AnExpiryLeavesALeaseRenewedSinceTheLeaderLooked) {
+  Leases s;
+  s.Grant(7, 3000);  // renewed_at 1.
+  s.PutLeased("k", 7);
+  Result r = s.KeepAlive({7, 8});  // Index 3.
+  EXPECT_EQ(r.leases, (std::vector<LeaseInfo>{{7, 3000, 3}}));
+  EXPECT_EQ(r.not_found, std::vector<uint64_t>{8});
+  // The leader decided from the grant (renewed_at 1): the keepalive won.
+  std::vector<Event> events;
+  r = s.Revoke(RevokeReason::kExpire, {{7, 1}}, &events);
+  EXPECT_EQ(r.deleted, 0u);
+  EXPECT_EQ(r.not_found, std::vector<uint64_t>{7});
+  EXPECT_TRUE(events.empty());
+  EXPECT_EQ(s.KeysOf(7), std::vector<std::string>{"k"});
+  // An expiry from the latest renewal ends it, and says so.
+  r = s.Revoke(RevokeReason::kExpire, {{7, 3}}, &events);
+  EXPECT_EQ(r.deleted, 1u);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].cause, Event::Cause::kLeaseExpired);
+  std::string v;
+  EXPECT_FALSE(s.store.Get("k", &v));
+  // A keepalive after the end finds nothing.
+  r = s.KeepAlive({7});
+  EXPECT_TRUE(r.leases.empty());
+  EXPECT_EQ(r.not_found, std::vector<uint64_t>{7});
+}
+
+TEST(StoreLeaseTest, LeaseChangesAreReportedForTheDeadlines) {
+  Store store;
+  std::vector<raft::Entry> entries = {
+      Entry(1, EncodeLeaseGrant({1, 1}, 5, 2000)), Entry(2, EncodeLeaseKeepAlive({1, 2}, {5, 6})),
+      Entry(3, EncodeLeaseRevoke({1, 3}, RevokeReason::kExpire, {{5, 1}})),
+      Entry(4, EncodeLeaseRevoke({1, 4}, RevokeReason::kExpire, {{5, 2}}))};
+  std::vector<Applied> applied;
+  std::vector<LeaseChange> changes;
+  ApplyOptions o;
+  o.lease_changes = &changes;
+  ASSERT_TRUE(store.Apply(entries, &applied, o).ok());
+  ASSERT_EQ(changes.size(), 3u);
+  EXPECT_EQ(changes[0].lease, (LeaseInfo{5, 2000, 1}));
+  EXPECT_FALSE(changes[0].gone);
+  EXPECT_EQ(changes[1].lease, (LeaseInfo{5, 2000, 2}));
+  EXPECT_FALSE(changes[1].gone);
+  EXPECT_EQ(changes[2].lease, (LeaseInfo{5, 2000, 2}));  // The stale expiry did nothing.
+  EXPECT_TRUE(changes[2].gone);
+  EXPECT_EQ(store.lease_count(), 0u);
+}
+
+TEST(StoreLeaseTest, LeasesSurviveASnapshotAndTheHashCoversThem) {
+  Leases s;
+  s.Grant(0, 4000);  // Id 1.
+  s.Grant(9, 8000);
+  s.PutLeased("a", 1);
+  s.PutLeased("b", 9);
+  s.PutLeased("c", 1);
+  std::string image = s.store.Snapshot();
+  EXPECT_EQ(static_cast<uint8_t>(image[0]), 2);
+  Leases t;
+  ASSERT_TRUE(t.store.Restore(image).ok());
+  EXPECT_EQ(t.store.Hash(), s.store.Hash());
+  EXPECT_EQ(t.store.Leases(), s.store.Leases());
+  EXPECT_EQ(t.KeysOf(1), (std::vector<std::string>{"a", "c"}));
+  EXPECT_EQ(t.store.Snapshot(), image);
+  // The restored store still ends a lease with its keys.
+  t.seq = 100;
+  Result r = t.Revoke(RevokeReason::kRevoke, {{1, 0}});
+  EXPECT_EQ(r.deleted, 2u);
+  EXPECT_EQ(t.store.size(), 1u);
+  // A renewal alone changes the hash: deadlines count from it on every node.
+  uint64_t before = s.store.Hash();
+  Leases u;
+  ASSERT_TRUE(u.store.Restore(image).ok());
+  s.KeepAlive({9});
+  u.Apply(EncodePut({1, 1}, "zz", "v"));
+  u.Delete(DelOp(One("zz")));
+  EXPECT_NE(s.store.Hash(), before);
+  // A lease without keys still makes a version 2 image; none makes version 1.
+  Leases w;
+  w.Grant(0, 3000);
+  EXPECT_EQ(static_cast<uint8_t>(w.store.Snapshot()[0]), 2);
+  w.Revoke(RevokeReason::kRevoke, {{1, 0}});
+  EXPECT_EQ(static_cast<uint8_t>(w.store.Snapshot()[0]), 1);
 }
 
 }  // namespace

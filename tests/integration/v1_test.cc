@@ -585,7 +585,7 @@ TEST(V1UpgradeTest, NewCommandsWaitUntilEveryMemberSpeaksThem) {
   HttpClient cl(c.http_port(leader));
   auto cas = [&] { return Put(cl, "up/k", "v", "?if_version=0"); };
   // Every member is of this release: the gate is open.
-  EXPECT_TRUE(WaitFor([&] { return ClusterProto(cl) == 2; }, milliseconds(10000)));
+  EXPECT_TRUE(WaitFor([&] { return ClusterProto(cl) == 3; }, milliseconds(10000)));
   ASSERT_EQ(cas().status, 200);
 
   // A member of the first release joins (a learner that never catches up:
@@ -613,9 +613,16 @@ TEST(V1UpgradeTest, NewCommandsWaitUntilEveryMemberSpeaksThem) {
   HttpClient f(c.http_port((leader + 1) % 3));
   ExpectError(Put(f, "up/k3", "v", "?if_version=0"), 503, "cluster_upgrading", "via a follower");
 
-  // The member is upgraded: it now says it speaks language 2.
+  // The member is upgraded to the release before leases: it speaks
+  // language 2, so conditional writes work and lease commands still wait.
   old.set_body(R"({"id":"old","proto":2})");
   EXPECT_TRUE(WaitFor([&] { return Put(cl, "up/k4", "v", "?if_version=0").status == 200; },
+                      milliseconds(10000)));
+  ExpectError(cl.Post("/v1/leases", R"({"ttl":10})"), 503, "cluster_upgrading",
+              "a lease grant with a language-2 member");
+  // And to this release.
+  old.set_body(R"({"id":"old","proto":3})");
+  EXPECT_TRUE(WaitFor([&] { return cl.Post("/v1/leases", R"({"ttl":10})").status == 201; },
                       milliseconds(10000)));
 }
 
