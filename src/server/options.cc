@@ -162,6 +162,18 @@ ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* messa
   if (out->watch_history_revisions == 0 || out->watch_history_bytes == 0) {
     return bad("--watch-history-revisions and --watch-history-bytes must be positive");
   }
+  if (out->max_leases == 0) return bad("--max-leases must be positive");
+  // Ten years: a deadline is a steady-clock time point in nanoseconds.
+  if (out->max_lease_ttl_s == 0 || out->max_lease_ttl_s > 10ULL * 365 * 86400) {
+    return bad("--max-lease-ttl must be 1..315360000 seconds (ten years)");
+  }
+  // 8 bytes per id in one log entry: 100,000 ids make 800 KB.
+  if (out->max_keepalive_ids == 0 || out->max_keepalive_ids > 100000) {
+    return bad("--max-keepalive-ids must be 1..100000");
+  }
+  if (out->lease_expiries_per_second == 0) {
+    return bad("--lease-expiries-per-second must be positive (0 would never expire a lease)");
+  }
   if (out->fsync != "always" && out->fsync != "never") return bad("--fsync must be always|never");
   if (out->bootstrap && !out->join.empty()) return bad("--bootstrap and --join exclude each other");
   return ParseResult::kRun;

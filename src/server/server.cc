@@ -214,7 +214,11 @@ raft::Status Server::Start() {
   ho.cors_origins = options_.cors_origins;
   ho.max_leases = options_.max_leases;
   // Twice the longest election timeout: a lease outlives a leader change.
-  ho.min_lease_ttl_ms = 2 * 2 * static_cast<uint64_t>(options_.tick_ms * options_.election_ticks);
+  // Whole seconds, rounded up: the API speaks seconds, and the TTL it
+  // reports must not be longer than the one granted.
+  uint64_t min_ttl_ms = 2 * 2 * static_cast<uint64_t>(options_.tick_ms) *
+                        static_cast<uint64_t>(options_.election_ticks);
+  ho.min_lease_ttl_ms = (min_ttl_ms + 999) / 1000 * 1000;
   ho.max_lease_ttl_ms = std::max<uint64_t>(options_.max_lease_ttl_s * 1000, ho.min_lease_ttl_ms);
   ho.max_keepalive_ids = options_.max_keepalive_ids;
   http_ =

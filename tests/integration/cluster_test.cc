@@ -779,5 +779,31 @@ TEST(ClusterTest, EveryErrorStatus) {
                "write on a lone node");
 }
 
+// A flag outside its range stops the process at once with a non-zero exit
+// and a message naming the flag, before it opens anything.
+TEST(FlagsTest, OutOfRangeLimitsExitNamingTheFlag) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--max-leases", "0"}, "--max-leases"},
+      {{"--max-lease-ttl", "0"}, "--max-lease-ttl"},
+      {{"--max-lease-ttl", "315360001"}, "--max-lease-ttl"},
+      {{"--max-keepalive-ids", "100001"}, "--max-keepalive-ids"},
+      {{"--lease-expiries-per-second", "0"}, "--lease-expiries-per-second"},
+      {{"--max-delete-keys", "0"}, "--max-delete-keys"},
+  };
+  std::string dir = ::testing::TempDir() + "/flags-test";
+  std::filesystem::create_directories(dir);
+  for (const auto& [flags, name] : cases) {
+    std::vector<std::string> argv = {RAFTKV_BIN, "--datadir", dir + "/data"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    std::string log = dir + "/log.txt";
+    Process p(argv, log);
+    EXPECT_EQ(p.Wait(milliseconds(10000)), 2) << flags[0];
+    std::ifstream in(log);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find(name), std::string::npos) << text;
+    EXPECT_FALSE(std::filesystem::exists(dir + "/data")) << "it opened its data directory";
+  }
+}
+
 }  // namespace
 }  // namespace raftkv::itest
