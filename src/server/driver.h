@@ -115,6 +115,11 @@ struct ReplicaConfig {
   // (at most kMaxExpiriesPerEntry per entry), so that a mass expiry does not
   // crowd out client writes (etcd: 1000/s).
   uint64_t lease_expiries_per_second = 1000;
+  // TEST ONLY, never set in the server: a new leader resets every lease
+  // deadline to a full TTL from its election (the bug etcd-io/etcd#9888
+  // describes), so that the simulator's lease checker can show it catches
+  // it (raftkv-sim --mutate=lease-reset).
+  bool unsafe_reset_lease_deadlines_on_election = false;
 };
 
 // What a harness may watch (the simulator's checkers; later, metrics). Every
@@ -309,7 +314,8 @@ class Driver {
   uint64_t snapshot_retry_tick_ = 0;
 
   Lessor lessor_;
-  double expiry_budget_ = 0;  // Leases whose expiry may be proposed now.
+  double expiry_budget_ = 0;    // Leases whose expiry may be proposed now.
+  raft::Term expiry_term_ = 0;  // The term of the last ProposeExpiries pass as leader.
   uint64_t leases_expired_ = 0;
 
   PendingWrites writes_;

@@ -376,3 +376,217 @@ std::vector<KvOp> Clients::History() const {
 }
 
 }  // namespace raftkv::sim
+
+namespace raftkv::sim {
+
+LeaseClients::LeaseClients(uint64_t seed, const LeaseClientOptions& options, Trace* trace,
+                           std::function<void(kv::RequestId)> sent)
+    : rng_(seed), options_(options), trace_(trace), sent_(std::move(sent)) {
+  for (int i = 0; i < options_.clients; i++) {
+    Client c;
+    c.id = kFirstClient + static_cast<uint64_t>(i);
+    c.next_tick = rng_.Uniform(options_.think_max_ticks + 1);
+    clients_.push_back(std::move(c));
+  }
+}
+
+LeaseClients::Held* LeaseClients::Find(Client* c, uint64_t id) {
+  for (Held& h : c->held) {
+    if (h.id == id) return &h;
+  }
+  return nullptr;
+}
+
+void LeaseClients::Forget(Client* c, uint64_t id) {
+  std::erase_if(c->held, [id](const Held& h) { return h.id == id; });
+}
+
+void LeaseClients::Tick(uint64_t tick, ClientTransport* transport) {
+  tick_ = tick;
+  for (Client& c : clients_) {
+    if (c.busy && tick >= c.deadline) {
+      stats_.unknown++;
+      trace_->Textf(raft::kNoNode, "lc%" PRIu64 " #%" PRIu64 " UNKNOWN (timeout)",
+                    c.id - kFirstClient, c.seq);
+      c.busy = false;
+      c.next_tick = tick + 1;
+    }
+    if (!c.busy && !stopped_ && tick >= c.next_tick) Start(&c, tick, transport);
+  }
+}
+
+void LeaseClients::Start(Client* c, uint64_t tick, ClientTransport* transport) {
+  // Leases it no longer tracks: lapsed ones past their TTL (and a margin),
+  // kept ones whose renewals did not arrive within a TTL (they may be gone).
+  std::erase_if(c->held, [&](const Held& h) {
+    if (h.mode == Mode::kLapse) return tick >= h.forget_tick;
+    if (h.mode == Mode::kKeep) return tick >= h.renew_tick + TicksOf(h.ttl_ms);
+    return false;
+  });
+  for (Held& h : c->held) {
+    if (h.mode == Mode::kKeep && tick >= h.until_tick) {
+      h.mode = Mode::kLapse;  // Kept long enough: now it lapses.
+      h.forget_tick = h.renew_tick + 2 * TicksOf(h.ttl_ms);
+    }
+  }
+  // What to do: a keepalive that is due first, then a revoke that is due,
+  // else a grant or a put, at random.
+  std::vector<uint64_t> due;
+  for (const Held& h : c->held) {
+    if (h.mode == Mode::kKeep && tick >= h.renew_tick + TicksOf(h.ttl_ms) / 3) due.push_back(h.id);
+  }
+  c->leases.clear();
+  if (!due.empty()) {
+    c->kind = Kind::kKeepAlive;
+    if (due.size() > 1 && rng_.Chance(1, 2)) {
+      c->leases = due;  // A batch keepalive.
+    } else {
+      c->leases.push_back(due[rng_.Uniform(due.size())]);
+    }
+  } else {
+    for (const Held& h : c->held) {
+      if (h.mode == Mode::kRevoke && tick >= h.until_tick) {
+        c->kind = Kind::kRevoke;
+        c->leases.push_back(h.id);
+        break;
+      }
+    }
+    if (c->leases.empty()) {
+      uint64_t r = rng_.Uniform(100);
+      if (r < 35 && c->held.size() < static_cast<size_t>(options_.max_leases)) {
+        c->kind = Kind::kGrant;
+        c->ttl_ms =
+            options_.ttl_min_ms + rng_.Uniform(options_.ttl_max_ms - options_.ttl_min_ms + 1);
+      } else if (r < 85 && !c->held.empty()) {
+        c->kind = Kind::kPut;
+        c->leases.push_back(c->held[rng_.Uniform(c->held.size())].id);
+      } else {
+        c->next_tick = tick + 1 + rng_.Uniform(options_.think_max_ticks + 1);
+        return;
+      }
+    }
+  }
+  up_.clear();
+  transport->UpNodes(&up_);
+  if (up_.empty()) {
+    c->next_tick = tick + 1;
+    return;
+  }
+  raft::NodeId node = up_[rng_.Uniform(up_.size())];
+  if (c->leader_hint != raft::kNoNode && rng_.Chance(4, 5)) {
+    for (raft::NodeId id : up_) {
+      if (id == c->leader_hint) node = id;
+    }
+  }
+  server::Driver* driver = transport->DriverOf(node);
+  const kv::RequestId id{c->id, c->seq + 1};
+  std::string cmd;
+  std::string what;
+  switch (c->kind) {
+    case Kind::kGrant:
+      cmd = kv::EncodeLeaseGrant(id, 0, c->ttl_ms);
+      what = "grant ttl=" + std::to_string(c->ttl_ms);
+      break;
+    case Kind::kKeepAlive:
+      cmd = kv::EncodeLeaseKeepAlive(id, c->leases);
+      what = "keepalive";
+      break;
+    case Kind::kRevoke: {
+      std::vector<kv::LeaseRef> refs;
+      for (uint64_t l : c->leases) refs.push_back(kv::LeaseRef{l, 0});
+      cmd = kv::EncodeLeaseRevoke(id, kv::RevokeReason::kRevoke, refs);
+      what = "revoke";
+      break;
+    }
+    case Kind::kPut: {
+      Held* h = Find(c, c->leases[0]);
+      std::string key = "lease/" + std::to_string(c->id - kFirstClient) + "/" +
+                        std::to_string(h->id) + "/" + std::to_string(rng_.Uniform(3));
+      cmd = kv::EncodePut(id, key, "v" + std::to_string(id.seq), h->id);
+      what = "put " + key;
+      break;
+    }
+  }
+  for (uint64_t l : c->leases) what += " " + std::to_string(l);
+  const uint64_t cid = c->id;
+  const uint64_t seq = id.seq;
+  std::optional<server::Outcome> refused =
+      CallDriver([driver, &cmd,
+                  id](server::Callback cb) { driver->Propose(std::move(cmd), id, std::move(cb)); },
+                 [this, cid, seq](server::Outcome o) { OnDone(cid, seq, o); });
+  if (refused) {
+    stats_.refused++;
+    c->leader_hint = driver->node().Leader();
+    c->next_tick = tick + 1 + rng_.Uniform(3);
+    return;
+  }
+  if (c->kind == Kind::kGrant || c->kind == Kind::kKeepAlive) sent_(id);
+  if (c->kind == Kind::kKeepAlive) {
+    for (uint64_t l : c->leases) Find(c, l)->renew_tick = tick;
+  }
+  c->seq = seq;
+  c->busy = true;
+  c->node = node;
+  c->deadline = tick + options_.timeout_ticks;
+  trace_->Textf(node, "lc%" PRIu64 " #%" PRIu64 " %s via n%" PRIu64, cid - kFirstClient, seq,
+                what.c_str(), node);
+}
+
+void LeaseClients::OnDone(uint64_t cid, uint64_t seq, const server::Outcome& o) {
+  Client& c = clients_[cid - kFirstClient];
+  if (!c.busy || c.seq != seq) return;  // Given up on already.
+  c.busy = false;
+  c.next_tick = tick_ + 1 + rng_.Uniform(options_.think_max_ticks + 1);
+  const kv::Result* r = o.result.get();
+  if (!o.ok() || r == nullptr) {
+    if (o.code != server::Code::kNotCommitted) stats_.unknown++;
+    trace_->Textf(c.node, "lc%" PRIu64 " #%" PRIu64 " %s", cid - kFirstClient, seq,
+                  o.ok() ? "no result" : o.message.c_str());
+    return;
+  }
+  c.leader_hint = c.node;
+  trace_->Textf(c.node, "lc%" PRIu64 " #%" PRIu64 " ok at index %" PRIu64 " code %d",
+                cid - kFirstClient, seq, o.index, static_cast<int>(r->code));
+  switch (c.kind) {
+    case Kind::kGrant: {
+      if (r->code != kv::ResultCode::kOk || r->leases.empty()) return;
+      stats_.grants_ok++;
+      Held h;
+      h.id = r->leases[0].id;
+      h.ttl_ms = r->leases[0].ttl_ms;
+      h.renew_tick = tick_;
+      uint64_t ttl = TicksOf(h.ttl_ms);
+      uint64_t mode = rng_.Uniform(100);
+      h.mode = mode < 40 ? Mode::kKeep : mode < 75 ? Mode::kLapse : Mode::kRevoke;
+      h.until_tick = h.mode == Mode::kKeep ? tick_ + ttl * (2 + rng_.Uniform(5))
+                                           : tick_ + rng_.Uniform(ttl + 1);
+      h.forget_tick = tick_ + 2 * ttl;
+      c.held.push_back(h);
+      return;
+    }
+    case Kind::kKeepAlive:
+      stats_.keepalives_ok++;
+      for (uint64_t l : r->not_found) Forget(&c, l);
+      return;
+    case Kind::kRevoke:
+      stats_.revokes_ok++;
+      for (uint64_t l : c.leases) Forget(&c, l);
+      return;
+    case Kind::kPut:
+      if (r->code == kv::ResultCode::kOk) stats_.puts_ok++;
+      if (r->code == kv::ResultCode::kLeaseNotFound) Forget(&c, c.leases[0]);
+      return;
+  }
+}
+
+void LeaseClients::OnNodeDown(raft::NodeId node) {
+  for (Client& c : clients_) {
+    if (!c.busy || c.node != node) continue;
+    stats_.unknown++;
+    c.busy = false;
+    c.leader_hint = raft::kNoNode;
+    c.next_tick = tick_ + 1;
+  }
+}
+
+}  // namespace raftkv::sim

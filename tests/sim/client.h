@@ -170,4 +170,93 @@ class Clients {
   std::vector<raft::NodeId> up_;  // Scratch.
 };
 
+// The lease workload (issue 13): a few clients of their own that grant
+// leases (TTL 400-2500 virtual ms: at least twice the largest election
+// timeout, 2 x 10 ticks of 10 ms, as the server demands, and short next to a
+// run's 50 virtual seconds, so that many expire), put keys on them
+// ("lease/<client>/<lease>/<n>", a namespace no other client touches),
+// keep some alive at about TTL/3 (one lease or all the client's due ones in
+// one keepalive) for 2-6 TTLs, let others lapse, and revoke some. Their ops
+// stay out of the linearizability history: an expiry deletes keys at a
+// moment no client chose, which its model of keys does not know, so lease
+// keys live apart from the keys it checks; the lease checker (leases.h)
+// checks them instead. Its choices come from a random stream of its own, so
+// the other clients draw what they drew before.
+struct LeaseClientOptions {
+  int clients = 2;
+  int max_leases = 3;  // Per client, known to it (granted, not yet ended).
+  uint32_t ttl_min_ms = 400;
+  uint32_t ttl_max_ms = 2500;
+  uint32_t think_max_ticks = 8;
+  uint32_t timeout_ticks = 60;
+  uint32_t tick_ms = 10;  // The simulator's tick.
+};
+
+struct LeaseClientStats {
+  uint64_t grants_ok = 0;
+  uint64_t keepalives_ok = 0;
+  uint64_t revokes_ok = 0;
+  uint64_t puts_ok = 0;
+  uint64_t unknown = 0;  // Timed out, or the node went down.
+  uint64_t refused = 0;
+};
+
+class LeaseClients {
+ public:
+  // `sent` hears of every grant and keepalive handed to a driver (the
+  // checker maps request ids to send times).
+  LeaseClients(uint64_t seed, const LeaseClientOptions& options, Trace* trace,
+               std::function<void(kv::RequestId)> sent);
+
+  void Tick(uint64_t tick, ClientTransport* transport);
+  void set_stopped(bool stopped) { stopped_ = stopped; }
+  void OnNodeDown(raft::NodeId node);
+  const LeaseClientStats& stats() const { return stats_; }
+
+  // Request ids of lease clients: client ids from here up.
+  static constexpr uint64_t kFirstClient = uint64_t{1} << 60;
+
+ private:
+  enum class Mode : uint8_t { kKeep, kLapse, kRevoke };
+  struct Held {
+    uint64_t id = 0;
+    uint64_t ttl_ms = 0;
+    Mode mode = Mode::kLapse;
+    uint64_t renew_tick = 0;   // Keep: the last keepalive sent (or the grant).
+    uint64_t until_tick = 0;   // Keep: kept alive until then. Revoke: revoked then.
+    uint64_t forget_tick = 0;  // Lapse: forgotten then (surely expired).
+    int keys = 0;
+  };
+  enum class Kind : uint8_t { kGrant, kKeepAlive, kRevoke, kPut };
+  struct Client {
+    uint64_t id = 0;
+    bool busy = false;
+    uint64_t next_tick = 0;
+    uint64_t deadline = 0;
+    uint64_t seq = 0;
+    raft::NodeId node = raft::kNoNode;
+    raft::NodeId leader_hint = raft::kNoNode;
+    Kind kind = Kind::kGrant;
+    uint64_t ttl_ms = 0;           // Grant.
+    std::vector<uint64_t> leases;  // KeepAlive, Revoke, Put.
+    std::vector<Held> held;
+  };
+
+  void Start(Client* c, uint64_t tick, ClientTransport* transport);
+  void OnDone(uint64_t client, uint64_t seq, const server::Outcome& o);
+  Held* Find(Client* c, uint64_t id);
+  void Forget(Client* c, uint64_t id);
+  uint64_t TicksOf(uint64_t ms) const { return ms / options_.tick_ms; }
+
+  raft::Rng rng_;
+  LeaseClientOptions options_;
+  Trace* trace_;
+  std::function<void(kv::RequestId)> sent_;
+  std::vector<Client> clients_;
+  uint64_t tick_ = 0;
+  bool stopped_ = false;
+  LeaseClientStats stats_;
+  std::vector<raft::NodeId> up_;
+};
+
 }  // namespace raftkv::sim

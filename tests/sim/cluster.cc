@@ -57,6 +57,17 @@ ClientOptions DrawClientOptions(uint64_t seed) {
   return o;
 }
 
+// From a stream of its own, so that the other clients' options stay what
+// the seed gave them before the lease workload existed.
+LeaseClientOptions DrawLeaseClientOptions(uint64_t seed) {
+  raft::Rng r(DeriveSeed(seed, 17));
+  LeaseClientOptions o;
+  o.clients = 1 + static_cast<int>(r.Uniform(2));
+  o.max_leases = 2 + static_cast<int>(r.Uniform(3));
+  o.think_max_ticks = 3 + static_cast<uint32_t>(r.Uniform(10));
+  return o;
+}
+
 void OnFatalSignal(int sig) {
   if (g_current != nullptr) {
     const SimOptions& o = g_current->options();
@@ -96,6 +107,11 @@ Cluster::Cluster(const SimOptions& options)
       net_(DeriveSeed(options.seed, 2), &trace_),
       clients_(DeriveSeed(options.seed, 4), DrawClientOptions(options.seed), &trace_),
       watches_(DeriveSeed(options.seed, 15), [this](std::string why) { Fail(std::move(why)); }),
+      lease_checker_([this](std::string why) { Fail(std::move(why)); },
+                     LeaseChecker::Limits{kMaxPendingRequests, kMaxEntryBytes,
+                                          profile_.max_uncommitted_bytes}),
+      lease_clients_(DeriveSeed(options.seed, 16), DrawLeaseClientOptions(options.seed), &trace_,
+                     [this](kv::RequestId id) { lease_checker_.OnSent(id, Now()); }),
       sched_rng_(DeriveSeed(options.seed, 14)),
       request_timeout_ticks_(20 + DeriveSeed(options.seed, 12) % 61) {
   if (profile_.lone_voter && options.faults) lone_end_tick_ = profile_.lone_ticks;
@@ -667,6 +683,7 @@ RunResult Cluster::Run() {
       if (l != nullptr && l->node().conf().Voters().size() == static_cast<size_t>(options_.nodes)) {
         warm_ = true;
         clients_.set_stopped(false);
+        lease_clients_.set_stopped(false);
         faults_on_ = options_.faults;
         if (faults_on_) net_.set_faults(profile_.net);
         trace_.Textf(raft::kNoNode, "warm-up done: conf %s; faults %s",
@@ -694,6 +711,7 @@ RunResult Cluster::Run() {
         // 407031: 3 -> 4 voters, 9-byte snapshot chunks, 15 entries kept).
         if (tick_ == lone_end_tick_ + kWarmupMaxTicks) {
           clients_.set_stopped(true);
+          lease_clients_.set_stopped(true);
           trace_.Textf(raft::kNoNode, "warm-up: clients pause until it is done");
         }
         uint64_t from = std::max(warm_progress_tick_, lone_end_tick_);
@@ -713,14 +731,17 @@ RunResult Cluster::Run() {
 
     for (auto& n : nodes_) {
       if (!n || n->state != NodeState::kUp) continue;
+      lease_checker_.BeforeTick(n->id, *n->driver);
       n->driver->Tick();
       AfterInput(n.get());
+      lease_checker_.AfterTick(n->id, *n->driver, *n->kv, Now());
     }
     ProcessDirty();
     for (auto& n : nodes_) {
       if (n && n->state == NodeState::kUp && n->feed) watches_.Tick(n->feed.get());
     }
     clients_.Tick(tick_, this);
+    lease_clients_.Tick(tick_, this);
     if (tail) LivenessDriver();
     ProcessDirty();
     for (uint32_t sub = 0; sub < kStepsPerTick && !failed(); sub++) {
@@ -782,6 +803,8 @@ RunResult Cluster::Run() {
 
   stats_.clients = clients_.stats();
   stats_.watches = watches_.stats();
+  stats_.lease_clients = lease_clients_.stats();
+  stats_.leases = lease_checker_.stats();
   stats_.state_comparisons = checker_.state_comparisons();
   result.stats = stats_;
   result.trace_hash = trace_.hash();

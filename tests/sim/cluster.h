@@ -32,6 +32,7 @@
 #include "client.h"
 #include "faults.h"
 #include "kv/store.h"
+#include "leases.h"
 #include "network.h"
 #include "raft/node.h"
 #include "raft/rng.h"
@@ -46,6 +47,10 @@
 namespace raftkv::sim {
 
 inline constexpr uint32_t kStepsPerTick = 4;
+// Each driver's ReplicaConfig::max_pending_requests.
+inline constexpr size_t kMaxPendingRequests = 64;
+// Each node's raft::Config::max_entry_bytes.
+inline constexpr uint64_t kMaxEntryBytes = 256;
 
 // A simulated node's disk. kMemory: a raft::MemoryStorage, with lost unsynced
 // commit indexes and torn Readies modelled by the driver. kWal: the real
@@ -69,6 +74,11 @@ struct SimOptions {
   // Off: no targeted schedule (faults.h) is drawn (comparisons).
   bool schedules = true;
   DiskMode disk = DiskMode::kBySeed;
+  // The lease-reset mutation (raftkv-sim --mutate=lease-reset): each new
+  // leader resets every lease deadline to a full TTL
+  // (ReplicaConfig::unsafe_reset_lease_deadlines_on_election); the lease
+  // checker must catch it.
+  bool mutate_lease_reset = false;
   bool echo_trace = false;
   FILE* trace_out = stdout;
   size_t trace_tail = 200;  // Events kept for failure reports.
@@ -105,6 +115,8 @@ struct RunStats {
   uint64_t lin_states = 0;
   ClientStats clients;
   WatchStats watches;
+  LeaseClientStats lease_clients;
+  LeaseStats leases;
 };
 
 struct RunResult {
@@ -244,6 +256,8 @@ class Cluster : public ClientTransport {
   void OnSnapshotInstalled(SimNode* n, const raft::SnapshotMeta& meta);
   void StopNode(SimNode* n);
 
+  // The drivers' clock (DriverHooks::now): the current step's virtual time.
+  server::TimePoint Now() const;
   void Fail(std::string what);
   bool failed() const { return !failure_.empty() || !checker_.ok(); }
 
@@ -263,6 +277,8 @@ class Cluster : public ClientTransport {
   SafetyChecker checker_;
   Clients clients_;
   Watches watches_;
+  LeaseChecker lease_checker_;
+  LeaseClients lease_clients_;
   std::vector<std::unique_ptr<SimNode>> nodes_;  // Indexed by node id.
   raft::NodeId next_id_ = 1;
 

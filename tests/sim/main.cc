@@ -3,6 +3,7 @@
 //   raftkv-sim --seed N [--nodes 3|5] [--ticks T] [--trace]   one run
 //   raftkv-sim --seeds COUNT [--start S] [--nodes 3|5]         a campaign over S..S+COUNT-1
 //   --disk=memory|wal                                          every node's disk (default: by seed)
+//   --mutate=lease-reset                                       a known bug, for the lease checker
 //
 // A failing run prints its seed, the checker that fired and the last events;
 // `--seed N --trace` replays it exactly and prints every event.
@@ -37,6 +38,7 @@ struct Args {
   bool faults = true;
   bool membership = true;
   bool schedules = true;
+  bool mutate_lease_reset = false;
   bool verbose = false;
   bool fork = true;
 };
@@ -51,7 +53,9 @@ void Usage(FILE* out) {
                "nodes by seed unless --nodes is given; it exits non-zero on any failure.\n"
                "--disk: memory (MemoryStorage) or wal (DiskStorage on an in-memory file\n"
                "system); by default wal for seeds with seed %% 4 < 2, memory for the others.\n"
-               "--no-schedules: no targeted schedule (figure 8, divergence, ...) is drawn.\n");
+               "--no-schedules: no targeted schedule (figure 8, divergence, ...) is drawn.\n"
+               "--mutate=lease-reset: every new leader resets its lease deadlines (a bug the\n"
+               "lease checker must catch: the run should fail with 'lease late').\n");
 }
 
 bool ParseU64(const char* s, uint64_t* out) {
@@ -92,6 +96,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       a->membership = false;
     } else if (f == "--no-schedules") {
       a->schedules = false;
+    } else if (f == "--mutate=lease-reset") {
+      a->mutate_lease_reset = true;
     } else if (f == "--no-fork") {
       a->fork = false;
     } else if (f == "-v" || f == "--verbose") {
@@ -158,6 +164,17 @@ void PrintRun(const SimOptions& o, const RunResult& r, FILE* out) {
                " checked, %" PRIu64 " revisions compared across nodes\n",
                w.watches, w.events, w.ended_compacted, w.ended_snapshot, w.resumes, w.checks,
                w.revisions_compared);
+  // The leases (leases.h).
+  const auto& l = s.leases;
+  const auto& lc = s.lease_clients;
+  std::fprintf(out,
+               "  leases: %" PRIu64 " granted, %" PRIu64 " keepalives, %" PRIu64
+               " revoked, %" PRIu64 " expired (%" PRIu64 " expiry refs checked not early), %" PRIu64
+               " armed / %" PRIu64 " checked not late (at most %" PRId64
+               " ms from a deadline to its check), %" PRIu64 " state checks; clients: %" PRIu64
+               " puts, %" PRIu64 " unknown, %" PRIu64 " refused\n",
+               l.grants, l.keepalives, l.revokes, l.expiries, l.expiry_refs_checked, l.armed,
+               l.late_checks, l.max_late_ms, l.state_checks, lc.puts_ok, lc.unknown, lc.refused);
   // The targeted schedules that fired (README.md, "Targeted schedules").
   if (s.figure8_crashes + s.figure8_isolations + s.divergences + s.snapshots_refused +
           s.lone_crashes >
@@ -184,6 +201,8 @@ struct Outcome {
   // Targeted schedules: runs in which each fired, and how often.
   uint64_t figure8 = 0, divergences = 0, divergent_entries = 0, refused = 0, lone = 0,
            lone_term_changes = 0;
+  // Leases: granted, expired, and checked not late.
+  uint64_t lease_grants = 0, lease_expiries = 0, lease_late_checks = 0;
 };
 
 Outcome RunInProcess(const SimOptions& o, bool verbose) {
@@ -206,7 +225,10 @@ Outcome RunInProcess(const SimOptions& o, bool verbose) {
                  r.stats.divergent_entries,
                  r.stats.snapshots_refused,
                  r.stats.lone_crashes,
-                 r.stats.lone_term_changes};
+                 r.stats.lone_term_changes,
+                 r.stats.leases.grants,
+                 r.stats.leases.expiries,
+                 r.stats.leases.late_checks};
 }
 
 // Runs one seed in a child process, so that a core assertion (an abort)
@@ -264,6 +286,7 @@ int main(int argc, char** argv) {
     o.faults = a.faults;
     o.membership = a.membership;
     o.schedules = a.schedules;
+    o.mutate_lease_reset = a.mutate_lease_reset;
     o.disk = a.disk;
     o.echo_trace = a.trace;
     RunResult r = raftkv::sim::RunSimulation(o);
@@ -290,6 +313,7 @@ int main(int argc, char** argv) {
     o.faults = a.faults;
     o.membership = a.membership;
     o.schedules = a.schedules;
+    o.mutate_lease_reset = a.mutate_lease_reset;
     o.disk = a.disk;
     Outcome r = a.fork ? RunIsolated(o, a.verbose) : RunInProcess(o, a.verbose);
     runs++;
@@ -307,6 +331,9 @@ int main(int argc, char** argv) {
     sched.refused += r.refused;
     sched.lone += r.lone;
     sched.lone_term_changes += r.lone_term_changes;
+    sched.lease_grants += r.lease_grants;
+    sched.lease_expiries += r.lease_expiries;
+    sched.lease_late_checks += r.lease_late_checks;
     if (!r.ok) failed.push_back(seed);
     if (r.inconclusive) unproven.push_back(seed);
     if (runs % progress_every == 0 || runs == a.seeds) {
@@ -326,6 +353,8 @@ int main(int argc, char** argv) {
               "\n",
               sched.figure8, sched.divergences, sched.divergent_entries, sched.refused, sched.lone,
               sched.lone_term_changes);
+  std::printf("leases: granted=%" PRIu64 " expired=%" PRIu64 " checked_not_late=%" PRIu64 "\n",
+              sched.lease_grants, sched.lease_expiries, sched.lease_late_checks);
   if (!unproven.empty()) {
     // The linearizability search ran out of budget: not a failure, not a proof.
     std::printf("inconclusive seeds:");

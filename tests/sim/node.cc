@@ -195,7 +195,7 @@ server::ReplicaConfig Cluster::ConfigFor(SimNode* n) const {
   cfg.heartbeat_interval_ticks = profile_.heartbeat_interval_ticks;
   cfg.pre_vote = profile_.pre_vote;
   cfg.check_quorum = profile_.check_quorum;
-  cfg.max_entry_bytes = 256;
+  cfg.max_entry_bytes = kMaxEntryBytes;
   cfg.max_msg_bytes = profile_.max_msg_bytes;
   cfg.max_inflight_msgs = profile_.max_inflight_msgs;
   cfg.max_uncommitted_bytes = profile_.max_uncommitted_bytes;
@@ -215,8 +215,13 @@ server::ReplicaConfig Cluster::ConfigFor(SimNode* n) const {
   // few entries, a member installing one would otherwise find the entries
   // after it compacted away again, and never catch up.
   rc.snapshot_keep_entries = profile_.compact_every + profile_.compact_margin;
-  rc.max_pending_requests = 64;
+  rc.max_pending_requests = kMaxPendingRequests;
+  rc.unsafe_reset_lease_deadlines_on_election = options_.mutate_lease_reset;
   return rc;
+}
+
+server::TimePoint Cluster::Now() const {
+  return server::TimePoint(kTick * static_cast<int64_t>(step_) / kStepsPerTick);
 }
 
 server::DriverHooks Cluster::HooksFor(SimNode* n) {
@@ -228,7 +233,7 @@ server::DriverHooks Cluster::HooksFor(SimNode* n) {
       net_.Send(step_, std::move(m));
     }
   };
-  h.now = [this] { return server::TimePoint(kTick * static_cast<int64_t>(step_) / kStepsPerTick); };
+  h.now = [this] { return Now(); };
   h.fatal = [n](const std::string& why) {
     RAFT_ASSERT(false, "n" + std::to_string(n->id) + " stops: " + why);
   };
@@ -256,6 +261,7 @@ void Cluster::StartNode(SimNode* n) {
   n->driver =
       std::make_unique<server::Driver>(ConfigFor(n), n->store.get(), n->kv.get(), HooksFor(n));
   n->driver->Start();
+  lease_checker_.OnRestored(n->id, *n->kv, n->storage().LatestSnapshot().meta.term, Now());
   n->leader_term_seen = 0;
   n->state = NodeState::kUp;
   raft::HardState hs = n->storage().InitialHardState();
@@ -281,6 +287,8 @@ void Cluster::StopNode(SimNode* n) {
   n->persist_done = nullptr;
   n->completing = false;
   clients_.OnNodeDown(n->id);
+  lease_clients_.OnNodeDown(n->id);
+  lease_checker_.OnStop(n->id);
 }
 
 void Cluster::Crash(SimNode* n, const char* why) {
@@ -686,6 +694,7 @@ void Cluster::OnApplied(SimNode* n, std::span<const raft::Entry> entries) {
                      last ? std::optional<uint64_t>(state_hash) : std::nullopt);
     if (failed()) return;
   }
+  lease_checker_.OnApplied(n->id, *n->driver, entries, *n->kv, Now());
 }
 
 void Cluster::OnSnapshotInstalled(SimNode* n, const raft::SnapshotMeta& meta) {
@@ -695,6 +704,7 @@ void Cluster::OnSnapshotInstalled(SimNode* n, const raft::SnapshotMeta& meta) {
                "install snapshot index=%" PRIu64 " term=%" PRIu64 " conf=%s (%" PRIu64 " chunks)",
                meta.index, meta.term, DescribeConf(meta.conf).c_str(), n->transfer_chunks);
   checker_.OnRestore(n->id, meta, n->kv->Hash());
+  lease_checker_.OnRestored(n->id, *n->kv, meta.term, Now());
 }
 
 }  // namespace raftkv::sim

@@ -139,6 +139,35 @@ TEST(SimRun, TargetedSchedulesFire) {
   }
 }
 
+// The lease workload reaches what the lease checker (leases.h) checks: over
+// a few seeds leases are granted, kept alive, revoked and left to expire;
+// each expiry is checked not early against its renewal's send time, and
+// leaders' due leases are checked gone once they commit past the tick that
+// proposed their expiry. A workload or checker that stopped doing either
+// would leave the campaigns green and hollow.
+TEST(SimRun, LeasesExpireAndTheirBoundsAreChecked) {
+  LeaseStats sum;
+  for (uint64_t seed = 1; seed <= 6; seed++) {
+    RunResult r = RunSimulation(Options(seed, seed % 2 == 0 ? 3 : 5));
+    ASSERT_TRUE(r.ok) << "seed " << seed << ": " << r.failure;
+    const LeaseStats& l = r.stats.leases;
+    sum.grants += l.grants;
+    sum.keepalives += l.keepalives;
+    sum.revokes += l.revokes;
+    sum.expiries += l.expiries;
+    sum.expiry_refs_checked += l.expiry_refs_checked;
+    sum.late_checks += l.late_checks;
+    sum.state_checks += l.state_checks;
+  }
+  EXPECT_GE(sum.grants, 20u);
+  EXPECT_GE(sum.keepalives, 20u);
+  EXPECT_GT(sum.revokes, 0u);
+  EXPECT_GE(sum.expiries, 25u);
+  EXPECT_GE(sum.expiry_refs_checked, sum.expiries);
+  EXPECT_GE(sum.late_checks, 25u);
+  EXPECT_GT(sum.state_checks, 1000u);
+}
+
 // Seeds outside the ctest campaign's range that once found a real bug, run
 // whole (5000 ticks, as `raftkv-sim --seed N` does), so that the bug they
 // found stays fixed: 1377 and 1719 (wal) starved followers of snapshots
