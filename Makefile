@@ -46,7 +46,7 @@ bench:
 	    echo "make bench: $(BUILD_DIR) is a '$$t' build, not Release; try BUILD_DIR=build-bench" >&2; \
 	    exit 1; \
 	  fi; \
-	  cmake --build $(BUILD_DIR) -j $(JOBS) --target raftkv watch_load || exit 1; \
+	  cmake --build $(BUILD_DIR) -j $(JOBS) --target raftkv watch_load lease_load || exit 1; \
 	fi
 	BUILD_DIR=$(BUILD_DIR) RAFTKV_BIN=$(or $(RAFTKV_BIN),$(abspath $(BUILD_DIR))/src/raftkv) \
 	  python3 bench/raftkv_vs_etcd.py

@@ -29,6 +29,11 @@ Standard library only. Environment (all optional):
   WATCH_LOAD      their load generator (default: $BUILD_DIR/bench/watch_load)
   BENCH_FANOUT_WATCHERS, BENCH_FANOUT_RATE, BENCH_IDLE_WATCHERS  the watch cells' sizes
                   (default 1000 streaming watchers at 200 writes/s; 10000 idle watchers)
+  BENCH_LEASES    1 (default) runs the lease cells (rk_lease, e_lease) on fresh clusters, 0
+                  skips them; a BENCH_CELLS list runs them only if it names them
+  LEASE_LOAD      their load generator (default: $BUILD_DIR/bench/lease_load)
+  BENCH_LEASE_COUNT, BENCH_LEASE_TTL  leases renewed at a third of their TTL (default 10000
+                  leases of 30 s: 1,000 renewals per second)
 Exit status: 0 when every check passed (the bar is reported, not enforced), 1 when a
 correctness check failed, 2 when the benchmark could not run (setup, a process died), 130
 when interrupted.
@@ -41,6 +46,7 @@ import datetime
 import http.client
 import json
 import math
+import queue
 import resource
 import os
 import shutil
@@ -73,6 +79,12 @@ WATCH_LOAD = os.environ.get("WATCH_LOAD") or os.path.join(BUILD_DIR, "bench", "w
 FANOUT_WATCHERS = int(os.environ.get("BENCH_FANOUT_WATCHERS", "1000"))
 FANOUT_RATE = int(os.environ.get("BENCH_FANOUT_RATE", "200"))
 IDLE_WATCHERS = int(os.environ.get("BENCH_IDLE_WATCHERS", "10000"))
+LEASES = os.environ.get("BENCH_LEASES", "1") != "0"
+LEASE_LOAD = os.environ.get("LEASE_LOAD") or os.path.join(BUILD_DIR, "bench", "lease_load")
+LEASE_COUNT = int(os.environ.get("BENCH_LEASE_COUNT", "10000"))
+LEASE_TTL_S = int(os.environ.get("BENCH_LEASE_TTL", "30"))
+# The lease cells (issue 13): not wrk cells; each runs on a fresh cluster of its system.
+LEASE_CELLS = {"rk_lease": "raftkv", "e_lease": "etcd"}
 
 # Limits: every load stops by itself.
 WRK_MAX_REQUESTS = 5_000_000  # per wrk run, on top of -d
@@ -145,14 +157,20 @@ if _cells_env == "none":
 elif _cells_env:
     SELECTED = [c for c in _cells_env.split(",") if c]
     for c in SELECTED:
-        if c not in CELLS:
-            sys.exit(f"bench: unknown cell {c}; cells: {', '.join(CELLS)}")
+        if c not in CELLS and c not in LEASE_CELLS:
+            sys.exit(f"bench: unknown cell {c}; cells: "
+                     f"{', '.join(list(CELLS) + list(LEASE_CELLS))}")
 else:
-    SELECTED = list(CELLS)
+    SELECTED = list(CELLS) + list(LEASE_CELLS)
+LEASE_SELECTED = [c for c in SELECTED if c in LEASE_CELLS and LEASE_CELLS[c] in SYSTEMS] \
+    if LEASES else []
+SELECTED = [c for c in SELECTED if c in CELLS]
 SELECTED = [c for c in SELECTED if CELLS[c][0] in SYSTEMS]
 DEFAULT_RUN = (SECONDS == 10 and CONNS == [1, 16, 64] and KILLS == 10 and NKEYS == 10000 and
                SELECTED == list(CELLS) and not RAFTKV_FLAGS and MEMKEYS == 1000000 and WATCH
-               and FANOUT_WATCHERS == 1000 and FANOUT_RATE == 200 and IDLE_WATCHERS == 10000)
+               and FANOUT_WATCHERS == 1000 and FANOUT_RATE == 200 and IDLE_WATCHERS == 10000
+               and LEASE_SELECTED == [c for c in LEASE_CELLS if LEASE_CELLS[c] in SYSTEMS]
+               and LEASE_COUNT == 10000 and LEASE_TTL_S == 30)
 
 PROCS = None  # every process started, for the final cleanup and the CPU accounting
 STOP = threading.Event()  # set on Ctrl-C/SIGTERM: worker threads give up
@@ -1118,6 +1136,356 @@ def watch_rows(watch):
 
 
 # ---------------------------------------------------------------------------------------------
+# Lease cells (issue 13): LEASE_COUNT leases renewed at a third of their TTL.
+
+LEASE_IDLE_S = 5  # the idle cluster's CPU, measured before any lease exists
+LEASE_SETTLE_S = 2  # after the grants, before the renewals-only phase is measured
+
+
+class LeaseLoadProc:
+    """bench/lease_load as a child: its JSON lines through a queue (every read has a
+    timeout), its phases marked through its standard input."""
+
+    def __init__(self, args, log_path):
+        self.lines = queue.Queue()
+        self.err = open(log_path, "ab")
+        self.p = subprocess.Popen([LEASE_LOAD] + args, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=self.err, text=True,
+                                  preexec_fn=_child_setup)
+
+        def reader():
+            for line in self.p.stdout:
+                self.lines.put(line)
+            self.lines.put(None)
+        threading.Thread(target=reader, daemon=True).start()
+
+    def next(self, timeout, what):
+        deadline = time.monotonic() + timeout
+        while True:
+            if STOP.is_set():
+                raise BenchError("interrupted")
+            try:
+                line = self.lines.get(timeout=min(0.5, max(0.01, deadline - time.monotonic())))
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"lease_load: no {what} within {timeout} s")
+                continue
+            if line is None:
+                raise BenchError(f"lease_load exited (status {self.p.wait()}) before {what}")
+            if line.startswith("{"):
+                self.err.write(line.encode())  # the log keeps every answer, for a post-mortem
+                self.err.flush()
+                d = json.loads(line)
+                if "error" in d:
+                    raise BenchError(f"lease_load: {d['error']}")
+                return d
+
+    def send(self, cmd):
+        self.p.stdin.write(cmd + "\n")
+        self.p.stdin.flush()
+
+    def mark(self):
+        self.send("mark")
+        return self.next(30, "phase statistics")
+
+    def cpu_s(self):
+        return proc_cpu_s([self.p.pid])
+
+    def close(self, kill=False):
+        if kill and self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGKILL)
+            self.p.wait()
+        if self.p.poll() is None:
+            try:
+                self.p.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.p.wait(timeout=150)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait()
+        self.err.close()
+
+
+def check_leases(c, ids_path):
+    """The leases lease_load granted (and keeps renewing) all exist, each with its key
+    attached, on the leader (raftkv: also the lease count in every node's /status).
+    Returns (leases found, keys found with their lease, problems)."""
+    want = {}
+    with open(ids_path) as f:
+        for line in f:
+            lid, key = line.split()
+            want[key] = int(lid)
+    li = c.leader_index()
+    if li is None:
+        return 0, 0, ["no leader for the lease check"]
+    addr, prefix = c.addr(li), "lease/"
+    have_keys = {}
+    if c.system == "raftkv":
+        st, data = client(addr, 60).req("GET", "/v1/leases")
+        if st != 200:
+            return 0, 0, [f"GET /v1/leases: HTTP {st} {data[:120]!r}"]
+        ids = {int(l["id"]) for l in json.loads(data)["leases"]}
+        token = None
+        for _ in range(1000):  # pages
+            q = f"/v1/kv/{prefix}?prefix&limit=10000" + (f"&continue={token}" if token else "")
+            st, data = client(addr, 60).req("GET", q)
+            if st != 200:
+                return len(ids), 0, [f"GET {q}: HTTP {st} {data[:120]!r}"]
+            page = json.loads(data)
+            for kv in page["kvs"]:
+                have_keys[kv["key"]] = int(kv.get("lease", 0))
+            token = page.get("continue")
+            if not page.get("more") or not token:
+                break
+    else:
+        st, data = client(addr, 60).req("POST", "/v3/lease/leases", "{}",
+                                        {"Content-Type": "application/json"})
+        if st != 200:
+            return 0, 0, [f"etcd lease list: HTTP {st} {data[:120]!r}"]
+        ids = {int(l["ID"]) for l in json.loads(data).get("leases", [])}
+        body = json.dumps({"key": b64(prefix), "range_end": b64(prefix[:-1] + "0")})
+        st, data = client(addr, 60).req("POST", "/v3/kv/range", body,
+                                        {"Content-Type": "application/json"})
+        if st != 200:
+            return len(ids), 0, [f"etcd range {prefix}: HTTP {st} {data[:120]!r}"]
+        for kv in json.loads(data).get("kvs", []):
+            have_keys[unb64(kv["key"])] = int(kv.get("lease", 0))
+    leases_found = sum(1 for lid in want.values() if lid in ids)
+    keys_found = sum(1 for k, lid in want.items() if have_keys.get(k) == lid)
+    problems = []
+    if leases_found < len(want):
+        problems.append(f"{c.system} leases: {len(want) - leases_found} of {len(want)} leases "
+                        f"gone while renewed, e.g. "
+                        f"{next(lid for lid in want.values() if lid not in ids)}")
+    if keys_found < len(want):
+        k = next(k for k, lid in want.items() if have_keys.get(k) != lid)
+        problems.append(f"{c.system} leases: {len(want) - keys_found} of {len(want)} keys "
+                        f"missing or not on their lease, e.g. {k}: lease "
+                        f"{have_keys.get(k)} instead of {want[k]}")
+    if c.system == "raftkv":
+        for i in range(3):
+            n = ((c.status(i) or {}).get("leases") or {}).get("count")
+            if n != len(want):
+                problems.append(f"raftkv leases: {c.nodes[i]['name']} /status counts {n} "
+                                f"leases, not {len(want)}")
+    return leases_found, keys_found, problems
+
+
+def lease_cell(procs, run_dir, system):
+    """On a fresh cluster of `system` (bench/README.md, "Lease cells"): the servers' CPU while
+    LEASE_COUNT leases are renewed at a third of their TTL and nothing else runs, and the
+    /v1-or-v3 put throughput at 64 connections with those renewals running against without
+    (the mean of a run before the leases and one after they are revoked)."""
+    if system == "raftkv":
+        c = Raftkv(procs, run_dir, [], label="-lease")
+        put_cell = "rk1_put"
+    else:
+        c = Etcd(procs, run_dir, [], label="-lease")
+        put_cell = "e3_put"
+    for n in c.nodes:
+        os.makedirs(n["dir"], exist_ok=True)
+    c.start_cluster()
+    li = c.leader_index()
+    pids = [n["proc"].pid for n in c.nodes]
+    problems = []
+    pause(2)
+    t0, cpu0 = time.monotonic(), proc_cpu_s(pids)
+    pause(LEASE_IDLE_S)
+    idle = (proc_cpu_s(pids) - cpu0) / (time.monotonic() - t0)
+    def put_run(tag):
+        # A leader change under this light load is worth knowing: wait for a leader (the run
+        # needs one) and note it, rather than give up.
+        li2 = wait_for(lambda: c.leader_index(), 30, f"a {system} leader")
+        if li2 != li:
+            leader_changes.append(f"before put run {tag}: leader {c.nodes[li2]['name']}, was "
+                                  f"{c.nodes[li]['name']}")
+            log(f"  {system}: the leader changed: {leader_changes[-1]}")
+        return run_wrk(c, put_cell, 64, tag, run_dir)
+    leader_changes = []
+    base = put_run("l0")
+    ids_path = os.path.join(run_dir, f"lease-ids-{system}.txt")
+    ll = LeaseLoadProc(["--system", system, "--addr", c.addr(li), "--leases", str(LEASE_COUNT),
+                        "--ttl", str(LEASE_TTL_S), "--ids-out", ids_path],
+                       os.path.join(run_dir, f"lease_load-{system}.log"))
+    phases, finished = {}, False
+    try:
+        g = ll.next(300, "grants")
+        t_granted = time.monotonic()
+        log(f"  {system}: {g['granted']} leases of {g['ttl_s']} s granted (one key each) in "
+            f"{g['grant_s']} s")
+        pause(LEASE_SETTLE_S)
+        phases["grants"] = ll.mark()  # from the first grant: renewals start with them
+        # (a) Renewals alone: the servers' CPU.
+        t1, cpu1, lcpu1 = time.monotonic(), proc_cpu_s(pids), ll.cpu_s()
+        pause(SECONDS)
+        dt = time.monotonic() - t1
+        cpu = (proc_cpu_s(pids) - cpu1) / dt
+        client_cpu = (ll.cpu_s() - lcpu1) / dt
+        phases["alone"] = ll.mark()
+        # (b) The put load while the renewals run, twice, between runs without them: before
+        # the grants, with the renewals paused (a pause lengthens every lease's time between
+        # renewals by its own length, so only if that stays well under the TTL), and after
+        # the revoke. The host's speed drifts; alternating evens it out.
+        loaded = [put_run("l1")]
+        phases["with_writes"] = ll.mark()
+        paused = None
+        if SECONDS + 5 <= LEASE_TTL_S * 2 / 3:
+            ll.send("pause")
+            paused = put_run("l2")
+            ll.send("resume")
+            phases["paused"] = ll.mark()
+            loaded.append(put_run("l3"))
+            phases["with_writes_2"] = ll.mark()
+        # Renew on until a TTL has passed since the grants: a lease not renewed is gone by
+        # then, and the check below must see it.
+        pause(max(1.0, LEASE_TTL_S + 2 - (time.monotonic() - t_granted)))
+        phases["hold"] = ll.mark()
+        leases_found, keys_found, p = check_leases(c, ids_path)
+        ll.send("stop")
+        phases["end"] = ll.next(30, "the last phase")
+        rv = ll.next(150, "the revokes")
+        finished = True
+    finally:
+        ll.close(kill=not finished)
+    c.check_alive()
+    pause(3)
+    after = put_run("l4")
+    a = phases["alone"]
+    failures = sum(ph["failures"] for ph in phases.values())
+    withouts = [r for r in (base, paused, after) if r]
+    without = statistics.mean(r["rps"] for r in withouts)
+    with_ = statistics.mean(r["rps"] for r in loaded)
+    w_phases = [ph for k, ph in phases.items() if k.startswith("with_writes")]
+    net = cpu - idle
+    out = {
+        "leases": LEASE_COUNT, "ttl_s": LEASE_TTL_S, "grant_s": g["grant_s"],
+        "scheduled_per_s": round(LEASE_COUNT / (LEASE_TTL_S / 3), 1),
+        "renewals_per_s": a["renewals_per_s"], "p50_ms": a["p50_ms"], "p99_ms": a["p99_ms"],
+        "delay_p99_ms": a["delay_p99_ms"],
+        "w_p50_ms": max(ph["p50_ms"] for ph in w_phases),
+        "w_p99_ms": max(ph["p99_ms"] for ph in w_phases),
+        "w_renewals_per_s": min(ph["renewals_per_s"] for ph in w_phases),
+        "idle_cpu_s_per_s": round(idle, 4), "cpu_s_per_s": round(cpu, 4),
+        "cpu_ms_per_1000": round(1e6 * net / a["renewals_per_s"], 1)
+        if a["renewals_per_s"] else None,
+        "client_cpu_s_per_s": round(client_cpu, 4),
+        "put_rps_without": round(without), "put_rps_with": round(with_),
+        "put_rps_runs": {"before": round(base["rps"]),
+                         "with": [round(r["rps"]) for r in loaded],
+                         "paused": round(paused["rps"]) if paused else None,
+                         "after": round(after["rps"])},
+        "put_errors": sum(r["errors"] for r in withouts + loaded),
+        "loss_pct": round(100 * (1 - with_ / without), 1),
+        "failures": failures, "leases_found": leases_found, "keys_found": keys_found,
+        "check_problems": p, "revoked": rv.get("revoked"), "revoke": rv, "phases": phases,
+        "leader_changes": leader_changes, "t0_unix": g.get("t0_unix"),
+    }
+    log(f"  {system} leases: {a['renewals_per_s']:,.0f} renewals/s (scheduled "
+        f"{out['scheduled_per_s']:,.0f}), p50 {a['p50_ms']} ms, p99 {a['p99_ms']} ms; servers "
+        f"{cpu:.3f} CPU-s/s ({idle:.3f} idle): {out['cpu_ms_per_1000']} CPU-ms per 1,000 "
+        f"renewals; client {client_cpu:.3f} CPU-s/s")
+    runs = out["put_rps_runs"]
+    log(f"  {system} leases: puts/s {runs['before']:,} before the grants, "
+        + " / ".join(f"{x:,}" for x in runs["with"]) + " with the renewals, "
+        + (f"{runs['paused']:,} with them paused, " if paused else "")
+        + f"{runs['after']:,} after the revoke: {out['loss_pct']}% lost (renewal p99 with the "
+        f"puts {out['w_p99_ms']} ms); {failures} failed renewals; after "
+        f"{LEASE_TTL_S + 2} s, {leases_found} leases and {keys_found} keys of {LEASE_COUNT} "
+        f"present; {rv.get('revoked')} revoked")
+    if system == "raftkv":
+        if failures:
+            problems.append(f"raftkv leases: {failures} renewals failed: "
+                            + json.dumps({k: {f: ph[f] for f in ("socket_errors",
+                                                                 "status_errors", "not_found",
+                                                                 "lapsed")}
+                                          for k, ph in phases.items()}))
+        problems += p
+    for n in c.nodes:
+        os.killpg(n["proc"].pid, signal.SIGTERM)
+        n["proc"].wait(timeout=30)
+    return out, problems
+
+
+def lease_rows(leases):
+    a, b = leases.get("raftkv", {}), leases.get("etcd", {})
+
+    def cell(d, k, fmt):
+        v = d.get(k)
+        return "-" if v is None else fmt.format(v)
+
+    def rat(k, higher_better):
+        x, y = a.get(k), b.get(k)
+        if not x or not y:
+            return "-"
+        return f"{(x / y if higher_better else y / x):.1f}x"
+    n = a.get("leases", b.get("leases", LEASE_COUNT))
+    rows = [
+        (f"renewals per second achieved (scheduled: {n:,} every "
+         f"{a.get('ttl_s', b.get('ttl_s', LEASE_TTL_S)) / 3:g} s)", "renewals_per_s", "{:,.0f}",
+         True),
+        ("renewal latency p50, ms (renewals alone)", "p50_ms", "{:.2f}", False),
+        ("renewal latency p99, ms (renewals alone)", "p99_ms", "{:.2f}", False),
+        ("renewal latency p99, ms (with the put load)", "w_p99_ms", "{:.2f}", False),
+        ("renewal delay p99, from its due time to its answer, ms (renewals alone; raftkv's "
+         "includes up to 100 ms of batching)", "delay_p99_ms", "{:.0f}", False),
+        ("server CPU while renewing, CPU-s per s (3 nodes)", "cpu_s_per_s", "{:.3f}", False),
+        ("server CPU of the idle cluster, CPU-s per s (3 nodes)", "idle_cpu_s_per_s", "{:.3f}",
+         None),
+        ("server CPU per 1,000 renewals, CPU-ms (above idle)", "cpu_ms_per_1000", "{:.1f}",
+         False),
+        ("client CPU (lease_load), CPU-s per s", "client_cpu_s_per_s", "{:.3f}", None),
+        ("puts/s at 64 connections, without renewals (mean of 3 runs: before the grants, "
+         "renewals paused, after the revoke)", "put_rps_without", "{:,.0f}", True),
+        ("puts/s at 64 connections, with the renewals (mean of 2 runs between those)",
+         "put_rps_with", "{:,.0f}", True),
+        ("put throughput lost to the renewals, %", "loss_pct", "{:.1f}", None),
+        ("failed renewals (errors, leases gone or lapsed)", "failures", "{:,}", None),
+        (f"leases still there with their key after a TTL and more (of {n:,})", "keys_found",
+         "{:,}", None),
+    ]
+    md = ["| cell | raftkv | etcd | raftkv ahead by |", "| --- | ---: | ---: | ---: |"]
+    for label, k, fmt, hb in rows:
+        md.append(f"| {label} | {cell(a, k, fmt)} | {cell(b, k, fmt)} | "
+                  f"{rat(k, hb) if hb is not None else '-'} |")
+    return md
+
+
+def lease_bar_lines(leases):
+    """Issue 13's bar: the renewals all done, and raftkv ahead of etcd in CPU per renewal,
+    put throughput lost and renewal latency."""
+    a, b = leases.get("raftkv"), leases.get("etcd")
+    out = []
+    if not a:
+        return ["- **n/a** leases: the raftkv lease cell was not run"]
+    ok = (a["failures"] == 0 and a["keys_found"] == a["leases"] and
+          a["leases_found"] == a["leases"] and
+          a["renewals_per_s"] >= 0.98 * a["scheduled_per_s"])
+    out.append(f"- **{'PASS' if ok else 'MISS'}** every renewal done: {a['renewals_per_s']:,.0f} "
+               f"renewals/s of {a['scheduled_per_s']:,.0f} scheduled, {a['failures']} failed, "
+               f"{a['keys_found']:,} of {a['leases']:,} leases with their key after "
+               f"{a['ttl_s'] + 2} s")
+    if not b:
+        out.append("- **n/a** leases against etcd: the etcd lease cell was not run")
+        return out
+    for text, k, fmt in [("CPU per 1,000 renewals below etcd's", "cpu_ms_per_1000",
+                          "{:.1f} vs {:.1f} CPU-ms"),
+                         ("put throughput lost to the renewals below etcd's", "loss_pct",
+                          "{:.1f}% vs {:.1f}%"),
+                         ("renewal latency p99 below etcd's (renewals alone)", "p99_ms",
+                          "{:.2f} vs {:.2f} ms"),
+                         ("renewal latency p99 below etcd's (with the put load)", "w_p99_ms",
+                          "{:.2f} vs {:.2f} ms")]:
+        x, y = a.get(k), b.get(k)
+        if x is None or y is None:
+            out.append(f"- **n/a** {text}")
+            continue
+        out.append(f"- **{'PASS' if x < y else 'MISS'}** {text}: {fmt.format(x, y)}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Report
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -1300,7 +1668,7 @@ def failover_row(name, f):
             f"{f['acked']} | {f['lost']} |")
 
 
-def write_report(info, res, fo, mem, problems, run_dir, save=True, watch=None):
+def write_report(info, res, fo, mem, problems, run_dir, save=True, watch=None, leases=None):
     """Returns the Markdown report; with save, writes it, the chart and the raw numbers to
     OUT (latest.* and a copy of the .md and .png named by time and commit)."""
     stamp = (f"{info['date']} · {info['nproc']} CPUs ({info['cpu']}) · raftkv "
@@ -1364,8 +1732,19 @@ def write_report(info, res, fo, mem, problems, run_dir, save=True, watch=None):
     if watch:
         md += ["", "## Watches (issue 12): fan-out and idle watchers, one watch per connection "
                "(etcd through its JSON gateway's /v3/watch)", ""] + watch_rows(watch)
+    if leases:
+        md += ["", f"## Leases (issue 13): {LEASE_COUNT:,} leases of {LEASE_TTL_S} s, one key "
+               f"each, renewed at a third of their TTL, evenly spread (raftkv: a batch keepalive "
+               f"every 100 ms; etcd: one keepalive request per renewal through its JSON "
+               f"gateway)", ""] + lease_rows(leases)
+        changes = [f"{name}: {'; '.join(v['leader_changes'])}" for name, v in leases.items()
+                   if v.get("leader_changes")]
+        if changes:
+            md += ["", "Leader changes during the lease cells: " + " · ".join(changes) + "."]
     md += ["", "## The bar", ""] + bar_lines(res, fo)
     md += ["", "### The /v1 API (issue 11)", ""] + v1_bar_lines(res, mem)
+    if leases:
+        md += ["", "### Leases (issue 13)", ""] + lease_bar_lines(leases)
     md += ["", "## Correctness", "",
            "Every write cell was followed by a check of every key on every node and a "
            "rewrite-and-read-back of the whole pool (bench/README.md)." if not problems else
@@ -1380,7 +1759,8 @@ def write_report(info, res, fo, mem, problems, run_dir, save=True, watch=None):
         f.write(text)
     shutil.copy(os.path.join(OUT, "latest.md"), os.path.join(OUT, base + ".md"))
     raw = {"info": info, "cells": [dict(cell=k[0], conns=k[1], **r) for k, r in res.items()],
-           "failover": fo, "memory": mem, "watch": watch or {}, "problems": problems}
+           "failover": fo, "memory": mem, "watch": watch or {}, "leases": leases or {},
+           "problems": problems}
     with open(os.path.join(OUT, "latest.json"), "w") as f:
         json.dump(raw, f, indent=1)
     if chart(info, res, os.path.join(OUT, "latest.png"), run_dir, stamp):
@@ -1472,7 +1852,7 @@ def main():
         f"connections {CONNS}, cells {','.join(SELECTED) or 'none'}, {KILLS} kills")
     global PROCS
     procs = PROCS = Procs()
-    res, fo, mem, watch, problems = {}, {}, {}, {}, []
+    res, fo, mem, watch, leases, problems = {}, {}, {}, {}, {}, []
     status = 0
     try:
         clusters, stores = {}, {}
@@ -1558,6 +1938,20 @@ def main():
                 w, p = watch_cells(procs, run_dir, name)
                 watch[name] = w
                 problems += p
+        if LEASE_SELECTED:
+            if not os.access(LEASE_LOAD, os.X_OK):
+                raise BenchError(f"{LEASE_LOAD} not found; make bench builds it")
+            for name, c in clusters.items():
+                for n in c.nodes:  # fresh clusters, the machine to themselves
+                    if n["proc"] is not None and n["proc"].poll() is None:
+                        os.killpg(n["proc"].pid, signal.SIGTERM)
+                        n["proc"].wait(timeout=30)
+            for cell in LEASE_SELECTED:
+                name = LEASE_CELLS[cell]
+                log(f"lease cell {cell}: {LEASE_COUNT} leases of {LEASE_TTL_S} s on {name}")
+                lc, p = lease_cell(procs, run_dir, name)
+                leases[name] = lc
+                problems += p
     except BenchError as e:
         log(f"bench: {e}")
         status = 130 if STOP.is_set() else 2
@@ -1572,10 +1966,10 @@ def main():
                     with open(os.path.join(run_dir, f), errors="replace") as fh:
                         tail = fh.readlines()[-8:]
                     print(f"--- last lines of {f}:\n" + "".join(tail), end="")
-        if status in (0, 2) and (res or fo or mem or watch):
+        if status in (0, 2) and (res or fo or mem or watch or leases):
             # A run that could not finish prints what it has but keeps the last report.
             text = write_report(info, res, fo, mem, problems, run_dir, save=status == 0,
-                                watch=watch)
+                                watch=watch, leases=leases)
             print()
             print(text)
             if status == 0:
