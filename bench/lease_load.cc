@@ -48,10 +48,16 @@
 #include <thread>
 #include <vector>
 
+#include "load_util.h"
+
 namespace asio = boost::asio;
 using asio::ip::tcp;
 using boost::system::error_code;
 using Clock = std::chrono::steady_clock;
+using bench::B64;
+using bench::Endpoint;
+using bench::HttpRequest;
+using bench::UnB64;
 
 namespace {
 
@@ -73,25 +79,6 @@ struct Args {
   std::string ids_out;
   int max_seconds = 900;
 };
-
-std::string B64(std::string_view s) {
-  namespace b = boost::beast::detail::base64;
-  std::string out(b::encoded_size(s.size()), '\0');
-  out.resize(b::encode(out.data(), s.data(), s.size()));
-  return out;
-}
-
-tcp::endpoint Endpoint(const std::string& addr) {
-  size_t colon = addr.rfind(':');
-  return tcp::endpoint(asio::ip::make_address(addr.substr(0, colon)),
-                       static_cast<uint16_t>(std::stoi(addr.substr(colon + 1))));
-}
-
-std::string HttpRequest(const std::string& method, const std::string& target,
-                        const std::string& body) {
-  return method + " " + target + " HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n" +
-         "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-}
 
 // The number after `"name":` in a JSON text, quoted or not (etcd quotes its 64-bit ids).
 bool JsonNumber(std::string_view body, std::string_view name, uint64_t* out) {
