@@ -275,6 +275,19 @@ class Http:
 
 _tls = threading.local()
 
+# Check reads answered 503 and asked again, per node (Raftkv.read).
+READ_RETRY_SECONDS = 15
+_read_retries = {}
+_read_retries_lock = threading.Lock()
+
+
+def take_read_retries():
+    """The check reads retried after a 503 since the last call, per node."""
+    with _read_retries_lock:
+        out = dict(_read_retries)
+        _read_retries.clear()
+    return out
+
 
 def client(addr, timeout=10):
     d = getattr(_tls, "clients", None)
@@ -465,7 +478,18 @@ class Raftkv(Cluster):
         return st == 200 and json.loads(data).get("value") == value, st
 
     def read(self, i, key, stale=False):
-        st, data = client(self.addr(i)).req("GET", f"/keys/{key}/" + ("?stale" if stale else ""))
+        # A 503 (no leader during an election, a read refused by a leader
+        # stepping down) is not an answer about the data: the check asks
+        # again until READ_RETRY_SECONDS have passed, and counts it. Any
+        # other status, or a 503 that lasts, is reported as the value.
+        deadline = time.monotonic() + READ_RETRY_SECONDS
+        while True:
+            st, data = client(self.addr(i)).req("GET", f"/keys/{key}/" + ("?stale" if stale else ""))
+            if st != 503 or time.monotonic() >= deadline:
+                break
+            with _read_retries_lock:
+                _read_retries[self.nodes[i]["name"]] = _read_retries.get(self.nodes[i]["name"], 0) + 1
+            time.sleep(0.1)
         if st != 200:
             # Not a value: what the node answered, so that a failed check says why.
             return f"<no value: HTTP {st} {data[:120]!r}>"
@@ -662,6 +686,21 @@ def set_every_key(store, label):
     return problems
 
 
+def report_read_retries(cluster, label):
+    """Says so when check reads met 503s (an election during the check): the
+    values were still compared, but the reader had to wait for a leader."""
+    retries = take_read_retries()
+    if retries:
+        terms = []
+        for i in range(3):
+            try:
+                terms.append(f"{cluster.nodes[i]['name']}={cluster.status(i).get('term')}")
+            except Exception as e:  # a status read is only for the log line
+                terms.append(f"{cluster.nodes[i]['name']}=? ({e!r})")
+        log(f"  check ({label}): reads answered 503 and were asked again: {retries}; "
+            f"terms now {', '.join(terms)}")
+
+
 def verify_after_write_cell(store, label, tag, max_seq):
     """After a write cell (wrk wrote random keys, values tagged `tag`, seq 1..max_seq): once
     every node has applied the leader's commit index, each key holds a value that this cell
@@ -699,7 +738,9 @@ def verify_after_write_cell(store, label, tag, max_seq):
             break
     log(f"  check: {from_cell} of {NKEYS} keys hold a value of this cell, all nodes agree"
         if not problems else f"  check FAILED: {problems[0]}")
+    report_read_retries(c, label)
     problems += set_every_key(store, label + " (rewrite)")
+    report_read_retries(c, label + " (rewrite)")
     if not problems:
         log(f"  check: every key rewritten once and read back exactly from all 3 nodes")
     return problems
