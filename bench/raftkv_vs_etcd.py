@@ -394,6 +394,19 @@ class Cluster:
     def addr(self, i):
         return self.nodes[i]["http"]
 
+    def max_term(self):
+        """The highest Raft term any live node reports (None if none answers)."""
+        terms = []
+        for i in range(3):
+            if self.alive(i):
+                try:
+                    s = self.status(i)
+                except Exception:  # a node that does not answer has no say here
+                    s = None
+                if s:
+                    terms.append(self.term_of(s))
+        return max(terms) if terms else None
+
     def kill(self, i):
         os.kill(self.nodes[i]["proc"].pid, signal.SIGKILL)
         self.nodes[i]["proc"].wait()
@@ -461,6 +474,10 @@ class Raftkv(Cluster):
     @staticmethod
     def is_leader(s):
         return s.get("role") == "Leader"
+
+    @staticmethod
+    def term_of(s):
+        return int(s["term"])
 
     @staticmethod
     def commit_of(s):
@@ -553,6 +570,10 @@ class Etcd(Cluster):
     @staticmethod
     def is_leader(s):
         return bool(s.get("leader")) and s["leader"] == s["header"]["member_id"]
+
+    @staticmethod
+    def term_of(s):
+        return int(s["raftTerm"])
 
     @staticmethod
     def commit_of(s):
@@ -889,6 +910,62 @@ def memory_cell(procs, run_dir, system):
 # ---------------------------------------------------------------------------------------------
 # wrk
 
+class StallWatch:
+    """A thread that sleeps STALL_TICK_S at a time and keeps the longest it overslept: when
+    every process on the host is frozen (a hypervisor pause, the host swapping), this
+    driver is frozen too and sees the gap."""
+
+    def __init__(self):
+        self.max_gap_s = 0.0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        last = time.monotonic()
+        while not self._stop.wait(STALL_TICK_S):
+            now = time.monotonic()
+            self.max_gap_s = max(self.max_gap_s, now - last - STALL_TICK_S)
+            last = now
+
+    def stop(self):
+        self._stop.set()
+        self._t.join()
+        return self.max_gap_s
+
+
+STALL_TICK_S = 0.02
+STEADY_ATTEMPTS = 3  # a cell whose run saw a leader change is run again, at most twice more
+
+
+def run_steady(cluster, cell, conns, run_dir, prepare=lambda: "zz", check=lambda r, tag: []):
+    """run_wrk, again if the leader changed during the run: such a run measures an election,
+    not the cell. prepare() gives the run's tag; check(r, tag) checks each run, the ones set
+    aside too, and returns problems. Returns (the run kept, problems); the kept run lists
+    the runs set aside in r["set_aside"], each with the terms and the longest host stall."""
+    problems, set_aside = [], []
+    for attempt in range(STEADY_ATTEMPTS):
+        tag = prepare()
+        t0 = cluster.max_term()
+        watch = StallWatch()
+        try:
+            r = run_wrk(cluster, cell, conns, tag, run_dir)
+        finally:
+            stall_s = watch.stop()
+        t1 = cluster.max_term()
+        problems += check(r, tag)
+        if t0 is None or t1 is None or t1 == t0 or attempt == STEADY_ATTEMPTS - 1:
+            r["set_aside"] = set_aside
+            if t0 is not None and t1 is not None and t1 != t0:
+                r["leader_changed"] = f"term {t0}->{t1}, host stall {stall_s * 1000:,.0f} ms"
+            return r, problems
+        note = (f"{cell} c={conns}: {r['rps']:,.0f} req/s set aside, the term went from {t0} "
+                f"to {t1} during the run (longest host stall seen by the driver: "
+                f"{stall_s * 1000:,.0f} ms)")
+        log(f"  {note}; running it again")
+        set_aside.append(note)
+
+
 def run_wrk(cluster, cell, conns, tag, run_dir):
     system, mode, target, _ = CELLS[cell]
     li = cluster.leader_index()
@@ -1102,7 +1179,7 @@ def watch_cells(procs, run_dir, system):
     # Puts without, with, and again without the idle watchers: the machine's speed drifts,
     # so the loss is against the mean of the two runs around the one with them.
     pause(3)
-    base = run_wrk(c, put_cell, 64, "w0", run_dir)
+    base = run_steady(c, put_cell, 64, run_dir, lambda: "w0")[0]
     rss0 = rss_bytes(c.nodes[li]["proc"].pid)
     p = subprocess.Popen([WATCH_LOAD, "idle", "--system", system, "--watch", leader,
                           "--watchers", str(IDLE_WATCHERS)], stdin=subprocess.PIPE,
@@ -1113,7 +1190,7 @@ def watch_cells(procs, run_dir, system):
             raise BenchError(f"{system}: idle watchers not created: {line!r}")
         pause(3)
         rss1 = rss_bytes(c.nodes[li]["proc"].pid)
-        loaded = run_wrk(c, put_cell, 64, "w1", run_dir)
+        loaded = run_steady(c, put_cell, 64, run_dir, lambda: "w1")[0]
     finally:
         p.stdin.close()
         try:
@@ -1122,14 +1199,15 @@ def watch_cells(procs, run_dir, system):
             p.kill()
             p.wait()
     pause(3)
-    after = run_wrk(c, put_cell, 64, "w2", run_dir)
+    after = run_steady(c, put_cell, 64, run_dir, lambda: "w2")[0]
     without = (base["rps"] + after["rps"]) / 2
     out["idle"] = {"watchers": IDLE_WATCHERS, "bytes_per_watcher": round((rss1 - rss0) /
                                                                           IDLE_WATCHERS),
                    "put_rps_without": round(without), "put_rps_with": round(loaded["rps"]),
                    "put_rps_runs": [round(base["rps"]), round(loaded["rps"]),
                                     round(after["rps"])],
-                   "loss_pct": round(100 * (1 - loaded["rps"] / without), 1)}
+                   "loss_pct": round(100 * (1 - loaded["rps"] / without), 1),
+                   "set_aside": [n for r in (base, loaded, after) for n in r["set_aside"]]}
     log(f"  {system} idle: {out['idle']['bytes_per_watcher']} bytes per watcher; puts "
         f"{base['rps']:,.0f}/s without, {loaded['rps']:,.0f}/s with {IDLE_WATCHERS} watchers, "
         f"{after['rps']:,.0f}/s without again ({out['idle']['loss_pct']}% lost)")
@@ -1742,6 +1820,16 @@ def write_report(info, res, fo, mem, problems, run_dir, save=True, watch=None, l
                       f"{fmt_ms(a['p99_us']) if a else '-'} | {fmt_p999(a)} | {fmt_rps(b)} | "
                       f"{fmt_ms(b['p50_us']) if b else '-'} | {fmt_ms(b['p99_us']) if b else '-'} "
                       f"| {fmt_p999(b)} | {ratio(a, b)} | {pct} |")
+    aside = [n for r in res.values() for n in r.get("set_aside", [])]
+    aside += [n for w in (watch or {}).values() for n in w.get("idle", {}).get("set_aside", [])]
+    changed = [f"{k[0]} c={k[1]}: {r['leader_changed']}" for k, r in sorted(res.items())
+               if r.get("leader_changed")]
+    md += ["", f"Runs set aside because the leader changed during them (each was run again, "
+           f"up to {STEADY_ATTEMPTS} runs in all): " + ("none." if not aside else
+                                                       "; ".join(aside) + ".")]
+    if changed:
+        md += ["", "**Cells whose last run still saw a leader change** (their figures include "
+               "an election): " + "; ".join(changed) + "."]
     errs = [(k, r) for k, r in sorted(res.items()) if r["errors"]]
     md += ["", "Cells with errors (⚠): " + ("none." if not errs else "; ".join(
         f"{k[0]} c={k[1]}: {r['non2xx']} non-2xx, {r['connect']} connect, {r['read']} read, "
@@ -1925,10 +2013,21 @@ def main():
                     continue
                 c.check_alive()
                 store = stores.get(store_name)
-                tag = store.new_tag() if store else "zz"
-                if store_name == "hot":
-                    problems += reset_hot(c)
-                r = run_wrk(c, cell, conns, tag, run_dir)
+
+                def prepare():
+                    if store_name == "hot":
+                        problems.extend(reset_hot(c))
+                    return store.new_tag() if store else "zz"
+
+                def check(r, tag):
+                    if store_name == "hot":
+                        return verify_hot(c, f"{cell} c={conns}", r, conns)
+                    if store:
+                        return verify_after_write_cell(store, f"{cell} c={conns}", tag,
+                                                       r["max_seq"])
+                    return []
+                r, p = run_steady(c, cell, conns, run_dir, prepare, check)
+                problems += p
                 res[(cell, conns)] = r
                 log(f"{cell:13s} c={conns:<3d} {r['rps']:>10,.0f} req/s  p50 "
                     f"{fmt_ms(r['p50_us'])} ms  p99 {fmt_ms(r['p99_us'])} ms  on {r['node']}"
@@ -1939,11 +2038,6 @@ def main():
                 if r["cas_ok"] or r["cas_conflicts"]:
                     log(f"  {r['cas_ok'] / (r['duration_us'] / 1e6):,.0f} increments/s, "
                         f"{r['cas_conflicts']} conflicts")
-                if store_name == "hot":
-                    problems += verify_hot(c, f"{cell} c={conns}", r, conns)
-                elif store:
-                    problems += verify_after_write_cell(store, f"{cell} c={conns}", tag,
-                                                        r["max_seq"])
                 c.check_alive()
 
         if KILLS > 0:
