@@ -28,6 +28,11 @@ packages=(
   # tests/browser: a browser's EventSource on a watch (headless, through chromedriver).
   chromium
   chromium-driver
+  # tests/ops: promtool checks /metrics, and a Prometheus server scrapes a cluster.
+  prometheus
+  # make package: man pages from --help, and the Debian package checked by lintian.
+  help2man
+  lintian
 )
 
 # Extra tools for `make bench` only (pass --bench), and for
@@ -60,3 +65,10 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# Debian's prometheus package enables a system-wide server on :9090 where systemd runs.
+# The tests start their own on a free port: stop the one this script just brought in.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null &&
+   [[ -d /run/systemd/system ]]; then
+  $SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi

@@ -256,7 +256,12 @@ uint64_t Store::EndLease(uint64_t id, uint64_t index, Event::Cause cause,
   LeaseInfo info{id, it->second.ttl_ms, it->second.renewed_at};
   for (Node* n : doomed) DeleteNode(n, index, cause, options);
   keys_.leases.erase(id);
-  if (options.lease_changes) options.lease_changes->push_back(LeaseChange{info, true});
+  if (options.lease_changes) {
+    options.lease_changes->push_back(LeaseChange{info, true,
+                                                 cause == Event::Cause::kLeaseExpired
+                                                     ? LeaseChange::Why::kExpire
+                                                     : LeaseChange::Why::kRevoke});
+  }
   return doomed.size();
 }
 
@@ -265,7 +270,11 @@ ResultCode Store::ApplyLease(const CommandView& cmd, uint64_t index, Result* out
   auto renewed = [&](uint64_t id, Lease& l) {
     l.renewed_at = index;
     LeaseInfo info{id, l.ttl_ms, index};
-    if (options.lease_changes) options.lease_changes->push_back(LeaseChange{info, false});
+    if (options.lease_changes) {
+      options.lease_changes->push_back(LeaseChange{
+          info, false,
+          cmd.op == Op::kLeaseGrant ? LeaseChange::Why::kGrant : LeaseChange::Why::kKeepAlive});
+    }
     if (out) out->leases.push_back(info);
   };
   switch (cmd.op) {
@@ -423,6 +432,28 @@ std::string Store::Snapshot() const {
   }
   PutU64(&out, XXH3_64bits(out.data(), out.size()));
   return out;
+}
+
+raft::Status SetImageRevision(std::string* image, uint64_t revision) {
+  auto corrupt = [](const std::string& why) {
+    return raft::Status(raft::Code::kCorruption, "snapshot image: " + why);
+  };
+  if (image->size() < 1 + 8 + 8 + 8) return corrupt("too short");
+  const size_t body = image->size() - 8;
+  if (XXH3_64bits(image->data(), body) != LoadLE(image->data() + body, 8)) {
+    return corrupt("checksum mismatch");
+  }
+  const auto version = static_cast<uint8_t>((*image)[0]);
+  if (version != kImageV1 && version != kImageV2) {
+    return corrupt("unknown version " + std::to_string(version));
+  }
+  std::string rev;
+  PutU64(&rev, revision);
+  image->replace(1, 8, rev);
+  std::string sum;
+  PutU64(&sum, XXH3_64bits(image->data(), body));
+  image->replace(body, 8, sum);
+  return raft::Status::Ok();
 }
 
 raft::Status Store::Restore(std::string_view image) {

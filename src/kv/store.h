@@ -65,8 +65,10 @@ struct LeaseInfo {
 // A change to the lease table, reported to whoever keeps the deadlines: a
 // grant or renewal (`gone` false), or the lease's end.
 struct LeaseChange {
+  enum class Why : uint8_t { kGrant, kKeepAlive, kRevoke, kExpire };
   LeaseInfo lease;
-  bool gone = false;
+  bool gone = false;  // Revoked or expired; else granted or renewed.
+  Why why = Why::kGrant;
 };
 
 // How a command ended, the same on every node. A command that does not end
@@ -133,6 +135,11 @@ struct ApplyOptions {
   // If set, every change to the lease table is appended here in apply order.
   std::vector<LeaseChange>* lease_changes = nullptr;
 };
+
+// Rewrites the revision in a snapshot image's header (docs/wire-format.md
+// section 3) and its checksum: `raftkv restore` moves a backup's revisions
+// forward. kCorruption, image unchanged, if its checksum or version is wrong.
+raft::Status SetImageRevision(std::string* image, uint64_t revision);
 
 class Store {
  public:

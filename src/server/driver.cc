@@ -113,7 +113,17 @@ void Driver::Receive(std::vector<raft::Message> msgs) {
   // A node whose disk failed takes no further part: it could not persist
   // what the messages ask for, so it neither votes nor acknowledges.
   if (storage_failed_) return;
-  for (raft::Message& m : msgs) node_->Step(m);
+  const TimePoint now = hooks_.now();
+  for (raft::Message& m : msgs) {
+    heard_from_[m.from] = now;
+    if (m.type == raft::MessageType::kHeartbeatResp) {
+      if (auto it = heartbeat_sent_.find(m.from); it != heartbeat_sent_.end()) {
+        metrics_.ObservePeerRoundTrip(m.from, now - it->second);
+        heartbeat_sent_.erase(it);
+      }
+    }
+    node_->Step(m);
+  }
   const raft::NodeId leader = node_->Leader();
   if (leader != raft::kNoNode && leader != config_.self.id) {
     for (const raft::Message& m : msgs) {
@@ -138,7 +148,26 @@ int64_t Driver::MillisSinceLeaderContact() const {
   return std::max<int64_t>(0, (now - at) / 1'000'000);
 }
 
+std::vector<std::pair<raft::NodeId, metrics::Histogram::Snapshot>> DriverMetrics::PeerRoundTrips()
+    const {
+  std::lock_guard lock(mu_);
+  std::vector<std::pair<raft::NodeId, metrics::Histogram::Snapshot>> out;
+  for (const auto& [id, h] : peer_rtt_) out.emplace_back(id, h->Read());
+  return out;
+}
+
+void DriverMetrics::ObservePeerRoundTrip(raft::NodeId peer, std::chrono::nanoseconds rtt) {
+  std::lock_guard lock(mu_);
+  auto& h = peer_rtt_[peer];
+  if (!h) h = std::make_unique<metrics::Histogram>();
+  h->Observe(rtt);
+}
+
 void Driver::Propose(std::string command, kv::RequestId id, Callback done) {
+  done = [this, done = std::move(done)](Outcome o) {
+    if (!o.ok()) metrics_.proposals_failed[static_cast<size_t>(o.code)].Add();
+    done(std::move(o));
+  };
   if (Refuse(done)) return;
   raft::Index index = 0;
   raft::Term term = 0;
@@ -162,12 +191,16 @@ void Driver::Propose(std::string command, kv::RequestId id, Callback done) {
 }
 
 void Driver::ReadBarrier(Callback done) {
+  done = [this, start = hooks_.now(), done = std::move(done)](Outcome o) {
+    metrics_.read_index.Observe(hooks_.now() - start);
+    done(std::move(o));
+  };
   if (Refuse(done)) return;
   reads_.Queue(std::move(done));
   Schedule();
 }
 
-void Driver::AddMember(MemberInfo member, Callback done) {
+void Driver::AddMember(MemberInfo member, bool promote, Callback done) {
   if (storage_failed_) return done(StorageFailedOutcome());
   if (node_->role() != raft::Role::kLeader) {
     return done(Outcome{Code::kNotLeader, "not the leader"});
@@ -179,21 +212,71 @@ void Driver::AddMember(MemberInfo member, Callback done) {
       if (info.raft == member.raft && (member.http.empty() || info.http == member.http)) {
         return done(Outcome{Code::kOk, "already a member"});
       }
-      return done(Outcome{Code::kInvalid,
-                          "node '" + member.name + "' is already a member with other addresses"});
+      return done(Outcome{Code::kConflict, "member_exists: node '" + member.name +
+                                               "' is already a member with other addresses"});
     }
     if (info.raft == member.raft) {
-      return done(Outcome{Code::kInvalid,
-                          "address " + member.raft + " is used by member '" + info.name + "'"});
+      return done(Outcome{Code::kConflict, "member_exists: address " + member.raft +
+                                               " is used by member '" + info.name + "'"});
     }
   }
-  ProposeConfChange(raft::ConfChange{raft::ConfChangeType::kAddLearner, member.id, true,
+  ProposeConfChange(raft::ConfChange{raft::ConfChangeType::kAddLearner, member.id, promote,
                                      EncodeMemberContext(member)},
                     std::move(done));
 }
 
-void Driver::RemoveMember(raft::NodeId id, Callback done) {
+void Driver::PromoteMember(raft::NodeId id, Callback done) {
   if (storage_failed_) return done(StorageFailedOutcome());
+  if (node_->role() != raft::Role::kLeader) {
+    return done(Outcome{Code::kNotLeader, "not the leader"});
+  }
+  raft::NodeStatus st = node_->GetStatus();
+  const raft::Member* m = nullptr;
+  for (const raft::Member& x : st.conf.members) {
+    if (x.id == id) m = &x;
+  }
+  if (m == nullptr) return done(Outcome{Code::kConflict, "not_found: no member " + NameOf(id)});
+  if (m->role != raft::MemberRole::kLearner) {
+    return done(Outcome{Code::kConflict, "not_learner: " + NameOf(id) + " is a voter"});
+  }
+  raft::Index match = 0;
+  for (const raft::PeerStatus& p : st.peers) {
+    if (p.id == id) match = p.match;
+  }
+  // etcd's rule (isLearnerReady): the learner holds 90% of the leader's log.
+  if (match * 10 < st.last_index * 9) {
+    return done(Outcome{Code::kConflict, "learner_not_caught_up: " + NameOf(id) + " holds " +
+                                             std::to_string(match) + " of " +
+                                             std::to_string(st.last_index) + " entries"});
+  }
+  ProposeConfChange(raft::ConfChange{raft::ConfChangeType::kPromoteLearner, id, false, ""},
+                    std::move(done));
+}
+
+void Driver::RemoveMember(raft::NodeId id, bool force, Callback done) {
+  if (storage_failed_) return done(StorageFailedOutcome());
+  if (!force && node_->role() == raft::Role::kLeader) {
+    // Without the removed member, the voters this leader hears from must
+    // still be a majority, or the cluster stops taking writes.
+    const TimePoint now = hooks_.now();
+    const auto window = config_.tick * config_.raft.election_timeout_ticks;
+    size_t voters = 0, active = 0;
+    for (const raft::Member& m : node_->conf().members) {
+      if (m.role != raft::MemberRole::kVoter || m.id == id) continue;
+      voters++;
+      auto it = heard_from_.find(m.id);
+      if (m.id == config_.self.id || (it != heard_from_.end() && now - it->second <= window)) {
+        active++;
+      }
+    }
+    if (voters > 0 && active < voters / 2 + 1) {
+      return done(Outcome{Code::kConflict,
+                          "would_lose_quorum: without " + NameOf(id) + ", " +
+                              std::to_string(active) + " of the " + std::to_string(voters) +
+                              " voters left answer the leader; a majority is " +
+                              std::to_string(voters / 2 + 1) + " (force it with ?force)"});
+    }
+  }
   ProposeConfChange(raft::ConfChange{raft::ConfChangeType::kRemoveNode, id, false, ""},
                     std::move(done));
 }
@@ -249,6 +332,10 @@ StatusReport Driver::Status() const {
   r.node = node_->GetStatus();
   r.revision = kv_->revision();
   r.snapshot_index = store_->storage().LatestSnapshot().meta.index;
+  for (const auto& [id, t] : heard_from_) {
+    r.peer_heard_ms.emplace_back(
+        id, std::chrono::duration_cast<std::chrono::milliseconds>(hooks_.now() - t).count());
+  }
   r.snapshots_taken = snapshots_taken_;
   r.snapshots_installed = snapshots_installed_;
   r.keys = kv_->size();
@@ -397,7 +484,7 @@ void Driver::Flush() {
     (early ? now : send_after_persist_).push_back(std::move(m));
   }
   rd.messages.clear();
-  if (!now.empty()) hooks_.send(std::move(now));
+  if (!now.empty()) Send(std::move(now));
   // Committed entries are durable on a quorum already, so they are applied
   // now, while this Ready's own writes go to disk, as etcd's server does: a
   // write's answer need not wait for an fsync that does not concern it. A
@@ -407,6 +494,13 @@ void Driver::Flush() {
   if (!rd.snapshot) ApplyAndRead(rd);
   persisting_ = true;
   store_->Persist(rd, [this](raft::Status s) { OnPersisted(std::move(s)); });
+}
+
+void Driver::Send(std::vector<raft::Message> msgs) {
+  for (const raft::Message& m : msgs) {
+    if (m.type == raft::MessageType::kHeartbeat) heartbeat_sent_.try_emplace(m.to, hooks_.now());
+  }
+  hooks_.send(std::move(msgs));
 }
 
 void Driver::ApplyAndRead(const raft::Ready& rd) {
@@ -430,7 +524,7 @@ void Driver::OnPersisted(raft::Status s) {
     InstallSnapshot(image);
   }
   // 2. Votes and acknowledgements, now that what they promise is stored.
-  if (!send_after_persist_.empty()) hooks_.send(std::move(send_after_persist_));
+  if (!send_after_persist_.empty()) Send(std::move(send_after_persist_));
   send_after_persist_.clear();
   // 3. Apply, then release reads, unless done before the write (Flush).
   if (rd.snapshot) ApplyAndRead(rd);
@@ -555,13 +649,36 @@ void Driver::ApplyEntries(std::span<const raft::Entry> entries) {
   // Before the writes resolve: a settled expiry must find its leases updated.
   if (!lease_changes.empty()) {
     TimePoint now = hooks_.now();
-    for (const kv::LeaseChange& c : lease_changes) lessor_.Apply(c, now);
+    for (const kv::LeaseChange& c : lease_changes) {
+      lessor_.Apply(c, now);
+      switch (c.why) {
+        case kv::LeaseChange::Why::kGrant:
+          metrics_.leases_granted.Add();
+          break;
+        case kv::LeaseChange::Why::kKeepAlive:
+          metrics_.lease_keepalives.Add();
+          break;
+        case kv::LeaseChange::Why::kRevoke:
+          metrics_.leases_revoked.Add();
+          break;
+        case kv::LeaseChange::Why::kExpire:
+          metrics_.leases_expired.Add();
+          break;
+      }
+    }
   }
   if (hooks_.feed) hooks_.feed->OnChanges(prev_revision, kv_->revision(), std::move(events));
   if (hooks_.observer) hooks_.observer->OnApplied(entries);
+  bool conf_changed = false;
   for (const raft::Entry& e : entries) {
-    if (e.type == raft::EntryType::kConfChange) ApplyConfChange(e);
+    if (e.type == raft::EntryType::kConfChange) {
+      ApplyConfChange(e);
+      conf_changed = true;
+    }
   }
+  // A membership change is answered once applied: by then view() shows it
+  // (a request that follows the answer must find the new member).
+  if (conf_changed) MaybePublishView(false);
   if (waiting) ResolveWrites(entries, applied);
 }
 
@@ -702,6 +819,7 @@ void Driver::OnSnapshotSaved(raft::Index index, raft::Index compact_to, TimePoin
     // A snapshot from the leader installed meanwhile may be newer.
     last_snapshot_index_ = std::max(last_snapshot_index_, index);
     snapshots_taken_++;
+    metrics_.snapshot_save.Observe(hooks_.now() - start);
     if (snapshot_failures_ > 0) {
       spdlog::info("snapshots work again after {} failed attempts", snapshot_failures_);
     }
@@ -721,6 +839,12 @@ void Driver::OnSnapshotSaved(raft::Index index, raft::Index compact_to, TimePoin
 
 void Driver::OnSoftState(const raft::SoftState& ss) {
   bool leader_changed = ss.leader != soft_.leader || ss.role != soft_.role;
+  if (ss.leader != raft::kNoNode && ss.leader != last_known_leader_) {
+    metrics_.leader_changes.Add();
+    last_known_leader_ = ss.leader;
+  }
+  // Heartbeats sent in an earlier term get no answer that counts.
+  if (ss.role != raft::Role::kLeader) heartbeat_sent_.clear();
   soft_ = ss;
   LogState();
   if (hooks_.observer) hooks_.observer->OnSoftState(ss);

@@ -28,6 +28,7 @@
 //   the LogStore writes in the background (MaybeSnapshot).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -41,6 +42,7 @@
 
 #include "kv/command.h"
 #include "kv/store.h"
+#include "metrics/metrics.h"
 #include "raft/node.h"
 #include "server/identity.h"
 #include "server/lessor.h"
@@ -93,6 +95,32 @@ struct StatusReport {
   // the last failure ("" once one succeeds).
   uint64_t snapshot_failures = 0;
   std::string snapshot_error;
+  // Milliseconds since a message from each peer last arrived (as the quorum
+  // check of RemoveMember counts them).
+  std::vector<std::pair<raft::NodeId, int64_t>> peer_heard_ms;
+};
+
+// What the driver counts for /metrics (docs/metrics.md). Updated on the
+// driver thread; any thread may read it.
+struct DriverMetrics {
+  // A leader other than the last one this node knew (etcd's leader_changes_seen).
+  metrics::Counter leader_changes;
+  // Writes (Propose) answered with an error, by Code (CodeName).
+  std::array<metrics::Counter, kCodeCount> proposals_failed;
+  // ReadBarrier: from the call to its answer (ok or not).
+  metrics::Histogram read_index;
+  // Snapshots of the store that succeeded: serialize and write.
+  metrics::Histogram snapshot_save;
+  // The lease table's changes as applied here.
+  metrics::Counter leases_granted, lease_keepalives, leases_revoked, leases_expired;
+
+  // Leader only: from a heartbeat to its response, per peer.
+  std::vector<std::pair<raft::NodeId, metrics::Histogram::Snapshot>> PeerRoundTrips() const;
+  void ObservePeerRoundTrip(raft::NodeId peer, std::chrono::nanoseconds rtt);
+
+ private:
+  mutable std::mutex mu_;
+  std::map<raft::NodeId, std::unique_ptr<metrics::Histogram>> peer_rtt_;  // Guarded by mu_.
 };
 
 struct ReplicaConfig {
@@ -201,18 +229,34 @@ class Driver {
   // this node has applied an index at least the leader's commit index at
   // some point after the call; reading the Store then is linearizable.
   void ReadBarrier(Callback done);
-  // Leader only: adds `member` as a learner that is promoted once caught up.
-  // kOk once the change is applied (or at once if it already is a member
-  // with the same addresses).
-  void AddMember(MemberInfo member, Callback done);
-  // Leader only: removes member `id`; kOk once the change is applied.
-  void RemoveMember(raft::NodeId id, Callback done);
+  // Leader only: adds `member` as a learner, promoted by the leader once
+  // caught up if `promote`. kOk once the change is applied (or at once if it
+  // already is a member with the same addresses); kConflict member_exists if
+  // its id or raft address is a member's with other addresses.
+  void AddMember(MemberInfo member, bool promote, Callback done);
+  void AddMember(MemberInfo member, Callback done) { AddMember(std::move(member), true, done); }
+  // Leader only: makes learner `id` a voter; kOk once applied. kConflict
+  // not_learner, or learner_not_caught_up unless its log holds 90% of the
+  // leader's (etcd's rule).
+  void PromoteMember(raft::NodeId id, Callback done);
+  // Leader only: removes member `id`; kOk once the change is applied. Unless
+  // `force`, kConflict would_lose_quorum when the voters left that this
+  // leader heard from within an election timeout (itself included) would
+  // not be a majority of the voters left.
+  void RemoveMember(raft::NodeId id, bool force, Callback done);
+  void RemoveMember(raft::NodeId id, Callback done) { RemoveMember(id, true, std::move(done)); }
   // Leader only: starts handing leadership to `to` (Raft thesis 3.10).
   raft::Status TransferLeadership(raft::NodeId to);
   // Leader only: starts handing leadership to the most up-to-date voter that
   // is active; false if there is none (or this node does not lead).
   bool TransferLeadershipAway();
   StatusReport Status() const;
+  // The store's snapshot image (docs/wire-format.md section 3) and its
+  // revision: a backup (GET /v1/snapshot). Serializes on the driver thread.
+  std::string Image(uint64_t* revision) const {
+    *revision = kv_->revision();
+    return kv_->Snapshot();
+  }
 
   // Any thread.
   std::shared_ptr<const ClusterView> view() const;
@@ -238,12 +282,16 @@ class Driver {
   const raft::ConfState& conf_applied() const { return conf_applied_; }
   const MemberInfo& self() const { return config_.self; }
   const Lessor& lessor() const { return lessor_; }
+  // Any thread.
+  const DriverMetrics& metrics() const { return metrics_; }
 
   static constexpr size_t kMaxExpiriesPerEntry = 1000;
 
  private:
   void Schedule();
   void Flush();
+  // hooks_.send, noting when each heartbeat left (peer round trips).
+  void Send(std::vector<raft::Message> msgs);
   void OnPersisted(raft::Status s);
   void OnStorageFailed(raft::Status s);
   Outcome StorageFailedOutcome() const;
@@ -312,6 +360,13 @@ class Driver {
   uint64_t snapshot_failures_ = 0;
   raft::Status snapshot_error_;
   uint64_t snapshot_retry_tick_ = 0;
+
+  DriverMetrics metrics_;
+  raft::NodeId last_known_leader_ = raft::kNoNode;
+  // When the oldest unanswered heartbeat to each peer left (leader only).
+  std::map<raft::NodeId, TimePoint> heartbeat_sent_;
+  // When a message from each peer last arrived (RemoveMember's quorum check).
+  std::map<raft::NodeId, TimePoint> heard_from_;
 
   Lessor lessor_;
   double expiry_budget_ = 0;    // Leases whose expiry may be proposed now.

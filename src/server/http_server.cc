@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
@@ -248,6 +249,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Answers 503 at once and closes: over the connection limit.
   void Refuse() {
+    started_ = std::chrono::steady_clock::now();
     version_ = 11;
     keep_alive_ = false;
     Error(http::status::service_unavailable, "too many connections", "1");
@@ -305,6 +307,9 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void OnReadError(error_code ec) {
+    started_ = std::chrono::steady_clock::now();
+    route_ = Route::kOther;
+    method_ = http::verb::unknown;
     if (ec == http::error::body_limit) {
       keep_alive_ = false;
       return Error(http::status::payload_too_large,
@@ -327,6 +332,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void OnRequest() {
     shared_->in_flight++;
     counted_ = true;
+    started_ = std::chrono::steady_clock::now();
+    route_ = Route::kOther;
+    method_ = parser_->get().method();
     v1_ = false;
     v1_revision_ = 0;
     etag_.clear();
@@ -353,6 +361,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
     if (path.starts_with("/v1/")) return HandleV1(method, path, query);
     if (path.starts_with("/keys/")) {
+      route_ = Route::kKeys;
       if (method != http::verb::get && method != http::verb::post) {
         return Error(http::status::method_not_allowed, "method not allowed", "", "GET, POST");
       }
@@ -373,21 +382,25 @@ class Session : public std::enable_shared_from_this<Session> {
       return HandlePut();
     }
     if (path == "/cluster/join/" || path == "/cluster/join") {
-      if (method != http::verb::post) {
-        return Error(http::status::method_not_allowed, "method not allowed", "", "POST");
-      }
-      return HandleJoin();
+      route_ = Route::kJoin;
+      return Allow(method, http::verb::post) ? HandleJoin() : void();
     }
     if (path == "/status" || path == "/status/") {
-      if (method != http::verb::get) {
-        return Error(http::status::method_not_allowed, "method not allowed", "", "GET");
-      }
-      return HandleStatus();
+      route_ = Route::kStatus;
+      return Allow(method, http::verb::get) ? HandleStatus() : void();
+    }
+    if (path == "/metrics" || path == "/metrics/") {
+      route_ = Route::kMetrics;
+      return Allow(method, http::verb::get) ? HandleMetrics() : void();
+    }
+    if (path == "/ready" || path == "/ready/") {
+      route_ = Route::kReady;
+      return Allow(method, http::verb::get) ? HandleReady(QueryFlag(query, "linearizable"))
+                                            : void();
     }
     if (path == "/health" || path == "/health/") {
-      if (method != http::verb::get) {
-        return Error(http::status::method_not_allowed, "method not allowed", "", "GET");
-      }
+      route_ = Route::kHealth;
+      if (!Allow(method, http::verb::get)) return;
       static const std::string kOk = R"({"status":"ok"})";
       if (std::string h = shared_->replica->health(); !h.empty()) {
         return Respond(http::status::service_unavailable, JsonObject1("status", h));
@@ -404,6 +417,15 @@ class Session : public std::enable_shared_from_this<Session> {
       return Respond(http::status::ok, kOk);
     }
     Error(http::status::not_found, "not found");
+  }
+
+  // Answers 405 (with Allow) unless `method` is `allowed`; true when the request may go on.
+  bool Allow(http::verb method, http::verb allowed) {
+    if (method == allowed) return true;
+    beast::string_view name = http::to_string(allowed);
+    Error(http::status::method_not_allowed, "method not allowed", "",
+          std::string_view(name.data(), name.size()));
+    return false;
   }
 
   // Posts `fn` to this session's io_context: driver callbacks use it.
@@ -525,6 +547,9 @@ class Session : public std::enable_shared_from_this<Session> {
         if (o.code == Code::kNotLeader) {
           return self->Forward(*self->shared_->replica->view(), false);
         }
+        if (o.code == Code::kConflict) {  // 400, as this route always answered.
+          return self->Error(http::status::bad_request, o.message.substr(o.message.find(": ") + 2));
+        }
         self->OutcomeError(o, true);
       });
     });
@@ -537,6 +562,61 @@ class Session : public std::enable_shared_from_this<Session> {
       std::string body = StatusJson(r, *self->shared_);
       self->Later([self, body = std::move(body)] { self->Respond(http::status::ok, body); });
     });
+  }
+
+  // --- GET /metrics (docs/metrics.md) ----------------------------------------
+
+  void HandleMetrics() {
+    shared_->replica->GetStatus([self = shared_from_this()](StatusReport r) {
+      // The page is written on this session's thread, not the driver's.
+      self->Later([self, r = std::move(r)] {
+        const HttpServer::Shared& sh = *self->shared_;
+        MetricsSources s;
+        s.driver = &sh.replica->metrics();
+        s.http = &sh.metrics;
+        s.http_connections = sh.connections.load();
+        s.extra = sh.extra_metrics;
+        s.watches = sh.watches;
+        std::string body = RenderMetrics(r, s);
+        self->content_type_ = "text/plain; version=0.0.4; charset=utf-8";
+        self->Respond(http::status::ok, body);
+      });
+    });
+  }
+
+  // --- GET /ready[?linearizable] (docs/http-api.md, "Probes") -----------------
+
+  void HandleReady(bool linearizable) {
+    shared_->replica->GetStatus([self = shared_from_this(), linearizable](StatusReport r) {
+      self->Later([self, r = std::move(r), linearizable] {
+        std::vector<std::string> reasons = self->NotReadyReasons(r);
+        if (!reasons.empty() || !linearizable) return self->AnswerReady(reasons);
+        // A ReadIndex round: the leader still holds a quorum, and this node can serve.
+        self->shared_->replica->ReadBarrier([self](Outcome o) {
+          self->Later([self, o = std::move(o)] {
+            std::vector<std::string> reasons;
+            if (!o.ok()) reasons.push_back("read_index_failed: " + o.message);
+            self->AnswerReady(reasons);
+          });
+        });
+      });
+    });
+  }
+
+  std::vector<std::string> NotReadyReasons(const StatusReport& r) const {
+    return server::NotReadyReasons(r, shared_->draining,
+                                   shared_->replica->MillisSinceLeaderContact(),
+                                   opts().ready_leader_timeout, opts().ready_max_lag);
+  }
+
+  void AnswerReady(const std::vector<std::string>& reasons) {
+    if (reasons.empty()) return Respond(http::status::ok, R"({"ready":true})");
+    json::object o;
+    o["ready"] = false;
+    json::array a;
+    for (const std::string& s : reasons) a.emplace_back(s);
+    o["reasons"] = std::move(a);
+    Respond(http::status::service_unavailable, json::serialize(o), "1");
   }
 
   // --- Forwarding to the leader ------------------------------------------------
@@ -570,6 +650,7 @@ class Session : public std::enable_shared_from_this<Session> {
       fr.headers.emplace_back(std::string(kRequestIdHeader), FormatRequestId(RequestIdOf()));
     }
     std::string leader_name = leader->info.name;
+    shared_->metrics.forwarded.Add();
     shared_->forwarder->Send(
         leader->info.http, std::move(fr),
         [self = shared_from_this(), leader_name](ForwardResponse r) {
@@ -611,6 +692,8 @@ class Session : public std::enable_shared_from_this<Session> {
       case Code::kBusy:
       case Code::kStorageFailed:
         return Error(http::status::service_unavailable, o.message, "1");
+      case Code::kConflict:
+        return Error(http::status::conflict, o.message);
     }
     Error(http::status::internal_server_error, "unexpected outcome");
   }
@@ -625,6 +708,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // generic serializer costs more than the send itself at this size).
   void Respond(http::status status, std::string_view body, std::string_view retry_after = "",
                std::string_view allow = "") {
+    shared_->metrics.Record(route_, method_, static_cast<unsigned>(status),
+                            std::chrono::steady_clock::now() - started_);
     bool keep = keep_alive_ && !shared_->draining;
     out_.clear();
     out_ += version_ == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
@@ -792,6 +877,8 @@ class Session : public std::enable_shared_from_this<Session> {
         return V1Error(503, "overloaded", o.message, "", "1");
       case Code::kStorageFailed:
         return V1Error(503, "storage_failed", o.message, "", "1");
+      case Code::kConflict:
+        return V1Error(409, "conflict", o.message);
     }
     V1Error(500, "internal", "unexpected outcome");
   }
@@ -809,6 +896,7 @@ class Session : public std::enable_shared_from_this<Session> {
       b64_ = *enc == "base64";
     }
     if (path.starts_with("/v1/kv/")) {
+      route_ = query_.Has("prefix") ? Route::kV1KvPrefix : Route::kV1Kv;
       if (!PercentDecode(path.substr(7), &key_)) {
         return V1Error(400, "invalid_argument", "malformed percent-encoding in the key");
       }
@@ -834,9 +922,34 @@ class Session : public std::enable_shared_from_this<Session> {
                          "GET, PUT, POST, DELETE");
       }
     }
-    if (path == "/v1/watch" || path.starts_with("/v1/watch/")) return V1Watch(method, path);
-    if (path == "/v1/leases" || path.starts_with("/v1/leases/")) return V1Leases(method, path);
+    if (path == "/v1/watch" || path.starts_with("/v1/watch/")) {
+      route_ = path.starts_with("/v1/watch/") ? Route::kV1Watch : Route::kV1WatchMulti;
+      return V1Watch(method, path);
+    }
+    if (path == "/v1/leases" || path.starts_with("/v1/leases/")) {
+      route_ = Route::kV1Leases;
+      return V1Leases(method, path);
+    }
+    if (path == "/v1/members" || path.starts_with("/v1/members/")) {
+      route_ = Route::kV1Members;
+      return V1Members(method, path.substr(std::string_view("/v1/members").size()));
+    }
+    if (path == "/v1/leader/transfer") {
+      route_ = Route::kV1LeaderTransfer;
+      if (method != http::verb::post) {
+        return V1Error(405, "method_not_allowed", "method not allowed", "", "", "POST");
+      }
+      return V1LeaderTransfer();
+    }
+    if (path == "/v1/snapshot") {
+      route_ = Route::kV1Snapshot;
+      if (method != http::verb::get) {
+        return V1Error(405, "method_not_allowed", "method not allowed", "", "", "GET");
+      }
+      return V1Snapshot();
+    }
     if (path == "/v1/txn") {
+      route_ = Route::kV1Txn;
       if (method != http::verb::post) {
         return V1Error(405, "method_not_allowed", "method not allowed", "", "", "POST");
       }
@@ -858,6 +971,296 @@ class Session : public std::enable_shared_from_this<Session> {
     Respond(http::status::no_content, "");
   }
 
+  // --- GET /v1/snapshot (docs/operations.md, "Backup and restore") -------------
+
+  // The store's image at one revision, after a ReadIndex round unless
+  // ?consistency=stale: every write acknowledged before the request is in it.
+  void V1Snapshot() {
+    if (!V1Params({"consistency"})) return;
+    auto c = query_.Get("consistency");
+    if (c && *c != "stale" && *c != "linearizable") {
+      return V1Error(400, "invalid_argument", "\"consistency\" must be linearizable or stale");
+    }
+    auto take = [self = shared_from_this()] {
+      self->shared_->replica->TakeImage([self](std::string image, uint64_t revision) {
+        self->Later([self, image = std::move(image), revision] {
+          self->v1_revision_ = revision;
+          self->content_type_ = "application/octet-stream";
+          // The image ends with its own XXH3-64 (little-endian); the header repeats it.
+          uint64_t sum = 0;
+          for (int i = 7; i >= 0; i--) {
+            sum = (sum << 8) | static_cast<unsigned char>(image[image.size() - 8 + i]);
+          }
+          char buf[160];
+          std::snprintf(buf, sizeof buf,
+                        "\r\nX-Raftkv-Checksum: xxh3-64=%016llx\r\nContent-Disposition: "
+                        "attachment; filename=\"raftkv-%llu.snap\"",
+                        static_cast<unsigned long long>(sum),
+                        static_cast<unsigned long long>(revision));
+          self->snapshot_headers_ = buf;
+          self->extra_headers_ = self->snapshot_headers_;
+          self->Respond(http::status::ok, image);
+        });
+      });
+    };
+    if (c && *c == "stale") return take();
+    shared_->replica->ReadBarrier([self = shared_from_this(), take](Outcome o) {
+      self->Later([self, o = std::move(o), take] {
+        if (!o.ok()) return self->V1OutcomeError(o, false);
+        take();
+      });
+    });
+  }
+
+  // --- /v1/members and /v1/leader/transfer (docs/http-api.md, "Membership") ---
+
+  void V1Members(http::verb method, std::string_view rest) {
+    if (rest.empty() || rest == "/") {
+      if (method == http::verb::get) return V1MemberList();
+      if (method == http::verb::post) return V1MemberAdd();
+      return V1Error(405, "method_not_allowed", "method not allowed", "", "", "GET, POST");
+    }
+    rest.remove_prefix(1);
+    bool promote = false;
+    if (rest.ends_with("/promote")) {
+      promote = true;
+      rest.remove_suffix(std::string_view("/promote").size());
+    }
+    route_ = promote ? Route::kV1MemberPromote : Route::kV1Member;
+    std::string name;
+    if (rest.empty() || rest.find('/') != std::string_view::npos || !PercentDecode(rest, &name)) {
+      return V1Error(404, "not_found", "no such route (/v1/members/<id>[/promote])");
+    }
+    if (promote && method != http::verb::post) {
+      return V1Error(405, "method_not_allowed", "method not allowed", "", "", "POST");
+    }
+    if (!promote && method != http::verb::delete_) {
+      return V1Error(405, "method_not_allowed", "method not allowed", "", "", "DELETE");
+    }
+    if (!V1Params(promote ? std::vector<std::string_view>{}
+                          : std::vector<std::string_view>{"force"})) {
+      return;
+    }
+    // The leader decides (a follower's membership may trail the leader's).
+    auto view = shared_->replica->view();
+    if (!view->IsLeader()) return Forward(*view, false);
+    const MemberView* m = view->Find(NodeIdFromName(name));
+    if (m == nullptr) {
+      return V1Error(404, "member_not_found", "no member '" + name + "'");
+    }
+    member_ = m->info;
+    if (promote) return V1MemberPromote();
+    V1MemberRemove(query_.Flag("force"));
+  }
+
+  // The members as of this node's commit index; the leader adds each one's match index.
+  void V1MemberList() {
+    if (!V1Params({})) return;
+    shared_->replica->GetStatus([self = shared_from_this()](StatusReport r) {
+      self->Later([self, r = std::move(r)] {
+        json::array members;
+        for (const MemberView& m : r.view->members) {
+          json::object o = MemberJson(m.info).as_object();
+          o["role"] = RoleString(m.role);
+          o["promote"] = m.promote ? "auto" : "manual";
+          o["leader"] = m.info.id == r.view->leader;
+          for (const raft::PeerStatus& p : r.node.peers) {
+            if (p.id == m.info.id) o["match"] = p.match;
+          }
+          if (r.view->IsLeader()) {
+            for (const auto& [id, ms] : r.peer_heard_ms) {
+              if (id == m.info.id) o["last_heard_ms"] = ms;
+            }
+          }
+          if (m.info.id == r.view->self && r.view->IsLeader()) o["match"] = r.node.last_index;
+          members.push_back(std::move(o));
+        }
+        json::object out;
+        out["members"] = std::move(members);
+        self->Respond(http::status::ok, json::serialize(out));
+      });
+    });
+  }
+
+  // {"id": "name", "raft": "HOST:PORT", "http": "HOST:PORT", "promote": "auto"|"manual"}
+  void V1MemberAdd() {
+    if (!V1Params({})) return;
+    error_code ec;
+    json::value v = json::parse(parser_->get().body(), ec);
+    if (ec || !v.is_object()) {
+      return V1Error(400, "invalid_argument",
+                     "the body must be a JSON object {\"id\", \"raft\", \"http\", \"promote\"}");
+    }
+    const json::object& o = v.get_object();
+    for (const auto& kv : o) {
+      if (kv.key() != "id" && kv.key() != "raft" && kv.key() != "http" && kv.key() != "promote") {
+        return V1Error(400, "invalid_argument", "unknown field \"" + std::string(kv.key()) + "\"");
+      }
+    }
+    auto str = [&o](const char* name) -> std::optional<std::string> {
+      const json::value* f = o.if_contains(name);
+      if (f == nullptr || !f->is_string()) return std::nullopt;
+      return std::string(f->get_string());
+    };
+    std::string host;
+    uint16_t port = 0;
+    auto id = str("id"), raft_addr = str("raft"), http_addr = str("http");
+    if (!id || id->empty() || id->size() > 256) {
+      return V1Error(400, "invalid_argument", "\"id\" must be a name of 1 to 256 bytes");
+    }
+    if (!raft_addr || !transport::SplitHostPort(*raft_addr, &host, &port)) {
+      return V1Error(400, "invalid_argument", "\"raft\" must be a string \"HOST:PORT\"");
+    }
+    if (o.contains("http") && (!http_addr || !transport::SplitHostPort(*http_addr, &host, &port))) {
+      return V1Error(400, "invalid_argument", "\"http\" must be a string \"HOST:PORT\"");
+    }
+    bool promote = true;
+    if (o.contains("promote")) {
+      auto p = str("promote");
+      if (!p || (*p != "auto" && *p != "manual")) {
+        return V1Error(400, "invalid_argument", "\"promote\" must be \"auto\" or \"manual\"");
+      }
+      promote = *p == "auto";
+    }
+    member_ = MemberInfo{NodeIdFromName(*id), *id, *raft_addr, http_addr.value_or("")};
+    auto view = shared_->replica->view();
+    if (!view->IsLeader()) return Forward(*view, false);
+    if (view->Find(member_.id) != nullptr) {
+      return V1Error(409, "member_exists", "'" + *id + "' is a member already");
+    }
+    shared_->replica->AddMember(member_, promote, [self = shared_from_this()](Outcome o) {
+      self->Later([self, o = std::move(o)] {
+        if (o.ok() && o.message == "already a member") {
+          return self->V1Error(409, "member_exists",
+                               "'" + self->member_.name + "' is a member already");
+        }
+        if (!o.ok()) return self->V1MembershipError(o);
+        json::object r = MemberJson(self->member_).as_object();
+        r["role"] = "learner";
+        self->Respond(http::status::created, json::serialize(r));
+      });
+    });
+  }
+
+  void V1MemberPromote() {
+    shared_->replica->PromoteMember(member_.id, [self = shared_from_this()](Outcome o) {
+      self->Later([self, o = std::move(o)] {
+        if (!o.ok()) return self->V1MembershipError(o);
+        json::object r = MemberJson(self->member_).as_object();
+        r["role"] = "voter";
+        self->Respond(http::status::ok, json::serialize(r));
+      });
+    });
+  }
+
+  void V1MemberRemove(bool force) {
+    if (member_.id == shared_->replica->self().id) {
+      // The leader removes itself: it hands leadership over first, then
+      // the new leader removes it (its answer is relayed).
+      return shared_->replica->TransferLeadership(
+          raft::kNoNode, [self = shared_from_this()](Outcome o) {
+            self->Later([self, o = std::move(o)] {
+              if (!o.ok()) return self->V1MembershipError(o);
+              self->AfterLeaderMoved([self](bool moved) {
+                if (!moved) {
+                  return self->V1Error(504, "timeout",
+                                       "leadership did not move away within the request timeout");
+                }
+                self->Forward(*self->shared_->replica->view(), false);
+              });
+            });
+          });
+    }
+    shared_->replica->RemoveMember(member_.id, force, [self = shared_from_this()](Outcome o) {
+      self->Later([self, o = std::move(o)] {
+        if (!o.ok()) return self->V1MembershipError(o);
+        json::object r;
+        r["removed"] = MemberJson(self->member_);
+        self->Respond(http::status::ok, json::serialize(r));
+      });
+    });
+  }
+
+  // {"to": "name"} (optional: the most up-to-date voter).
+  void V1LeaderTransfer() {
+    if (!V1Params({})) return;
+    raft::NodeId to = raft::kNoNode;
+    const std::string& body = parser_->get().body();
+    if (!body.empty()) {
+      error_code ec;
+      json::value v = json::parse(body, ec);
+      const json::value* t = !ec && v.is_object() ? v.get_object().if_contains("to") : nullptr;
+      if (ec || !v.is_object() || v.get_object().size() > (t ? 1u : 0u) ||
+          (t != nullptr && !t->is_string())) {
+        return V1Error(400, "invalid_argument", "the body must be {} or {\"to\": \"<member id>\"}");
+      }
+      if (t != nullptr) to = NodeIdFromName(std::string(t->get_string()));
+    }
+    auto view = shared_->replica->view();
+    if (!view->IsLeader()) return Forward(*view, false);
+    if (to != raft::kNoNode && view->Find(to) == nullptr) {
+      return V1Error(404, "member_not_found", "no member with that id");
+    }
+    if (to == view->self) return V1TransferDone();
+    shared_->replica->TransferLeadership(to, [self = shared_from_this()](Outcome o) {
+      self->Later([self, o = std::move(o)] {
+        if (o.code == Code::kNotLeader)
+          return self->Forward(*self->shared_->replica->view(), false);
+        if (!o.ok()) return self->V1MembershipError(o);
+        self->AfterLeaderMoved([self](bool moved) {
+          if (!moved) {
+            return self->V1Error(504, "timeout",
+                                 "leadership did not move within the request timeout");
+          }
+          self->V1TransferDone();
+        });
+      });
+    });
+  }
+
+  void V1TransferDone() {
+    auto view = shared_->replica->view();
+    json::object r;
+    const MemberView* l = view->Find(view->leader);
+    r["leader"] = l ? l->info.name : "";
+    r["term"] = view->term;
+    Respond(http::status::ok, json::serialize(r));
+  }
+
+  // Calls then(true) once another node leads (this one knows it), or
+  // then(false) after the request timeout. Polls every 10 ms.
+  void AfterLeaderMoved(std::function<void(bool)> then) {
+    const auto deadline = std::chrono::steady_clock::now() + opts().request_timeout;
+    if (!timer_) timer_.emplace(stream_.get_executor());
+    PollLeader(deadline, std::move(then));
+  }
+
+  void PollLeader(std::chrono::steady_clock::time_point deadline, std::function<void(bool)> then) {
+    auto view = shared_->replica->view();
+    if (view->leader != raft::kNoNode && view->leader != view->self) return then(true);
+    if (std::chrono::steady_clock::now() >= deadline) return then(false);
+    timer_->expires_after(std::chrono::milliseconds(10));
+    timer_->async_wait(
+        [self = shared_from_this(), deadline, then = std::move(then)](error_code ec) mutable {
+          if (ec) return;
+          self->PollLeader(deadline, std::move(then));
+        });
+  }
+
+  void V1MembershipError(const Outcome& o) {
+    if (o.code == Code::kConflict) {
+      size_t colon = o.message.find(": ");
+      std::string code = o.message.substr(0, colon);
+      std::string text = colon == std::string::npos ? o.message : o.message.substr(colon + 2);
+      return V1Error(code == "not_found" ? 404 : 409,
+                     code == "not_found" ? "member_not_found" : code, text);
+    }
+    if (o.code == Code::kInvalid) return V1Error(409, "conflict", o.message);
+    if (o.code == Code::kBusy)
+      return V1Error(503, "membership_change_in_progress", o.message, "", "1");
+    V1OutcomeError(o, true);
+  }
+
   // --- /v1/leases (docs/http-api.md, "Leases") ---------------------------------
 
   void V1Leases(http::verb method, std::string_view path) {
@@ -868,7 +1271,9 @@ class Session : public std::enable_shared_from_this<Session> {
       return V1Error(405, "method_not_allowed", "method not allowed", "", "", "GET, POST");
     }
     rest.remove_prefix(1);
+    route_ = Route::kV1Lease;
     if (rest == "keepalive") {
+      route_ = Route::kV1LeasesKeepAlive;
       if (method != http::verb::post) {
         return V1Error(405, "method_not_allowed", "method not allowed", "", "", "POST");
       }
@@ -876,6 +1281,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     bool keepalive = false;
     if (rest.ends_with("/keepalive")) {
+      route_ = Route::kV1LeaseKeepAlive;
       keepalive = true;
       rest.remove_suffix(std::string_view("/keepalive").size());
     }
@@ -1169,6 +1575,7 @@ class Session : public std::enable_shared_from_this<Session> {
       std::shared_ptr<HttpServer::Shared> shared;
     };
     ctx.connection = std::make_shared<ConnectionSlot>(shared_);
+    shared_->metrics.Record(route_, method_, 200, std::chrono::steady_clock::now() - started_);
     handed_off_ = true;
     if (counted_) {
       shared_->in_flight--;
@@ -1529,13 +1936,16 @@ class Session : public std::enable_shared_from_this<Session> {
       return V1Read([this] {
         kv::Result r = shared_->kv->ReadTxn(txn_.compares, txn_.success, txn_.failure);
         v1_revision_ = r.revision;
-        Respond(http::status::ok, v1::TxnJson(r, txn_, b64_));
+        V1TxnAnswer(r);
       });
     }
     V1WriteTxn(&Session::V1TxnAnswer);
   }
 
-  void V1TxnAnswer(const kv::Result& r) { Respond(http::status::ok, v1::TxnJson(r, txn_, b64_)); }
+  void V1TxnAnswer(const kv::Result& r) {
+    (r.succeeded ? shared_->metrics.txn_succeeded : shared_->metrics.txn_failed).Add();
+    Respond(http::status::ok, v1::TxnJson(r, txn_, b64_));
+  }
 
   // A /v1 write: forwarded by a follower, proposed by the leader; once
   // applied, a result code that changed nothing becomes its error, else
@@ -1603,6 +2013,10 @@ class Session : public std::enable_shared_from_this<Session> {
   bool counted_ = false;
   // The connection went to a watch stream, which now counts it.
   bool handed_off_ = false;
+  // For /metrics: the request's route template, method and start.
+  Route route_ = Route::kOther;
+  http::verb method_ = http::verb::unknown;
+  std::chrono::steady_clock::time_point started_;
   // A lease request's parsed fields (kept for the encode callback).
   uint64_t lease_ttl_ms_ = 0;
   uint64_t lease_id_ = 0;
@@ -1615,6 +2029,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string key_;
   std::string value_;
   MemberInfo join_;
+  MemberInfo member_;                        // The /v1/members request's member.
+  std::string snapshot_headers_;             // Held while extra_headers_ points at them.
+  std::optional<asio::steady_timer> timer_;  // AfterLeaderMoved's polls.
   // The /v1 request being served.
   bool v1_ = false;
   uint64_t v1_revision_ = 0;  // X-Raftkv-Revision; 0: the store's.

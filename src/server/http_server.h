@@ -17,6 +17,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +25,7 @@
 #include "kv/store.h"
 #include "raft/status.h"
 #include "server/forwarder.h"
+#include "server/metrics_http.h"
 #include "server/replica.h"
 #include "server/upgrade.h"
 #include "server/watch_hub.h"
@@ -49,12 +51,17 @@ struct HttpOptions {
   uint64_t max_range_bytes = 4 << 20;   // A page ends once it holds this many bytes.
   uint64_t max_delete_keys = 10000;     // A prefix delete without limit: 413 past it.
   // Leases (docs/http-api.md, "Leases").
-  uint64_t max_leases = 100000;                    // 429 too_many_leases past it.
-  uint64_t min_lease_ttl_ms = 2000;                // A shorter TTL is raised to it.
+  uint64_t max_leases = 100000;                      // 429 too_many_leases past it.
+  uint64_t min_lease_ttl_ms = 2000;                  // A shorter TTL is raised to it.
   uint64_t max_lease_ttl_ms = 30ULL * 86400 * 1000;  // 400 past it.
-  uint64_t max_keepalive_ids = 10000;              // 400 too_many_ids past it.
+  uint64_t max_keepalive_ids = 10000;                // 400 too_many_ids past it.
   // Browser origins allowed to call the API (CORS), comma separated; "*": any.
   std::string cors_origins;
+  // /ready (docs/http-api.md, "Probes"): a follower is not ready once it has
+  // not heard from its leader for this long (the longest election timeout).
+  std::chrono::milliseconds ready_leader_timeout{2000};
+  // Nor while its applied index trails the commit index by more (--ready-max-lag).
+  uint64_t ready_max_lag = 1000;
 };
 
 class HttpServer {
@@ -76,6 +83,10 @@ class HttpServer {
   void StopAccepting();
   // Requests read but not yet answered.
   size_t in_flight() const { return shared_->in_flight.load(); }
+  // Adds figures to /metrics (called on an io thread at each scrape). Before Listen.
+  void SetExtraMetrics(std::function<void(metrics::Writer*)> fn) {
+    shared_->extra_metrics = std::move(fn);
+  }
 
   // State the sessions share; outlives the server while sessions exist.
   struct Shared {
@@ -91,6 +102,9 @@ class HttpServer {
     std::atomic<size_t> connections{0};
     std::atomic<size_t> in_flight{0};
     std::atomic<bool> draining{false};
+    HttpMetrics metrics;
+    // More figures for /metrics (the WAL's, the transport's); set before Listen.
+    std::function<void(metrics::Writer*)> extra_metrics;
   };
 
  private:

@@ -49,6 +49,20 @@ std::string WalLogStore::Describe() const {
   return d;
 }
 
+void WalLogStore::WriteMetrics(metrics::Writer* w) const {
+  using Type = metrics::Writer::Type;
+  w->Family("raftkv_disk_wal_fsync_duration_seconds", Type::kHistogram,
+            "fsyncs of WAL segments (each commits a group of writes).");
+  w->Histo("raftkv_disk_wal_fsync_duration_seconds", {}, disk_->wal_fsync_histogram().Read());
+  storage::WalStats s = disk_->wal_stats();
+  w->Counter("raftkv_disk_wal_write_bytes_total", "Bytes written to WAL segments.",
+             static_cast<double>(s.bytes));
+  w->Counter("raftkv_disk_wal_writes_total", "Group writes to the WAL (one system call each).",
+             static_cast<double>(s.writes));
+  w->Counter("raftkv_disk_wal_entries_total", "Log entries written to the WAL.",
+             static_cast<double>(s.entries));
+}
+
 void WalLogStore::SaveSnapshot(raft::Index index, const raft::ConfState& conf, std::string data,
                                raft::Index compact_to, Done done) {
   RAFT_ASSERT(post_ != nullptr, "WalLogStore used before Attach");

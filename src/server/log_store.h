@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 
+#include "metrics/metrics.h"
 #include "raft/status.h"
 #include "raft/storage.h"
 #include "raft/types.h"
@@ -38,6 +39,9 @@ class LogStore {
   // Called once by the driver before any other call, from the thread that
   // constructs it.
   virtual void Attach(DriverPost post) { (void)post; }
+
+  // Any thread: the store's figures for /metrics (docs/metrics.md).
+  virtual void WriteMetrics(metrics::Writer* w) const { (void)w; }
 
   // Driver thread. The stable state the raft::Node reads: what was persisted
   // before this process started, plus every Persist and SaveSnapshot whose
@@ -113,6 +117,8 @@ class WalLogStore : public LogStore {
   std::string Describe() const override;
   bool durable() const override { return true; }
   raft::Status health() const override { return disk_->health(); }
+  // The WAL's fsync durations and bytes written.
+  void WriteMetrics(metrics::Writer* w) const override;
 
  private:
   std::unique_ptr<storage::DiskStorage> disk_;

@@ -3,18 +3,22 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <cstring>
 
 #include "server/options.h"
+#include "server/restore.h"
 #include "server/server.h"
 
-int main(int argc, char** argv) {
-  using raftkv::server::ParseResult;
-  raftkv::server::Options options;
-  std::string message;
-  switch (raftkv::server::ParseOptions(argc, argv, &options, &message)) {
+namespace {
+
+using raftkv::server::ParseResult;
+
+// The exit status for a parse that ends the process (help, version: 0; a bad
+// flag: 2), after printing its message; -1 to run.
+int ExitFor(ParseResult r, const std::string& message) {
+  switch (r) {
     case ParseResult::kExitOk:
-      std::fputs(message.c_str(), stdout);
-      std::fputs("\n", stdout);
+      std::printf("%s\n", message.c_str());
       return 0;
     case ParseResult::kExitError:
       std::fprintf(stderr, "%s\n", message.c_str());
@@ -22,6 +26,33 @@ int main(int argc, char** argv) {
     case ParseResult::kRun:
       break;
   }
+  return -1;
+}
+
+// raftkv restore ...: offline, no logger (its errors go to stderr).
+int Restore(int argc, char** argv) {
+  raftkv::server::RestoreOptions options;
+  std::string message;
+  int rc = ExitFor(raftkv::server::ParseRestoreOptions(argc, argv, &options, &message), message);
+  if (rc >= 0) return rc;
+  std::string summary;
+  raftkv::raft::Status s = raftkv::server::RestoreDataDir(options, &summary);
+  if (!s.ok()) {
+    std::fprintf(stderr, "raftkv restore: %s\n", s.message().c_str());
+    return 1;
+  }
+  std::printf("%s\n", summary.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "restore") == 0) return Restore(argc, argv);
+  raftkv::server::Options options;
+  std::string message;
+  int rc = ExitFor(raftkv::server::ParseOptions(argc, argv, &options, &message), message);
+  if (rc >= 0) return rc;
 
   // One line per event, naming the node: "<time> <level> [<name>] <event>".
   auto logger = spdlog::stderr_logger_mt("raftkv");

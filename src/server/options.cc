@@ -4,6 +4,12 @@
 #include <map>
 #include <sstream>
 
+#include "kv/command.h"
+
+#ifndef RAFTKV_VERSION
+#define RAFTKV_VERSION "unknown"
+#endif
+
 namespace raftkv::server {
 
 namespace po = boost::program_options;
@@ -22,6 +28,7 @@ ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* messa
   // clang-format off
   desc.add_options()
       ("help,h", "print this help and exit")
+      ("version", "print the version and exit")
       ("bind", po::value(&out->bind)->default_value(d.bind),
        "Raft peer address to listen on and advertise (env BIND)")
       ("http", po::value(&out->http)->default_value(d.http),
@@ -75,6 +82,9 @@ ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* messa
        "election timeout, and a shorter TTL is raised to it)")
       ("max-keepalive-ids", po::value(&out->max_keepalive_ids)->default_value(d.max_keepalive_ids),
        "lease ids in one POST /v1/leases/keepalive; more is 400 too_many_ids")
+      ("ready-max-lag", po::value(&out->ready_max_lag)->default_value(d.ready_max_lag),
+       "/ready answers 503 catching_up while this node's applied index trails the commit "
+       "index by more entries")
       ("lease-expiries-per-second",
        po::value(&out->lease_expiries_per_second)->default_value(d.lease_expiries_per_second),
        "leases the leader expires per second at most (1000 per log entry)")
@@ -130,8 +140,13 @@ ParseResult ParseOptions(int argc, char** argv, Options* out, std::string* messa
               vm);
     if (vm.count("help")) {
       std::ostringstream ss;
-      ss << desc;
+      ss << desc << "\nAlso: raftkv restore --help (build a data directory from a backup).";
       *message = ss.str();
+      return ParseResult::kExitOk;
+    }
+    if (vm.count("version")) {
+      *message = std::string("raftkv ") + RAFTKV_VERSION + " (command language " +
+                 std::to_string(kv::kProtoVersion) + ")";
       return ParseResult::kExitOk;
     }
     po::notify(vm);

@@ -47,6 +47,8 @@ struct Options {
   // Origins a browser page may call the API from (CORS), comma separated;
   // "*" for any; empty for none.
   std::string cors_origins;
+  // /ready answers 503 while applied trails commit by more (docs/http-api.md, "Probes").
+  uint64_t ready_max_lag = 1000;
 
   // Log and snapshots.
   // As etcd: a snapshot every 100,000 entries, 5,000 kept for followers.

@@ -2,6 +2,32 @@
 
 namespace raftkv::server {
 
+const char* CodeName(Code code) {
+  switch (code) {
+    case Code::kOk:
+      return "ok";
+    case Code::kNotLeader:
+      return "not_leader";
+    case Code::kUnavailable:
+      return "unavailable";
+    case Code::kTimeout:
+      return "timeout";
+    case Code::kNotCommitted:
+      return "not_committed";
+    case Code::kInvalid:
+      return "invalid";
+    case Code::kBusy:
+      return "busy";
+    case Code::kShuttingDown:
+      return "shutting_down";
+    case Code::kStorageFailed:
+      return "storage_failed";
+    case Code::kConflict:
+      return "conflict";
+  }
+  return "unknown";
+}
+
 void Answer(std::vector<Callback>* callbacks, const Outcome& outcome) {
   for (Callback& cb : *callbacks) cb(outcome);
 }

@@ -34,7 +34,15 @@ enum class Code : uint8_t {
   kBusy,           // A limit on pending work was reached (503).
   kShuttingDown,   // The node is stopping (503).
   kStorageFailed,  // The disk refused a write; this node takes no writes until restarted (503).
+  // The request conflicts with the cluster's state (409). The message is
+  // "<reason>: <text>", the reason being the /v1 error code
+  // (member_exists, not_learner, learner_not_caught_up, would_lose_quorum, ...).
+  kConflict,
 };
+
+// The lower-case name of a code, for metrics labels ("not_leader", ...).
+const char* CodeName(Code code);
+inline constexpr size_t kCodeCount = static_cast<size_t>(Code::kConflict) + 1;
 
 struct Outcome {
   Code code = Code::kOk;

@@ -83,9 +83,41 @@ void Replica::ReadBarrier(Callback done) {
   });
 }
 
-void Replica::AddMember(MemberInfo member, Callback done) {
-  Post([this, member = std::move(member), done = std::move(done)]() mutable {
-    driver_->AddMember(std::move(member), std::move(done));
+void Replica::AddMember(MemberInfo member, bool promote, Callback done) {
+  Post([this, member = std::move(member), promote, done = std::move(done)]() mutable {
+    driver_->AddMember(std::move(member), promote, std::move(done));
+  });
+}
+
+void Replica::PromoteMember(raft::NodeId id, Callback done) {
+  Post([this, id, done = std::move(done)]() mutable {
+    driver_->PromoteMember(id, std::move(done));
+  });
+}
+
+void Replica::RemoveMember(raft::NodeId id, bool force, Callback done) {
+  Post([this, id, force, done = std::move(done)]() mutable {
+    driver_->RemoveMember(id, force, std::move(done));
+  });
+}
+
+void Replica::TransferLeadership(raft::NodeId to, Callback done) {
+  Post([this, to, done = std::move(done)]() mutable {
+    if (to == raft::kNoNode) {
+      if (!view()->IsLeader()) return done(Outcome{Code::kNotLeader, "not the leader"});
+      if (!driver_->TransferLeadershipAway()) {
+        return done(Outcome{Code::kConflict,
+                            "no_candidate: no other voter is active and caught up enough"});
+      }
+      return done(Outcome{Code::kOk, ""});
+    }
+    raft::Status s = driver_->TransferLeadership(to);
+    if (s.ok()) return done(Outcome{Code::kOk, ""});
+    if (s.code() == raft::Code::kNotLeader) return done(Outcome{Code::kNotLeader, s.message()});
+    if (s.code() == raft::Code::kInvalidArgument) {
+      return done(Outcome{Code::kConflict, "not_voter: " + s.message()});
+    }
+    done(Outcome{Code::kUnavailable, s.ToString()});
   });
 }
 
@@ -105,6 +137,14 @@ void Replica::GetStatus(std::function<void(StatusReport)> done) {
     StatusReport r = driver_->Status();
     r.admitted = admitted_;
     done(std::move(r));
+  });
+}
+
+void Replica::TakeImage(std::function<void(std::string, uint64_t)> done) {
+  Post([this, done = std::move(done)] {
+    uint64_t revision = 0;
+    std::string image = driver_->Image(&revision);
+    done(std::move(image), revision);
   });
 }
 

@@ -67,15 +67,28 @@ class Replica {
   // kOk once the change is applied (or at once if it already is a member
   // with the same addresses). A member restarted on its data directory
   // resumes with its state and is not added again.
-  void AddMember(MemberInfo member, Callback done);
+  void AddMember(MemberInfo member, Callback done) { AddMember(std::move(member), true, done); }
+  // The membership operations of /v1/members (see Driver: kNotLeader on a
+  // follower, kConflict with the reason, else kOk once applied).
+  void AddMember(MemberInfo member, bool promote, Callback done);
+  void PromoteMember(raft::NodeId id, Callback done);
+  void RemoveMember(raft::NodeId id, bool force, Callback done);
+  // Leader only: starts handing leadership to `to` (raft::kNoNode: the most
+  // up-to-date active voter). kOk once started; kConflict not_voter if `to`
+  // is no voter, no_candidate if no voter is active; kNotLeader.
+  void TransferLeadership(raft::NodeId to, Callback done);
   // Leader only: hands leadership to the most up-to-date voter, if any, and
   // waits up to `wait` for it to happen (graceful shutdown). Blocks.
   void TransferLeadershipAway(std::chrono::milliseconds wait);
   void GetStatus(std::function<void(StatusReport)> done);
+  // The store's image and its revision (Driver::Image), taken on the driver thread.
+  void TakeImage(std::function<void(std::string image, uint64_t revision)> done);
 
   std::shared_ptr<const ClusterView> view() const;
   // Any thread: see Driver::MillisSinceLeaderContact.
   int64_t MillisSinceLeaderContact() const { return driver_->MillisSinceLeaderContact(); }
+  // Any thread: the driver's figures for /metrics.
+  const DriverMetrics& metrics() const { return driver_->metrics(); }
   // Any thread: "" while the storage is healthy, else "storage failed: ..."
   // (the node then refuses writes; see Driver::OnStorageFailed).
   std::string health() const;

@@ -221,9 +221,15 @@ raft::Status Server::Start() {
   ho.min_lease_ttl_ms = (min_ttl_ms + 999) / 1000 * 1000;
   ho.max_lease_ttl_ms = std::max<uint64_t>(options_.max_lease_ttl_s * 1000, ho.min_lease_ttl_ms);
   ho.max_keepalive_ids = options_.max_keepalive_ids;
+  ho.ready_max_lag = options_.ready_max_lag;
+  // The longest election timeout: a follower that heard nothing for longer
+  // would have started an election (check-quorum makes a leader step down).
+  ho.ready_leader_timeout =
+      std::chrono::milliseconds(2 * options_.tick_ms * options_.election_ticks);
   http_ =
       std::make_unique<HttpServer>(io_, std::move(ios), ho, replica_.get(), &kv_, forwarder_.get(),
                                    transport_.get(), proto_.get(), watch_hub_.get());
+  http_->SetExtraMetrics([this](metrics::Writer* w) { WriteMetrics(w); });
 
   s = transport_->Listen(self_.raft);
   if (!s.ok()) return s;
@@ -472,6 +478,44 @@ void Server::Shutdown() {
   for (std::thread& t : io_threads_) t.join();
   io_threads_.clear();
   spdlog::info("stopped");
+}
+
+void Server::WriteMetrics(metrics::Writer* w) const {
+  using Type = metrics::Writer::Type;
+  log_store_->WriteMetrics(w);
+  std::vector<transport::PeerStats> peers = transport_->peer_stats();
+  auto view = replica_->view();
+  auto name = [&view](raft::NodeId id) {
+    if (const MemberView* m = view->Find(id)) return m->info.name;
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(id));
+    return std::string(buf);
+  };
+  struct Family {
+    const char* metric;
+    const char* label;
+    Type type;
+    const char* help;
+    uint64_t transport::PeerStats::*field;
+  };
+  static constexpr Family kFamilies[] = {
+      {"raftkv_network_peer_sent_bytes_total", "to", Type::kCounter,
+       "Bytes of Raft messages sent to each peer.", &transport::PeerStats::sent_bytes},
+      {"raftkv_network_peer_received_bytes_total", "from", Type::kCounter,
+       "Bytes of Raft messages received from each peer.", &transport::PeerStats::received_bytes},
+      {"raftkv_network_peer_sent_failures_total", "to", Type::kCounter,
+       "Connections to each peer that failed (connect or write), each followed by a reconnect.",
+       &transport::PeerStats::send_failures},
+      {"raftkv_network_peer_queue_bytes", "to", Type::kGauge,
+       "Bytes queued for each peer, not yet written.", &transport::PeerStats::queue_bytes},
+  };
+  for (const Family& f : kFamilies) {
+    w->Family(f.metric, f.type, f.help);
+    for (const transport::PeerStats& p : peers) {
+      std::string n = name(p.id);
+      w->Sample(f.metric, {{f.label, n}}, static_cast<double>(p.*f.field));
+    }
+  }
 }
 
 }  // namespace raftkv::server

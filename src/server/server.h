@@ -56,6 +56,8 @@ class Server {
   void TryJoin();
   void MarkMember();
   void OnMembers(const std::vector<MemberInfo>& members);
+  // /metrics: the WAL's and the peer transport's figures (any io thread).
+  void WriteMetrics(metrics::Writer* w) const;
 
   Options options_;
   MemberInfo self_;

@@ -57,9 +57,14 @@ class WatchStream final : public watch::Sink,
                           public std::enable_shared_from_this<WatchStream> {
  public:
   WatchStream(SessionSocket socket, StreamRequest req, WatchContext ctx)
-      : socket_(std::move(socket)), req_(std::move(req)), ctx_(std::move(ctx)) {}
+      : socket_(std::move(socket)), req_(std::move(req)), ctx_(std::move(ctx)) {
+    ctx_.hub->metrics().streams++;
+  }
 
-  ~WatchStream() override { Close(); }
+  ~WatchStream() override {
+    Close();
+    ctx_.hub->metrics().streams--;
+  }
 
   void Start() {
     auto self = shared_from_this();
@@ -129,6 +134,7 @@ class WatchStream final : public watch::Sink,
       SlowConsumer();
       return watch::Take::kRefused;
     }
+    ctx_.hub->metrics().events_sent.Add(events.size());
     entries_[i].last_queued = Clock::now();
     // Catching up: stop at half the bound, and go on as the writes drain.
     if (!synced && unsent >= ctx_.hub->options().buffer_bytes / 2) return watch::Take::kEnough;
@@ -254,6 +260,9 @@ class WatchStream final : public watch::Sink,
   }
 
   void Cancel(size_t i, std::string_view reason, uint64_t revision) {
+    if (entries_[i].end_reason.empty()) {  // Not a re-queued one (a slow consumer's dropped queue).
+      ctx_.hub->metrics().canceled[WatchMetrics::CancelReasonIndex(reason)].Add();
+    }
     entries_[i].end_reason = reason;
     std::string tail = ",\"reason\":\"";
     tail += reason;
@@ -447,7 +456,10 @@ class LongPoll final : public watch::Sink,
                        public std::enable_shared_from_this<LongPoll> {
  public:
   LongPoll(PollRequest req, WatchContext ctx, PollAnswer answer)
-      : req_(std::move(req)), ctx_(std::move(ctx)), answer_(std::move(answer)) {}
+      : req_(std::move(req)), ctx_(std::move(ctx)), answer_(std::move(answer)) {
+    ctx_.hub->metrics().long_polls++;
+  }
+  ~LongPoll() override { ctx_.hub->metrics().long_polls--; }
 
   void Start() {
     auto self = shared_from_this();
@@ -486,6 +498,7 @@ class LongPoll final : public watch::Sink,
     if (count_ > 0) events_.push_back(',');
     events_.append(json.substr(1, json.size() - 2));  // Without the brackets.
     count_ += events.size();
+    ctx_.hub->metrics().events_sent.Add(events.size());
     last_ = c.revision;
     if (count_ >= req_.limit || events_.size() >= req_.max_bytes) {
       more_ = true;

@@ -5,6 +5,13 @@
 
 namespace raftkv::server {
 
+size_t WatchMetrics::CancelReasonIndex(std::string_view reason) {
+  for (size_t i = 0; i + 1 < kCancelReasonCount; i++) {
+    if (reason == kCancelReasons[i]) return i;
+  }
+  return kCancelReasonCount - 1;
+}
+
 namespace asio = boost::asio;
 
 namespace {

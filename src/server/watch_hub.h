@@ -16,6 +16,7 @@
 // a WatchThread only on its own io thread.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -24,8 +25,10 @@
 #include <functional>
 #include <memory>
 #include <queue>
+#include <string_view>
 #include <vector>
 
+#include "metrics/metrics.h"
 #include "server/driver.h"
 #include "watch/history.h"
 #include "watch/registry.h"
@@ -103,6 +106,21 @@ class WatchThread {
   std::atomic<uint64_t> watches_{0};
 };
 
+// What the watches count for /metrics (docs/metrics.md); any thread.
+struct WatchMetrics {
+  // The reasons a watch is canceled (docs/http-api.md, "Watch"), in label order.
+  static constexpr const char* kCancelReasons[] = {
+      "compacted",      "slow_consumer", "no_leader", "snapshot_installed",
+      "member_removed", "shutdown",      "other"};
+  static constexpr size_t kCancelReasonCount = std::size(kCancelReasons);
+  static size_t CancelReasonIndex(std::string_view reason);
+
+  std::atomic<int64_t> streams{0};     // Open watch streams (each may carry several watches).
+  std::atomic<int64_t> long_polls{0};  // Long polls waiting.
+  metrics::Counter events_sent;        // Events queued to streams or put in poll answers.
+  std::array<metrics::Counter, kCancelReasonCount> canceled;
+};
+
 class WatchHub : public ChangeFeed {
  public:
   friend class WatchThread;
@@ -126,6 +144,8 @@ class WatchHub : public ChangeFeed {
   bool Acquire(WatchThread* t, uint64_t n);
   void Release(WatchThread* t, uint64_t n);
   uint64_t watchers() const { return watchers_.load(); }
+  WatchMetrics& metrics() { return metrics_; }
+  const WatchMetrics& metrics() const { return metrics_; }
   // Any thread: no leader heard for options().no_leader_after (SetNodeState).
   bool NoLeader() const { return no_leader_ && no_leader_(); }
 
@@ -146,6 +166,7 @@ class WatchHub : public ChangeFeed {
   watch::History history_;
   std::vector<std::unique_ptr<WatchThread>> threads_;
   std::atomic<uint64_t> watchers_{0};
+  WatchMetrics metrics_;
   std::atomic<bool> shutdown_{false};
   std::function<bool()> no_leader_;
   std::function<bool()> member_;

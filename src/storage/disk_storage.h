@@ -190,6 +190,7 @@ class DiskStorage : public raft::Storage {
 
   Status health() const { return wal_->health(); }
   WalStats wal_stats() const { return wal_->stats(); }
+  const metrics::Histogram& wal_fsync_histogram() const { return wal_->fsync_histogram(); }
   std::string Describe() const { return wal_->Describe(); }
   // For tests and benchmarks.
   Wal* wal() { return wal_.get(); }

@@ -307,9 +307,10 @@ Status Wal::SyncFile(WritableFile* f) {
   if (opts_.fsync == FsyncMode::kNever) return Status::Ok();
   auto start = std::chrono::steady_clock::now();
   Status s = f->Sync();
-  uint64_t us = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                          std::chrono::steady_clock::now() - start)
-                                          .count());
+  auto took = std::chrono::steady_clock::now() - start;
+  stats_.fsync.Observe(took);
+  uint64_t us =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(took).count());
   stats_.fsyncs.fetch_add(1, std::memory_order_relaxed);
   stats_.fsync_latency_us_total.fetch_add(us, std::memory_order_relaxed);
   uint64_t prev = stats_.fsync_latency_us_max.load(std::memory_order_relaxed);

@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "metrics/metrics.h"
 #include "raft/status.h"
 #include "raft/types.h"
 #include "storage/env.h"
@@ -187,6 +188,8 @@ class Wal {
   Status RemoveSegmentsThrough(raft::Index index);
 
   WalStats stats() const;
+  // The durations of segment fsyncs (any thread).
+  const metrics::Histogram& fsync_histogram() const { return stats_.fsync; }
   // Ok, or the error that put the Wal in its failed state.
   Status health() const;
   // One line for the log: directory, segment size, fsync mode.
@@ -241,6 +244,7 @@ class Wal {
     std::atomic<uint64_t> batches{0}, entries{0}, bytes{0}, writes{0}, fsyncs{0},
         fsync_latency_us_total{0}, fsync_latency_us_max{0}, segments_created{0},
         segments_removed{0};
+    metrics::Histogram fsync;  // Segment fsyncs (not directory fsyncs).
   };
   AtomicStats stats_;
 

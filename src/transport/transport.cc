@@ -27,6 +27,13 @@ struct Transport::Counters {
   std::atomic<uint64_t> refused_other_cluster{0};
 };
 
+struct Transport::PeerCounters {
+  std::atomic<uint64_t> sent_bytes{0};
+  std::atomic<uint64_t> received_bytes{0};
+  std::atomic<uint64_t> send_failures{0};
+  std::atomic<uint64_t> queue_bytes{0};
+};
+
 bool SplitHostPort(const std::string& address, std::string* host, uint16_t* port) {
   size_t colon = address.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == address.size()) return false;
@@ -48,7 +55,7 @@ bool SplitHostPort(const std::string& address, std::string* host, uint16_t* port
 class Transport::Peer : public std::enable_shared_from_this<Transport::Peer> {
  public:
   Peer(asio::io_context& io, const Hello& hello, std::string address, const Options& options,
-       std::shared_ptr<Counters> counters)
+       std::shared_ptr<Counters> counters, std::shared_ptr<PeerCounters> peer_counters)
       : strand_(asio::make_strand(io)),
         socket_(strand_),
         resolver_(strand_),
@@ -57,7 +64,8 @@ class Transport::Peer : public std::enable_shared_from_this<Transport::Peer> {
         address_(std::move(address)),
         options_(options),
         backoff_(options.min_backoff),
-        counters_(std::move(counters)) {}
+        counters_(std::move(counters)),
+        peer_counters_(std::move(peer_counters)) {}
 
   void Enqueue(std::vector<raft::Message> msgs) {
     asio::post(strand_, [self = shared_from_this(), msgs = std::move(msgs)]() mutable {
@@ -113,6 +121,11 @@ class Transport::Peer : public std::enable_shared_from_this<Transport::Peer> {
     } else {
       MaybeWrite();
     }
+    NoteQueue();
+  }
+
+  void NoteQueue() {
+    peer_counters_->queue_bytes.store(pending_.size() + out_.size(), std::memory_order_relaxed);
   }
 
   // Cancels whatever the current connection is doing; handlers of the old
@@ -125,6 +138,7 @@ class Transport::Peer : public std::enable_shared_from_this<Transport::Peer> {
     timer_.cancel();
     pending_.clear();
     pending_msgs_ = 0;
+    NoteQueue();
   }
 
   void Connect() {
@@ -202,8 +216,9 @@ class Transport::Peer : public std::enable_shared_from_this<Transport::Peer> {
     pending_msgs_ = 0;
     uint64_t gen = gen_;
     asio::async_write(socket_, asio::buffer(out_),
-                      [self = shared_from_this(), gen, msgs](error_code ec, size_t) {
+                      [self = shared_from_this(), gen, msgs](error_code ec, size_t n) {
                         self->writing_ = false;
+                        self->peer_counters_->sent_bytes.fetch_add(n, std::memory_order_relaxed);
                         self->out_.clear();
                         if (gen != self->gen_) {
                           // A new connection may have data waiting for us.
@@ -217,6 +232,7 @@ class Transport::Peer : public std::enable_shared_from_this<Transport::Peer> {
                         }
                         self->counters_->sent += msgs;
                         self->MaybeWrite();
+                        self->NoteQueue();
                       });
   }
 
@@ -237,6 +253,7 @@ class Transport::Peer : public std::enable_shared_from_this<Transport::Peer> {
       spdlog::debug("peer {:x} ({}): {}", hello_.to, address_, why);
     }
     failures_++;
+    peer_counters_->send_failures.fetch_add(1, std::memory_order_relaxed);
     counters_->dropped += pending_msgs_;
     Reset();
     state_ = State::kBackoff;
@@ -260,6 +277,7 @@ class Transport::Peer : public std::enable_shared_from_this<Transport::Peer> {
   const Options options_;
   std::chrono::milliseconds backoff_;
   std::shared_ptr<Counters> counters_;
+  std::shared_ptr<PeerCounters> peer_counters_;
 
   State state_ = State::kIdle;
   uint64_t gen_ = 0;
@@ -341,6 +359,7 @@ class Transport::Inbound : public std::enable_shared_from_this<Transport::Inboun
       std::string_view payload = avail.substr(kFrameHeaderBytes, h.length);
       if (!VerifyPayload(h, payload)) return Bad("checksum mismatch", &batch);
       begin_ += total;
+      if (peer_) peer_->received_bytes.fetch_add(total, std::memory_order_relaxed);
       if (h.type == FrameType::kHello) {
         if (hello_done_) return Bad("second hello", &batch);
         if (!DecodeHello(payload, h.version, &hello_)) return Bad("malformed hello", &batch);
@@ -350,6 +369,11 @@ class Transport::Inbound : public std::enable_shared_from_this<Transport::Inboun
         if (hello_.cluster_id != transport_->cluster_id_) return RefuseOtherCluster();
         hello_done_ = true;
         transport_->Learn(hello_.from, hello_.address);
+        {
+          std::lock_guard lock(transport_->mu_);
+          peer_ = transport_->PeerCountersFor(hello_.from);
+        }
+        peer_->received_bytes.fetch_add(total, std::memory_order_relaxed);
         continue;
       }
       if (!hello_done_) return Bad("message before hello", &batch);
@@ -412,6 +436,7 @@ class Transport::Inbound : public std::enable_shared_from_this<Transport::Inboun
   std::vector<char> buf_;
   size_t begin_ = 0, end_ = 0;
   bool hello_done_ = false;
+  std::shared_ptr<PeerCounters> peer_;  // Once the hello named the peer.
   Hello hello_;
 };
 
@@ -550,7 +575,8 @@ std::shared_ptr<Transport::Peer> Transport::PeerFor(raft::NodeId id) {
     return nullptr;
   }
   Hello hello{self_, id, self_address_, cluster_id_};
-  auto peer = std::make_shared<Peer>(io_, hello, std::move(address), options_, counters_);
+  auto peer = std::make_shared<Peer>(io_, hello, std::move(address), options_, counters_,
+                                     PeerCountersFor(id));
   peers_.emplace(id, peer);
   return peer;
 }
@@ -570,6 +596,22 @@ void Transport::Send(std::vector<raft::Message> msgs) {
     }
     peer->Enqueue(std::move(batch));
   }
+}
+
+std::shared_ptr<Transport::PeerCounters> Transport::PeerCountersFor(raft::NodeId id) {
+  auto& c = peer_counters_[id];
+  if (!c) c = std::make_shared<PeerCounters>();
+  return c;
+}
+
+std::vector<PeerStats> Transport::peer_stats() const {
+  std::lock_guard lock(mu_);
+  std::vector<PeerStats> out;
+  for (const auto& [id, c] : peer_counters_) {
+    out.push_back(PeerStats{id, c->sent_bytes.load(), c->received_bytes.load(),
+                            c->send_failures.load(), c->queue_bytes.load()});
+  }
+  return out;
 }
 
 Stats Transport::stats() const {

@@ -54,6 +54,17 @@ struct Stats {
   uint64_t refused_other_cluster = 0;
 };
 
+// Per peer, for /metrics: bytes sent to it and received from it (frames,
+// hellos included), sends that failed (a connect or write error, each
+// followed by a reconnect with backoff), and bytes queued for it now.
+struct PeerStats {
+  raft::NodeId id = raft::kNoNode;
+  uint64_t sent_bytes = 0;
+  uint64_t received_bytes = 0;
+  uint64_t send_failures = 0;
+  uint64_t queue_bytes = 0;
+};
+
 // "host:port" -> (host, port). False if malformed (no colon, empty host, or
 // a port that is not 1..65535).
 bool SplitHostPort(const std::string& address, std::string* host, uint16_t* port);
@@ -90,11 +101,17 @@ class Transport {
   void Send(std::vector<raft::Message> msgs);
 
   Stats stats() const;
+  // Every peer this node has sent to or heard from, by id.
+  std::vector<PeerStats> peer_stats() const;
 
  private:
   class Peer;
   class Inbound;
   struct Counters;
+  struct PeerCounters;
+
+  // mu_ held by the caller.
+  std::shared_ptr<PeerCounters> PeerCountersFor(raft::NodeId id);
 
   void Accept();
   void Learn(raft::NodeId id, const std::string& address);
@@ -120,6 +137,7 @@ class Transport {
   std::map<std::pair<raft::NodeId, uint64_t>, std::chrono::steady_clock::time_point>
       refusals_logged_;
   std::map<raft::NodeId, std::shared_ptr<Peer>> peers_;
+  std::map<raft::NodeId, std::shared_ptr<PeerCounters>> peer_counters_;
   std::set<std::shared_ptr<Inbound>> inbound_;
 };
 

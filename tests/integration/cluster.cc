@@ -258,7 +258,7 @@ void Cluster::StartAll() {
   ASSERT_TRUE(WaitConverged(milliseconds(10000)));
 }
 
-int Cluster::AddJoining(int via) {
+int Cluster::AddNode() {
   NodeInfo ni;
   int i = size();
   ni.name = "node" + std::to_string(i + 1);
@@ -268,6 +268,11 @@ int Cluster::AddJoining(int via) {
   ni.log = dir_ + "/" + ni.name + ".log";
   nodes_.push_back(ni);
   procs_.emplace_back();
+  return i;
+}
+
+int Cluster::AddJoining(int via) {
+  int i = AddNode();
   Start(i, false, nodes_[via].http());
   return i;
 }

@@ -110,6 +110,8 @@ class Cluster {
   void StartAll();
   // Adds and starts another node that joins through `via`'s HTTP address.
   int AddJoining(int via);
+  // Adds another node's ports and directory without starting it.
+  int AddNode();
   // Starts node i: first start (bootstrap/join) or restart on its datadir.
   void Start(int i, bool bootstrap, const std::string& join);
   // Starts node i like Start, without waiting for it to serve.

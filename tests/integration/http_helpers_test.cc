@@ -5,6 +5,7 @@
 #include "server/http_server.h"
 #include "server/identity.h"
 #include "server/json.h"
+#include "server/metrics_http.h"
 #include "server/upgrade.h"
 #include "server/v1.h"
 
@@ -144,6 +145,36 @@ TEST(V1HelpersTest, ProtoFromStatus) {
   EXPECT_EQ(ProtoFromStatus("not json"), 0);
   EXPECT_EQ(ProtoFromStatus(R"({"proto":"2"})"), 0);
   EXPECT_EQ(ProtoFromStatus(R"({"proto":0})"), 0);
+}
+
+TEST(ReadyTest, EachReasonForNotBeingReady) {
+  using std::chrono::milliseconds;
+  StatusReport r;
+  r.node.id = 7;
+  r.node.leader = 9;
+  r.node.role = raft::Role::kFollower;
+  r.node.conf.members = {raft::Member{7, raft::MemberRole::kVoter, false, ""},
+                         raft::Member{9, raft::MemberRole::kVoter, false, ""}};
+  r.node.commit = 5000;
+  r.revision = 4000;
+  auto reasons = [&](bool draining, int64_t ms, uint64_t max_lag) {
+    return NotReadyReasons(r, draining, ms, milliseconds(1000), max_lag);
+  };
+  EXPECT_TRUE(reasons(false, 100, 1000).empty());  // 1000 behind: on the bound.
+  EXPECT_EQ(reasons(false, 100, 999),
+            std::vector<std::string>{"catching_up applied=4000 commit=5000"});
+  EXPECT_EQ(reasons(false, 1001, 1000), std::vector<std::string>{"leader_silent ms=1001"});
+  EXPECT_EQ(reasons(false, INT64_MAX, 1000), std::vector<std::string>{"leader_silent never"});
+  EXPECT_EQ(reasons(true, 100, 1000), std::vector<std::string>{"shutting_down"});
+  r.node.role = raft::Role::kLeader;  // A leader hears from itself.
+  EXPECT_TRUE(reasons(false, 5000, 1000).empty());
+  r.node.leader = raft::kNoNode;
+  r.node.role = raft::Role::kCandidate;
+  EXPECT_EQ(reasons(false, 5000, 1000), std::vector<std::string>{"no_leader"});
+  r.health = "storage failed: EIO";
+  r.node.conf.members.erase(r.node.conf.members.begin());
+  EXPECT_EQ(reasons(false, 0, 1000),
+            (std::vector<std::string>{"storage_failed", "not_a_member", "no_leader"}));
 }
 
 }  // namespace
