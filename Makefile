@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build test run sim asan clean format bench-wal bench nemesis
+.PHONY: all deps configure build test run sim asan clean format bench-wal bench nemesis install package
 
 all: build
 
@@ -20,6 +20,16 @@ build: configure
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600
+
+# make install [PREFIX=/usr/local] [DESTDIR=/tmp/root]: raftkv, raftkvctl, their man pages,
+# the systemd unit raftkv@.service and the docs (packaging/CMakeLists.txt).
+PREFIX ?= /usr/local
+install: build
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD_DIR) --prefix $(PREFIX)
+
+# make package: the Debian package build/raftkv_<version>_<arch>.deb (CPack).
+package: build
+	cd $(BUILD_DIR) && cpack
 
 # Long simulator campaign: make sim SEEDS=100000
 SEEDS ?= 10000
