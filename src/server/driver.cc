@@ -115,12 +115,31 @@ void Driver::Receive(std::vector<raft::Message> msgs) {
   if (storage_failed_) return;
   const TimePoint now = hooks_.now();
   for (raft::Message& m : msgs) {
-    heard_from_[m.from] = now;
-    if (m.type == raft::MessageType::kHeartbeatResp) {
-      if (auto it = heartbeat_sent_.find(m.from); it != heartbeat_sent_.end()) {
-        metrics_.ObservePeerRoundTrip(m.from, now - it->second);
-        heartbeat_sent_.erase(it);
-      }
+    switch (m.type) {
+      case raft::MessageType::kHeartbeatResp:
+        if (auto it = heartbeat_sent_.find(m.from); it != heartbeat_sent_.end()) {
+          // A response after an outage times the outage, not the link.
+          if (now - it->second <= config_.tick * config_.raft.election_timeout_ticks) {
+            metrics_.ObservePeerRoundTrip(m.from, now - it->second);
+          }
+          heartbeat_sent_.erase(it);
+        }
+        [[fallthrough]];
+      case raft::MessageType::kAppResp:
+        // Only answers count as a peer that works (RemoveMember's check): a
+        // peer cut off from the leader still sends vote requests.
+        heard_from_[m.from] = now;
+        break;
+      case raft::MessageType::kApp:
+        // The leader's commit index, which a follower's own trails until it
+        // has received the entries (/ready's catching_up).
+        leader_commit_seen_ = std::max(leader_commit_seen_, m.commit);
+        break;
+      case raft::MessageType::kSnap:
+        leader_commit_seen_ = std::max(leader_commit_seen_, m.snap_meta.index);
+        break;
+      default:
+        break;
     }
     node_->Step(m);
   }
@@ -258,16 +277,11 @@ void Driver::RemoveMember(raft::NodeId id, bool force, Callback done) {
   if (!force && node_->role() == raft::Role::kLeader) {
     // Without the removed member, the voters this leader hears from must
     // still be a majority, or the cluster stops taking writes.
-    const TimePoint now = hooks_.now();
-    const auto window = config_.tick * config_.raft.election_timeout_ticks;
     size_t voters = 0, active = 0;
     for (const raft::Member& m : node_->conf().members) {
       if (m.role != raft::MemberRole::kVoter || m.id == id) continue;
       voters++;
-      auto it = heard_from_.find(m.id);
-      if (m.id == config_.self.id || (it != heard_from_.end() && now - it->second <= window)) {
-        active++;
-      }
+      if (m.id == config_.self.id || PeerActive(m.id)) active++;
     }
     if (voters > 0 && active < voters / 2 + 1) {
       return done(Outcome{Code::kConflict,
@@ -298,7 +312,9 @@ void Driver::ProposeConfChange(const raft::ConfChange& cc, Callback done) {
     spdlog::info("membership: proposing to add learner {} (raft={} http={}) at index {}", info.name,
                  info.raft, info.http, index);
   } else {
-    spdlog::info("membership: proposing to remove {} at index {}", NameOf(cc.node), index);
+    spdlog::info("membership: proposing to {} {} at index {}",
+                 cc.type == raft::ConfChangeType::kPromoteLearner ? "promote" : "remove",
+                 NameOf(cc.node), index);
   }
   writes_.Add(
       PendingWrite{index, term, {}, true, hooks_.now() + config_.request_timeout, std::move(done)});
@@ -309,6 +325,12 @@ raft::Status Driver::TransferLeadership(raft::NodeId to) {
   raft::Status s = node_->TransferLeadership(to);
   Schedule();
   return s;
+}
+
+bool Driver::PeerActive(raft::NodeId id) const {
+  auto it = heard_from_.find(id);
+  return it != heard_from_.end() &&
+         hooks_.now() - it->second <= config_.tick * config_.raft.election_timeout_ticks;
 }
 
 bool Driver::TransferLeadershipAway() {
@@ -323,7 +345,7 @@ bool Driver::TransferLeadershipAway() {
     }
   }
   if (best == raft::kNoNode) return false;
-  spdlog::info("shutdown: transferring leadership to {}", NameOf(best));
+  spdlog::info("transferring leadership to {}", NameOf(best));
   return TransferLeadership(best).ok();
 }
 
@@ -332,6 +354,7 @@ StatusReport Driver::Status() const {
   r.node = node_->GetStatus();
   r.revision = kv_->revision();
   r.snapshot_index = store_->storage().LatestSnapshot().meta.index;
+  r.leader_commit = std::max(leader_commit_seen_, r.node.commit);
   for (const auto& [id, t] : heard_from_) {
     r.peer_heard_ms.emplace_back(
         id, std::chrono::duration_cast<std::chrono::milliseconds>(hooks_.now() - t).count());

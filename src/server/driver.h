@@ -95,9 +95,13 @@ struct StatusReport {
   // the last failure ("" once one succeeds).
   uint64_t snapshot_failures = 0;
   std::string snapshot_error;
-  // Milliseconds since a message from each peer last arrived (as the quorum
+  // Milliseconds since an answer from each peer last arrived (as the quorum
   // check of RemoveMember counts them).
   std::vector<std::pair<raft::NodeId, int64_t>> peer_heard_ms;
+  // The highest commit index this node knows the leader reached: its own, or
+  // what the leader's appends and snapshots said (a follower's own commit
+  // index trails until it has received the entries).
+  raft::Index leader_commit = 0;
 };
 
 // What the driver counts for /metrics (docs/metrics.md). Updated on the
@@ -247,6 +251,8 @@ class Driver {
   void RemoveMember(raft::NodeId id, Callback done) { RemoveMember(id, true, std::move(done)); }
   // Leader only: starts handing leadership to `to` (Raft thesis 3.10).
   raft::Status TransferLeadership(raft::NodeId to);
+  // Whether `id` answered this node within an election timeout.
+  bool PeerActive(raft::NodeId id) const;
   // Leader only: starts handing leadership to the most up-to-date voter that
   // is active; false if there is none (or this node does not lead).
   bool TransferLeadershipAway();
@@ -365,8 +371,11 @@ class Driver {
   raft::NodeId last_known_leader_ = raft::kNoNode;
   // When the oldest unanswered heartbeat to each peer left (leader only).
   std::map<raft::NodeId, TimePoint> heartbeat_sent_;
-  // When a message from each peer last arrived (RemoveMember's quorum check).
+  // When an answer (append or heartbeat response) from each peer last
+  // arrived (RemoveMember's quorum check, PeerActive).
   std::map<raft::NodeId, TimePoint> heard_from_;
+  // The highest commit index a leader's appends (or snapshot) told this node.
+  raft::Index leader_commit_seen_ = 0;
 
   Lessor lessor_;
   double expiry_budget_ = 0;    // Leases whose expiry may be proposed now.

@@ -747,6 +747,9 @@ class Session : public std::enable_shared_from_this<Session> {
                           self->shared_->in_flight--;
                           self->counted_ = false;
                         }
+                        // A large answer (a backup) does not keep its buffer for the
+                        // rest of a keep-alive connection.
+                        if (self->out_.capacity() > (1u << 20)) std::string().swap(self->out_);
                         if (ec) return self->Close();
                         if (!keep) return self->LingerClose();
                         self->ReadHeader();
@@ -981,9 +984,15 @@ class Session : public std::enable_shared_from_this<Session> {
     if (c && *c != "stale" && *c != "linearizable") {
       return V1Error(400, "invalid_argument", "\"consistency\" must be linearizable or stale");
     }
-    auto take = [self = shared_from_this()] {
-      self->shared_->replica->TakeImage([self](std::string image, uint64_t revision) {
-        self->Later([self, image = std::move(image), revision] {
+    // One backup at a time per node: each serializes the store on the driver
+    // thread and holds a copy of it until sent.
+    if (shared_->backup_running.exchange(true)) {
+      return V1Error(503, "busy", "a backup is being taken on this node; retry shortly", "", "1");
+    }
+    std::shared_ptr<void> slot(nullptr, [sh = shared_](void*) { sh->backup_running = false; });
+    auto take = [self = shared_from_this(), slot] {
+      self->shared_->replica->TakeImage([self, slot](std::string image, uint64_t revision) {
+        self->Later([self, image = std::move(image), revision, slot] {
           self->v1_revision_ = revision;
           self->content_type_ = "application/octet-stream";
           // The image ends with its own XXH3-64 (little-endian); the header repeats it.
@@ -1010,6 +1019,7 @@ class Session : public std::enable_shared_from_this<Session> {
         take();
       });
     });
+    // `take` holds the slot until the image is sent (or the read fails).
   }
 
   // --- /v1/members and /v1/leader/transfer (docs/http-api.md, "Membership") ---

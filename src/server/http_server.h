@@ -102,6 +102,7 @@ class HttpServer {
     std::atomic<size_t> connections{0};
     std::atomic<size_t> in_flight{0};
     std::atomic<bool> draining{false};
+    std::atomic<bool> backup_running{false};  // GET /v1/snapshot: one at a time.
     HttpMetrics metrics;
     // More figures for /metrics (the WAL's, the transport's); set before Listen.
     std::function<void(metrics::Writer*)> extra_metrics;

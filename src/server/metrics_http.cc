@@ -1,5 +1,6 @@
 #include "server/metrics_http.h"
 
+#include <algorithm>
 #include <string_view>
 
 #include "kv/command.h"
@@ -134,14 +135,22 @@ void HttpMetrics::Write(Writer* w) const {
   }
 }
 
-namespace {
-
-std::string NameOf(const ClusterView& view, raft::NodeId id) {
-  if (const MemberView* m = view.Find(id)) return m->info.name;
+std::string PeerLabel(const ClusterView& view, raft::NodeId id) {
+  // A label value must be UTF-8: a name of printable ASCII is used as it is,
+  // any other is replaced by the node id (a scrape must never fail on a name).
+  if (const MemberView* m = view.Find(id)) {
+    const std::string& n = m->info.name;
+    if (!n.empty() &&
+        std::all_of(n.begin(), n.end(), [](char c) { return c >= 0x20 && c < 0x7f; })) {
+      return n;
+    }
+  }
   char buf[24];
   std::snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(id));
   return buf;
 }
+
+namespace {
 
 void WriteServer(const StatusReport& r, const DriverMetrics* d, Writer* w) {
   const bool has_leader = r.node.leader != raft::kNoNode;
@@ -218,7 +227,7 @@ void WriteNetwork(const StatusReport& r, const DriverMetrics* d, Writer* w) {
   w->Family("raftkv_network_peer_round_trip_time_seconds", Type::kHistogram,
             "Leader only: from a heartbeat to its response, per peer.");
   for (const auto& [id, h] : d->PeerRoundTrips()) {
-    std::string to = NameOf(*r.view, id);
+    std::string to = PeerLabel(*r.view, id);
     w->Histo("raftkv_network_peer_round_trip_time_seconds", {{"to", to}}, h);
   }
 }
@@ -283,9 +292,10 @@ std::vector<std::string> NotReadyReasons(const StatusReport& r, bool draining,
                           ? "leader_silent never"
                           : "leader_silent ms=" + std::to_string(ms_since_leader));
   }
-  if (r.node.commit > r.revision && r.node.commit - r.revision > max_lag) {
+  const raft::Index commit = std::max(r.leader_commit, r.node.commit);
+  if (commit > r.revision && commit - r.revision > max_lag) {
     reasons.push_back("catching_up applied=" + std::to_string(r.revision) +
-                      " commit=" + std::to_string(r.node.commit));
+                      " commit=" + std::to_string(commit));
   }
   return reasons;
 }

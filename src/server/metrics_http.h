@@ -83,6 +83,10 @@ struct MetricsSources {
   const WatchHub* watches = nullptr;
 };
 
+// A peer's `to`/`from` label: its member name if that is printable ASCII (a
+// label must be UTF-8), else its node id in hex.
+std::string PeerLabel(const ClusterView& view, raft::NodeId id);
+
 // Why a node is not ready (docs/metrics.md, "Probes"); empty when it is.
 // `ms_since_leader` is Driver::MillisSinceLeaderContact().
 std::vector<std::string> NotReadyReasons(const StatusReport& r, bool draining,

@@ -111,6 +111,15 @@ void Replica::TransferLeadership(raft::NodeId to, Callback done) {
       }
       return done(Outcome{Code::kOk, ""});
     }
+    if (!view()->IsLeader()) return done(Outcome{Code::kNotLeader, "not the leader"});
+    if (!driver_->node().conf().IsVoter(to)) {
+      return done(Outcome{Code::kConflict, "not_voter: the node is not a voter"});
+    }
+    if (!driver_->PeerActive(to)) {
+      return done(Outcome{Code::kConflict,
+                          "not_active: the node has not answered the leader within an election "
+                          "timeout"});
+    }
     raft::Status s = driver_->TransferLeadership(to);
     if (s.ok()) return done(Outcome{Code::kOk, ""});
     if (s.code() == raft::Code::kNotLeader) return done(Outcome{Code::kNotLeader, s.message()});

@@ -123,6 +123,19 @@ raft::Status RestoreDataDir(const RestoreOptions& o, std::string* summary) {
   storage::StorageOptions so;
   so.node_id = self.id;
   so.cluster_id = m.cluster_id;
+  if (image.size() > so.max_snapshot_bytes - (64 << 10)) {
+    return Fail("the backup's image (" + std::to_string(image.size()) +
+                " bytes) is larger than a snapshot file may be");
+  }
+  // From here on a failure removes what it wrote: a retry must find the directory empty.
+  struct Cleanup {
+    const std::string& dir;
+    bool armed = true;
+    ~Cleanup() {
+      std::error_code ignored;
+      if (armed) std::filesystem::remove_all(dir, ignored);
+    }
+  } cleanup{raft_dir};
   std::unique_ptr<storage::DiskStorage> disk;
   if (raft::Status s = storage::DiskStorage::Open(raft_dir, so, &disk); !s.ok()) {
     return raft::Status(s.code(), "creating the Raft log in " + raft_dir + ": " + s.message());
@@ -146,6 +159,7 @@ raft::Status RestoreDataDir(const RestoreOptions& o, std::string* summary) {
   disk.reset();
   // Last: its presence makes the next start a restart of this node.
   if (raft::Status s = SaveMetadata(o.datadir, m); !s.ok()) return s;
+  cleanup.armed = false;
   *summary = "restored " + std::to_string(probe.size()) + " keys at revision " +
              std::to_string(revision) + " into " + o.datadir + " as revision " +
              std::to_string(index) + " (bumped by " + std::to_string(o.revision_bump) + "), node " +

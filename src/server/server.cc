@@ -485,12 +485,7 @@ void Server::WriteMetrics(metrics::Writer* w) const {
   log_store_->WriteMetrics(w);
   std::vector<transport::PeerStats> peers = transport_->peer_stats();
   auto view = replica_->view();
-  auto name = [&view](raft::NodeId id) {
-    if (const MemberView* m = view->Find(id)) return m->info.name;
-    char buf[24];
-    std::snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(id));
-    return std::string(buf);
-  };
+  auto name = [&view](raft::NodeId id) { return PeerLabel(*view, id); };
   struct Family {
     const char* metric;
     const char* label;

@@ -164,6 +164,14 @@ TEST(ReadyTest, EachReasonForNotBeingReady) {
   EXPECT_EQ(reasons(false, 100, 999),
             std::vector<std::string>{"catching_up applied=4000 commit=5000"});
   EXPECT_EQ(reasons(false, 1001, 1000), std::vector<std::string>{"leader_silent ms=1001"});
+  // A follower's own commit index trails what it has not received: the lag is
+  // measured against the leader's, as its appends said.
+  r.revision = 5000;
+  r.leader_commit = 9000;
+  EXPECT_EQ(reasons(false, 100, 1000),
+            std::vector<std::string>{"catching_up applied=5000 commit=9000"});
+  r.leader_commit = 0;
+  r.revision = 4000;
   EXPECT_EQ(reasons(false, INT64_MAX, 1000), std::vector<std::string>{"leader_silent never"});
   EXPECT_EQ(reasons(true, 100, 1000), std::vector<std::string>{"shutting_down"});
   r.node.role = raft::Role::kLeader;  // A leader hears from itself.

@@ -191,6 +191,10 @@ TEST(MembersTest, ReplaceADeadNodeAndRefuseARemovalThatWouldLoseTheQuorum) {
         return false;
       },
       milliseconds(5000)));
+  // Leadership is not handed to a node that does not answer.
+  HttpResponse t = Http(cluster.http_port(alive), "POST", "/v1/leader/transfer",
+                        "{\"to\":\"" + cluster.node(dead).name + "\"}");
+  ExpectError(t, 409, "not_active", "a transfer to a dead voter");
   // Removing the live follower would leave the leader and a dead node: refused.
   HttpResponse r =
       Http(cluster.http_port(alive), "DELETE", "/v1/members/" + cluster.node(alive).name);
