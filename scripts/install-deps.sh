@@ -35,13 +35,16 @@ packages=(
   lintian
 )
 
-# Extra tools for `make bench` only (pass --bench), and for
-# scripts/sim-coverage.sh only (pass --coverage: lcov reads gcc's gcov data).
+# Extra tools for `make bench` only (pass --bench), for scripts/sim-coverage.sh only
+# (pass --coverage: lcov reads gcc's gcov data), and for make docker-test (pass --docker).
 for flag in "$@"; do
   case "$flag" in
     --bench) packages+=(wrk etcd-server etcd-client gnuplot-nox python3) ;;
     --coverage) packages+=(lcov) ;;
-    *) echo "install-deps: unknown flag $flag (--bench, --coverage)" >&2; exit 2 ;;
+    # make docker-test only: Debian's Docker daemon and compose, and debootstrap for a
+    # debian:12 base image made locally (no image registry is reachable).
+    --docker) packages+=(docker.io docker-compose debootstrap) ;;
+    *) echo "install-deps: unknown flag $flag (--bench, --coverage, --docker)" >&2; exit 2 ;;
   esac
 done
 
