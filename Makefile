@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build test run sim asan clean format bench-wal bench nemesis install package
+.PHONY: all deps configure build test run sim asan clean format bench-wal bench nemesis install package docker-test
 
 all: build
 
@@ -30,6 +30,13 @@ install: build
 # make package: the Debian package build/raftkv_<version>_<arch>.deb (CPack).
 package: build
 	cd $(BUILD_DIR) && cpack
+
+# make docker-test (root; minutes; not part of make test): builds the Dockerfile's image,
+# starts docker-compose.yml's cluster on 127.0.0.1:4001-4003, runs the README session and
+# the election demo against it, and removes all it made (scripts/docker-test.sh). Makes the
+# debian:12 base image with debootstrap when no registry gives one.
+docker-test:
+	scripts/docker-test.sh
 
 # Long simulator campaign: make sim SEEDS=100000
 SEEDS ?= 10000

@@ -4,23 +4,28 @@
 # something is missing. No third-party source is downloaded or vendored.
 set -euo pipefail
 
-# Build and test dependencies (make test, make run).
-packages=(
+# What building the two programs needs (the Dockerfile's build stage: --build-only).
+build_packages=(
   build-essential
   cmake
   ninja-build
-  ccache
   pkg-config
-  googletest
-  libgtest-dev
-  libgmock-dev
-  libbenchmark-dev
   libboost1.81-dev
   libboost-json1.81-dev
   libboost-program-options1.81-dev
   libxxhash-dev
   libspdlog-dev
   libjemalloc-dev
+)
+
+# Test dependencies and tools (make test, make run).
+packages=(
+  "${build_packages[@]}"
+  ccache
+  googletest
+  libgtest-dev
+  libgmock-dev
+  libbenchmark-dev
   curl
   # tests/nemesis: its scripts, and the partitions between nodes (ctest runs it).
   python3
@@ -37,14 +42,19 @@ packages=(
 
 # Extra tools for `make bench` only (pass --bench), for scripts/sim-coverage.sh only
 # (pass --coverage: lcov reads gcc's gcov data), and for make docker-test (pass --docker).
+# --build-only installs just the build list above (cmake -DRAFTKV_TESTS=OFF builds with it).
+for flag in "$@"; do
+  [[ $flag == --build-only ]] && packages=("${build_packages[@]}")
+done
 for flag in "$@"; do
   case "$flag" in
+    --build-only) ;;
     --bench) packages+=(wrk etcd-server etcd-client gnuplot-nox python3) ;;
     --coverage) packages+=(lcov) ;;
     # make docker-test only: Debian's Docker daemon and compose, and debootstrap for a
     # debian:12 base image made locally (no image registry is reachable).
     --docker) packages+=(docker.io docker-compose debootstrap) ;;
-    *) echo "install-deps: unknown flag $flag (--bench, --coverage, --docker)" >&2; exit 2 ;;
+    *) echo "install-deps: unknown flag $flag (--build-only, --bench, --coverage, --docker)" >&2; exit 2 ;;
   esac
 done
 

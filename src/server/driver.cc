@@ -250,10 +250,7 @@ void Driver::PromoteMember(raft::NodeId id, Callback done) {
     return done(Outcome{Code::kNotLeader, "not the leader"});
   }
   raft::NodeStatus st = node_->GetStatus();
-  const raft::Member* m = nullptr;
-  for (const raft::Member& x : st.conf.members) {
-    if (x.id == id) m = &x;
-  }
+  const raft::Member* m = st.conf.Find(id);
   if (m == nullptr) return done(Outcome{Code::kConflict, "not_found: no member " + NameOf(id)});
   if (m->role != raft::MemberRole::kLearner) {
     return done(Outcome{Code::kConflict, "not_learner: " + NameOf(id) + " is a voter"});

@@ -529,7 +529,7 @@ class Session : public std::enable_shared_from_this<Session> {
     m.id = NodeIdFromName(m.name);
     join_ = m;
     auto view = shared_->replica->view();
-    if (!view->IsLeader()) return Forward(*view, false);
+    if (!view->IsLeader()) return Forward(*view, true);
     ProposeJoin();
   }
 
@@ -545,7 +545,7 @@ class Session : public std::enable_shared_from_this<Session> {
           return self->Respond(http::status::ok, json::serialize(r));
         }
         if (o.code == Code::kNotLeader) {
-          return self->Forward(*self->shared_->replica->view(), false);
+          return self->Forward(*self->shared_->replica->view(), true);
         }
         if (o.code == Code::kConflict) {  // 400, as this route always answered.
           return self->Error(http::status::bad_request, o.message.substr(o.message.find(": ") + 2));
@@ -621,6 +621,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // --- Forwarding to the leader ------------------------------------------------
 
+  // is_write: the request changes state (a key, a lease, the membership), so an answer
+  // lost after it was sent leaves its outcome unknown.
   void Forward(const ClusterView& view, bool is_write) {
     auto& req = parser_->get();
     int hops = 0;
@@ -629,11 +631,10 @@ class Session : public std::enable_shared_from_this<Session> {
     const MemberView* leader = view.Find(view.leader);
     if (view.leader == raft::kNoNode || view.leader == view.self || leader == nullptr ||
         leader->info.http.empty()) {
-      return Error(http::status::service_unavailable, "no leader", "1");
+      return ForwardError(503, "no leader", false);
     }
     if (hops >= opts().max_forward_hops) {
-      return Error(http::status::service_unavailable, "no stable leader (forwarded too often)",
-                   "1");
+      return ForwardError(503, "no stable leader (forwarded too often)", false);
     }
     ForwardRequest fr;
     fr.method = req.method();
@@ -653,22 +654,34 @@ class Session : public std::enable_shared_from_this<Session> {
     shared_->metrics.forwarded.Add();
     shared_->forwarder->Send(
         leader->info.http, std::move(fr),
-        [self = shared_from_this(), leader_name](ForwardResponse r) {
-          self->Later([self, r = std::move(r), leader_name]() mutable {
+        [self = shared_from_this(), leader_name, is_write](ForwardResponse r) {
+          self->Later([self, r = std::move(r), leader_name, is_write]() mutable {
             switch (r.error) {
               case ForwardResponse::Error::kNone:
                 self->relayed_headers_ = std::move(r.headers);
                 return self->Respond(static_cast<http::status>(r.status), r.body, r.retry_after);
               case ForwardResponse::Error::kUnreachable:
-                return self->Error(http::status::service_unavailable,
-                                   "leader " + leader_name + " unreachable: " + r.message, "1");
+                return self->ForwardError(
+                    503, "leader " + leader_name + " unreachable: " + r.message, false);
               case ForwardResponse::Error::kNoAnswer:
-                return self->Error(http::status::gateway_timeout,
-                                   "the leader " + leader_name + " did not answer (" + r.message +
-                                       "); the request's outcome is unknown");
+                return self->ForwardError(504,
+                                          "the leader " + leader_name + " did not answer (" +
+                                              r.message + "); the request's outcome is unknown",
+                                          is_write);
             }
           });
         });
+  }
+
+  // A request that could not be forwarded: 503 (nothing was sent to a leader, or nothing
+  // reached one) or 504 (sent, and no answer). The legacy routes keep their {"error"} body;
+  // /v1 answers carry the code a client decides on: a write's 504 is outcome_unknown.
+  void ForwardError(unsigned status, const std::string& message, bool is_write) {
+    if (!v1_) {
+      return Error(static_cast<http::status>(status), message, status == 503 ? "1" : "");
+    }
+    if (status == 503) return V1Error(503, "no_leader", message, "", "1");
+    V1Error(504, is_write ? "outcome_unknown" : "timeout", message);
   }
 
   // --- Responses ---------------------------------------------------------------
@@ -747,6 +760,7 @@ class Session : public std::enable_shared_from_this<Session> {
                           self->shared_->in_flight--;
                           self->counted_ = false;
                         }
+                        self->backup_slot_.reset();
                         // A large answer (a backup) does not keep its buffer for the
                         // rest of a keep-alive connection.
                         if (self->out_.capacity() > (1u << 20)) std::string().swap(self->out_);
@@ -1008,6 +1022,7 @@ class Session : public std::enable_shared_from_this<Session> {
                         static_cast<unsigned long long>(revision));
           self->snapshot_headers_ = buf;
           self->extra_headers_ = self->snapshot_headers_;
+          self->backup_slot_ = slot;  // Until the answer's copy of the image is written.
           self->Respond(http::status::ok, image);
         });
       });
@@ -1019,7 +1034,8 @@ class Session : public std::enable_shared_from_this<Session> {
         take();
       });
     });
-    // `take` holds the slot until the image is sent (or the read fails).
+    // `take` holds the slot until the image is in the answer, which holds it until the
+    // write ends: written, failed, or timed out (a client that stops reading).
   }
 
   // --- /v1/members and /v1/leader/transfer (docs/http-api.md, "Membership") ---
@@ -1053,7 +1069,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     // The leader decides (a follower's membership may trail the leader's).
     auto view = shared_->replica->view();
-    if (!view->IsLeader()) return Forward(*view, false);
+    if (!view->IsLeader()) return Forward(*view, true);
     const MemberView* m = view->Find(NodeIdFromName(name));
     if (m == nullptr) {
       return V1Error(404, "member_not_found", "no member '" + name + "'");
@@ -1134,7 +1150,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     member_ = MemberInfo{NodeIdFromName(*id), *id, *raft_addr, http_addr.value_or("")};
     auto view = shared_->replica->view();
-    if (!view->IsLeader()) return Forward(*view, false);
+    if (!view->IsLeader()) return Forward(*view, true);
     if (view->Find(member_.id) != nullptr) {
       return V1Error(409, "member_exists", "'" + *id + "' is a member already");
     }
@@ -1176,7 +1192,7 @@ class Session : public std::enable_shared_from_this<Session> {
                   return self->V1Error(504, "timeout",
                                        "leadership did not move away within the request timeout");
                 }
-                self->Forward(*self->shared_->replica->view(), false);
+                self->Forward(*self->shared_->replica->view(), true);
               });
             });
           });
@@ -1207,15 +1223,14 @@ class Session : public std::enable_shared_from_this<Session> {
       if (t != nullptr) to = NodeIdFromName(std::string(t->get_string()));
     }
     auto view = shared_->replica->view();
-    if (!view->IsLeader()) return Forward(*view, false);
+    if (!view->IsLeader()) return Forward(*view, true);
     if (to != raft::kNoNode && view->Find(to) == nullptr) {
       return V1Error(404, "member_not_found", "no member with that id");
     }
     if (to == view->self) return V1TransferDone();
     shared_->replica->TransferLeadership(to, [self = shared_from_this()](Outcome o) {
       self->Later([self, o = std::move(o)] {
-        if (o.code == Code::kNotLeader)
-          return self->Forward(*self->shared_->replica->view(), false);
+        if (o.code == Code::kNotLeader) return self->Forward(*self->shared_->replica->view(), true);
         if (!o.ok()) return self->V1MembershipError(o);
         self->AfterLeaderMoved([self](bool moved) {
           if (!moved) {
@@ -2041,6 +2056,7 @@ class Session : public std::enable_shared_from_this<Session> {
   MemberInfo join_;
   MemberInfo member_;                        // The /v1/members request's member.
   std::string snapshot_headers_;             // Held while extra_headers_ points at them.
+  std::shared_ptr<void> backup_slot_;        // This node's one backup, while it is written.
   std::optional<asio::steady_timer> timer_;  // AfterLeaderMoved's polls.
   // The /v1 request being served.
   bool v1_ = false;

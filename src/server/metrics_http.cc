@@ -5,10 +5,7 @@
 
 #include "kv/command.h"
 #include "server/watch_hub.h"
-
-#ifndef RAFTKV_VERSION
-#define RAFTKV_VERSION "unknown"
-#endif
+#include "version.h"
 
 namespace raftkv::server {
 

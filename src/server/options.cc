@@ -5,10 +5,7 @@
 #include <sstream>
 
 #include "kv/command.h"
-
-#ifndef RAFTKV_VERSION
-#define RAFTKV_VERSION "unknown"
-#endif
+#include "version.h"
 
 namespace raftkv::server {
 

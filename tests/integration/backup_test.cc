@@ -5,6 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/json.hpp>
 #include <chrono>
 #include <filesystem>
@@ -229,6 +233,48 @@ TEST(BackupTest, ATruncatedOrCorruptedBackupOrAUsedDirectoryIsRefusedWithTheProb
   EXPECT_NE(out.find("already holds a node"), std::string::npos) << out;
   EXPECT_EQ(RunRestore({"--datadir", dir + "/x"}, dir + "/restore.log", &out), 2) << out;
   EXPECT_NE(out.find("snapshot"), std::string::npos) << out;
+}
+
+// One backup at a time per node, for as long as its answer is being written: a client
+// that stops reading holds the slot (until --http-timeout-ms), and a second backup is
+// refused with 503 "busy" and Retry-After rather than a second copy of the store.
+TEST(BackupTest, ASecondBackupWhileOneIsStillBeingSentIsRefusedBusy) {
+  Cluster c(1);
+  c.StartAll();
+  // 24 MiB of values: more than the kernel buffers between a server and a client that
+  // does not read, so that the first answer cannot be written all at once.
+  const std::string value(512 << 10, 'v');
+  for (int i = 0; i < 48; i++) {
+    ASSERT_EQ(Http(c.http_port(0), "PUT", "/v1/kv/big" + std::to_string(i),
+                   "{\"value\":\"" + value + "\"}")
+                  .status,
+              200);
+  }
+  namespace asio = boost::asio;
+  asio::io_context ioc;
+  asio::ip::tcp::socket slow(ioc);
+  slow.connect({asio::ip::make_address("127.0.0.1"), c.http_port(0)});
+  std::string req = "GET /v1/snapshot HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  asio::write(slow, asio::buffer(req));
+  // Its status line has come: the server is writing the image, and it stops reading.
+  std::string head(12, '\0');
+  asio::read(slow, asio::buffer(head));
+  ASSERT_EQ(head, "HTTP/1.1 200");
+
+  HttpResponse busy = Http(c.http_port(0), "GET", "/v1/snapshot");
+  ExpectError(busy, 503, "busy", "a second backup");
+  EXPECT_EQ(busy.headers["retry-after"], "1");
+
+  slow.close();  // The write fails, and the slot is free again.
+  HttpResponse next;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        next = Http(c.http_port(0), "GET", "/v1/snapshot");
+        return next.status == 200;
+      },
+      milliseconds(10000)))
+      << next.status << " " << next.body.substr(0, 200);
+  EXPECT_GT(next.body.size(), size_t{48} * value.size());
 }
 
 }  // namespace

@@ -151,8 +151,13 @@ Process::Process(const std::vector<std::string>& argv, const std::string& log_pa
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  // Through setpriv (util-linux, in every Debian): the child gets SIGKILL when this test
+  // process dies, so a test that crashes or that ctest times out leaves no node running.
+  // The death signal follows the spawning thread: spawn from the test's main thread.
+  std::vector<std::string> full = {"/usr/bin/setpriv", "--pdeathsig", "KILL", "--"};
+  full.insert(full.end(), argv.begin(), argv.end());
   std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  for (const std::string& a : full) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   int rc = posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&fa);

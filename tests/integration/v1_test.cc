@@ -672,5 +672,26 @@ TEST(V1UpgradeTest, DataDirectoryOfThePreviousReleaseOpens) {
   if (HasFailure()) std::cerr << c.LogTails();
 }
 
+// A follower forwards a write to a leader that stops answering (SIGSTOP: its port still
+// accepts): the write was sent and may still apply, so the answer is 504 outcome_unknown,
+// the code a client must not retry blindly on. (Before, a /v1 forward answered the legacy
+// {"error"} body with no code, and raftkvctl took it for "not applied".)
+TEST(V1ForwardTest, AForwardedWriteWhoseLeaderStopsAnsweringIsOutcomeUnknown) {
+  Cluster c(3, {"--request-timeout-ms", "1000"});  // The forwarder waits 1 s longer.
+  c.StartAll();
+  int leader = c.WaitForLeader(milliseconds(5000));
+  ASSERT_GE(leader, 0);
+  int f = (leader + 1) % 3;
+  HttpClient cl(c.http_port(f));
+  ASSERT_EQ(Put(cl, "fwd/warm", "1").status, 200);  // The follower's pooled connection.
+  c.Proc(leader)->Signal(SIGSTOP);
+  HttpResponse w = Put(cl, "fwd/k", "maybe");
+  c.Proc(leader)->Signal(SIGCONT);
+  ExpectError(w, 504, "outcome_unknown", "a forwarded write without an answer");
+  EXPECT_NE(w.body.find("did not answer"), std::string::npos) << w.body;
+  // The cluster goes on: the write through the follower is taken again.
+  EXPECT_TRUE(c.PutRetry(f, "fwd-after", "1", milliseconds(10000)));
+}
+
 }  // namespace
 }  // namespace raftkv::itest
