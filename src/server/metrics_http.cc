@@ -1,6 +1,7 @@
 #include "server/metrics_http.h"
 
 #include <algorithm>
+#include <array>
 #include <string_view>
 
 #include "kv/command.h"
@@ -89,10 +90,15 @@ size_t HttpMetrics::MethodIndex(http::verb m) {
 }
 
 size_t HttpMetrics::CodeIndex(unsigned status) {
-  for (size_t i = 0; i < std::size(kCodes); i++) {
-    if (kCodes[i] == status) return i;
-  }
-  return std::size(kCodes);
+  // Status -> its slot in kCodes (or the "other" slot), made once at compile time.
+  static constexpr auto kSlots = [] {
+    std::array<uint8_t, 600> t{};
+    t.fill(static_cast<uint8_t>(std::size(kCodes)));
+    for (size_t i = 0; i < std::size(kCodes); i++) t[kCodes[i]] = static_cast<uint8_t>(i);
+    return t;
+  }();
+  static_assert(kCodeCount <= 256);
+  return status < kSlots.size() ? kSlots[status] : std::size(kCodes);
 }
 
 void HttpMetrics::Record(Route route, http::verb method, unsigned status,

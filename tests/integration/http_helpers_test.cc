@@ -185,5 +185,30 @@ TEST(ReadyTest, EachReasonForNotBeingReady) {
             (std::vector<std::string>{"storage_failed", "not_a_member", "no_leader"}));
 }
 
+// Each status is counted under its own code, and one outside the known list (418, 999)
+// under "other"; the count per (route, method, code) is exact.
+TEST(HttpMetricsTest, EachStatusIsCountedUnderItsCodeAndUnknownOnesUnderOther) {
+  HttpMetrics m;
+  auto record = [&](unsigned status) {
+    m.Record(Route::kV1Kv, boost::beast::http::verb::put, status, std::chrono::milliseconds(1));
+  };
+  for (unsigned s : {200u, 200u, 504u, 404u, 418u, 999u, 0u}) record(s);
+  metrics::Writer w;
+  m.Write(&w);
+  const std::string& t = w.text();
+  auto count = [&](const std::string& code) {
+    std::string line =
+        "raftkv_http_requests_total{route=\"/v1/kv/{key}\",method=\"PUT\",code=\"" + code + "\"} ";
+    size_t at = t.find(line);
+    if (at == std::string::npos) return std::string("absent");
+    return t.substr(at + line.size(), t.find('\n', at) - at - line.size());
+  };
+  EXPECT_EQ(count("200"), "2") << t;
+  EXPECT_EQ(count("504"), "1") << t;
+  EXPECT_EQ(count("404"), "1") << t;
+  EXPECT_EQ(count("other"), "3") << t;
+  EXPECT_EQ(count("418"), "absent") << t;
+}
+
 }  // namespace
 }  // namespace raftkv::server
