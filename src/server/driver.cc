@@ -231,12 +231,12 @@ void Driver::AddMember(MemberInfo member, bool promote, Callback done) {
       if (info.raft == member.raft && (member.http.empty() || info.http == member.http)) {
         return done(Outcome{Code::kOk, "already a member"});
       }
-      return done(Outcome{Code::kConflict, "member_exists: node '" + member.name +
-                                               "' is already a member with other addresses"});
+      return done(Conflict("member_exists",
+                           "node '" + member.name + "' is already a member with other addresses"));
     }
     if (info.raft == member.raft) {
-      return done(Outcome{Code::kConflict, "member_exists: address " + member.raft +
-                                               " is used by member '" + info.name + "'"});
+      return done(Conflict("member_exists",
+                           "address " + member.raft + " is used by member '" + info.name + "'"));
     }
   }
   ProposeConfChange(raft::ConfChange{raft::ConfChangeType::kAddLearner, member.id, promote,
@@ -251,9 +251,9 @@ void Driver::PromoteMember(raft::NodeId id, Callback done) {
   }
   raft::NodeStatus st = node_->GetStatus();
   const raft::Member* m = st.conf.Find(id);
-  if (m == nullptr) return done(Outcome{Code::kConflict, "not_found: no member " + NameOf(id)});
+  if (m == nullptr) return done(Conflict("not_found", "no member " + NameOf(id)));
   if (m->role != raft::MemberRole::kLearner) {
-    return done(Outcome{Code::kConflict, "not_learner: " + NameOf(id) + " is a voter"});
+    return done(Conflict("not_learner", NameOf(id) + " is a voter"));
   }
   raft::Index match = 0;
   for (const raft::PeerStatus& p : st.peers) {
@@ -261,9 +261,9 @@ void Driver::PromoteMember(raft::NodeId id, Callback done) {
   }
   // etcd's rule (isLearnerReady): the learner holds 90% of the leader's log.
   if (match * 10 < st.last_index * 9) {
-    return done(Outcome{Code::kConflict, "learner_not_caught_up: " + NameOf(id) + " holds " +
-                                             std::to_string(match) + " of " +
-                                             std::to_string(st.last_index) + " entries"});
+    return done(Conflict("learner_not_caught_up", NameOf(id) + " holds " + std::to_string(match) +
+                                                      " of " + std::to_string(st.last_index) +
+                                                      " entries"));
   }
   ProposeConfChange(raft::ConfChange{raft::ConfChangeType::kPromoteLearner, id, false, ""},
                     std::move(done));
@@ -281,11 +281,11 @@ void Driver::RemoveMember(raft::NodeId id, bool force, Callback done) {
       if (m.id == config_.self.id || PeerActive(m.id)) active++;
     }
     if (voters > 0 && active < voters / 2 + 1) {
-      return done(Outcome{Code::kConflict,
-                          "would_lose_quorum: without " + NameOf(id) + ", " +
-                              std::to_string(active) + " of the " + std::to_string(voters) +
-                              " voters left answer the leader; a majority is " +
-                              std::to_string(voters / 2 + 1) + " (force it with ?force)"});
+      return done(Conflict("would_lose_quorum",
+                           "without " + NameOf(id) + ", " + std::to_string(active) + " of the " +
+                               std::to_string(voters) +
+                               " voters left answer the leader; a majority is " +
+                               std::to_string(voters / 2 + 1) + " (force it with ?force)"));
     }
   }
   ProposeConfChange(raft::ConfChange{raft::ConfChangeType::kRemoveNode, id, false, ""},

@@ -548,7 +548,7 @@ class Session : public std::enable_shared_from_this<Session> {
           return self->Forward(*self->shared_->replica->view(), true);
         }
         if (o.code == Code::kConflict) {  // 400, as this route always answered.
-          return self->Error(http::status::bad_request, o.message.substr(o.message.find(": ") + 2));
+          return self->Error(http::status::bad_request, o.message);
         }
         self->OutcomeError(o, true);
       });
@@ -1274,11 +1274,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void V1MembershipError(const Outcome& o) {
     if (o.code == Code::kConflict) {
-      size_t colon = o.message.find(": ");
-      std::string code = o.message.substr(0, colon);
-      std::string text = colon == std::string::npos ? o.message : o.message.substr(colon + 2);
-      return V1Error(code == "not_found" ? 404 : 409,
-                     code == "not_found" ? "member_not_found" : code, text);
+      if (o.reason == "not_found") return V1Error(404, "member_not_found", o.message);
+      return V1Error(409, o.reason.empty() ? "conflict" : o.reason, o.message);
     }
     if (o.code == Code::kInvalid) return V1Error(409, "conflict", o.message);
     if (o.code == Code::kBusy)

@@ -51,8 +51,16 @@ struct Outcome {
   // A write's result as the store applied it (its ResultCode may still say
   // that it changed nothing); null for reads and membership changes.
   std::shared_ptr<const kv::Result> result = nullptr;
+  // For kConflict: the stable reason clients decide on ("member_exists", "not_voter", ...);
+  // `message` says it for people.
+  std::string reason = {};
   bool ok() const { return code == Code::kOk; }
 };
+
+// A request the current state refuses (409 on /v1), with its reason.
+inline Outcome Conflict(std::string reason, std::string message) {
+  return Outcome{Code::kConflict, std::move(message), 0, nullptr, std::move(reason)};
+}
 
 using Callback = std::function<void(Outcome)>;
 using TimePoint = std::chrono::steady_clock::time_point;

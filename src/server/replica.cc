@@ -106,25 +106,23 @@ void Replica::TransferLeadership(raft::NodeId to, Callback done) {
     if (to == raft::kNoNode) {
       if (!view()->IsLeader()) return done(Outcome{Code::kNotLeader, "not the leader"});
       if (!driver_->TransferLeadershipAway()) {
-        return done(Outcome{Code::kConflict,
-                            "no_candidate: no other voter is active and caught up enough"});
+        return done(Conflict("no_candidate", "no other voter is active and caught up enough"));
       }
       return done(Outcome{Code::kOk, ""});
     }
     if (!view()->IsLeader()) return done(Outcome{Code::kNotLeader, "not the leader"});
     if (!driver_->node().conf().IsVoter(to)) {
-      return done(Outcome{Code::kConflict, "not_voter: the node is not a voter"});
+      return done(Conflict("not_voter", "the node is not a voter"));
     }
     if (!driver_->PeerActive(to)) {
-      return done(Outcome{Code::kConflict,
-                          "not_active: the node has not answered the leader within an election "
-                          "timeout"});
+      return done(Conflict("not_active",
+                           "the node has not answered the leader within an election timeout"));
     }
     raft::Status s = driver_->TransferLeadership(to);
     if (s.ok()) return done(Outcome{Code::kOk, ""});
     if (s.code() == raft::Code::kNotLeader) return done(Outcome{Code::kNotLeader, s.message()});
     if (s.code() == raft::Code::kInvalidArgument) {
-      return done(Outcome{Code::kConflict, "not_voter: " + s.message()});
+      return done(Conflict("not_voter", s.message()));
     }
     done(Outcome{Code::kUnavailable, s.ToString()});
   });
