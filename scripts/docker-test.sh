@@ -165,8 +165,12 @@ expect() {
   }
   echo "  $2 127.0.0.1:$1$3 -> $got"
 }
-# eventually PORT PATH WANT: GET until the answer is WANT.
-eventually() { poll "$DEADLINE" expect "$1" GET "$2" "" "$3" || expect "$1" GET "$2" "" "$3"; }
+# eventually PORT PATH WANT: GET until the answer is WANT (and show it).
+eventually() {
+  poll "$DEADLINE" expect "$1" GET "$2" "" "$3"
+  expect "$1" GET "$2" "" "$3"
+}
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 say "the README session"
 expect 4001 GET /keys/some-key/ "" '{"value":""}' || fail "README session"
@@ -191,13 +195,13 @@ leader_port=${leader_http##*:}
 other=4001
 [[ $leader_port == 4001 ]] && other=4002
 say "SIGKILL $leader's container (the leader), then write through 127.0.0.1:$other"
-killed_at=$SECONDS
+killed_at=$(now_ms)
 compose kill -s SIGKILL "$leader" >>"$LOGS/up.log" 2>&1
 demo='{"value":"written while the leader was down"}'
 poll "$DEADLINE" expect "$other" POST /keys/election-demo/ "$demo" "$demo" ||
   fail "no write through 127.0.0.1:$other within ${DEADLINE}s of the leader's death"
 new_leader=$(curl -fsS "127.0.0.1:$other/status" | json leader.id)
-say "write accepted $((SECONDS - killed_at))s after the kill; the new leader is $new_leader"
+say "write accepted $(($(now_ms) - killed_at)) ms after the kill; the new leader is $new_leader"
 [[ -n $new_leader && $new_leader != "$leader" ]] || fail "the leader is still '$new_leader'"
 expect "$other" POST /keys/election-demo/ "$demo" "$demo" >/dev/null
 say "start $leader again and read the write back from it"
