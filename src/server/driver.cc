@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdlib>
+#include <utility>
 
 #include "kv/encoding.h"
 
@@ -126,8 +127,12 @@ void Driver::Receive(std::vector<raft::Message> msgs) {
         }
         [[fallthrough]];
       case raft::MessageType::kAppResp:
-        // Only answers count as a peer that works (RemoveMember's check): a
-        // peer cut off from the leader still sends vote requests.
+      case raft::MessageType::kSnapResp:
+      case raft::MessageType::kVoteResp:
+      case raft::MessageType::kPreVoteResp:
+        // Only answers count as a peer that works (PeerActive): a peer cut off
+        // from the leader still sends vote requests. Vote answers count, so that
+        // a leader just elected (by a transfer, say) knows its voters at once.
         heard_from_[m.from] = now;
         break;
       case raft::MessageType::kApp:
@@ -272,24 +277,38 @@ void Driver::PromoteMember(raft::NodeId id, Callback done) {
 void Driver::RemoveMember(raft::NodeId id, bool force, Callback done) {
   if (storage_failed_) return done(StorageFailedOutcome());
   if (!force && node_->role() == raft::Role::kLeader) {
-    // Without the removed member, the voters this leader hears from must
-    // still be a majority, or the cluster stops taking writes.
-    size_t voters = 0, active = 0;
-    for (const raft::Member& m : node_->conf().members) {
-      if (m.role != raft::MemberRole::kVoter || m.id == id) continue;
-      voters++;
-      if (m.id == config_.self.id || PeerActive(m.id)) active++;
-    }
-    if (voters > 0 && active < voters / 2 + 1) {
-      return done(Conflict("would_lose_quorum",
-                           "without " + NameOf(id) + ", " + std::to_string(active) + " of the " +
-                               std::to_string(voters) +
-                               " voters left answer the leader; a majority is " +
-                               std::to_string(voters / 2 + 1) + " (force it with ?force)"));
+    if (std::string why = QuorumWithout(id); !why.empty()) {
+      if (hooks_.now() < leader_since_ + config_.tick * config_.raft.election_timeout_ticks) {
+        deferred_removals_.push_back(DeferredRemoval{id, std::move(done)});
+        return;
+      }
+      return done(Conflict("would_lose_quorum", why));
     }
   }
   ProposeConfChange(raft::ConfChange{raft::ConfChangeType::kRemoveNode, id, false, ""},
                     std::move(done));
+}
+
+std::string Driver::QuorumWithout(raft::NodeId id) const {
+  // Without the removed member, the voters this leader hears from must
+  // still be a majority, or the cluster stops taking writes.
+  size_t voters = 0, active = 0;
+  for (const raft::Member& m : node_->conf().members) {
+    if (m.role != raft::MemberRole::kVoter || m.id == id) continue;
+    voters++;
+    if (m.id == config_.self.id || PeerActive(m.id)) active++;
+  }
+  if (voters == 0 || active >= voters / 2 + 1) return "";
+  return "without " + NameOf(id) + ", " + std::to_string(active) + " of the " +
+         std::to_string(voters) + " voters left answer the leader; a majority is " +
+         std::to_string(voters / 2 + 1) + " (force it with ?force)";
+}
+
+void Driver::RetryDeferredRemovals() {
+  std::vector<DeferredRemoval> waiting = std::move(deferred_removals_);
+  deferred_removals_.clear();
+  // RemoveMember defers again while the leader is new, and decides after.
+  for (DeferredRemoval& d : waiting) RemoveMember(d.id, false, std::move(d.done));
 }
 
 void Driver::ProposeConfChange(const raft::ConfChange& cc, Callback done) {
@@ -336,7 +355,9 @@ bool Driver::TransferLeadershipAway() {
   raft::NodeId best = raft::kNoNode;
   raft::Index best_match = 0;
   for (const raft::PeerStatus& p : st.peers) {
-    if (p.role == raft::MemberRole::kVoter && p.recent_active && p.match >= best_match) {
+    // Active as the removal's quorum check and a chosen transfer count it: the voter's
+    // answers reached this leader within an election timeout.
+    if (p.role == raft::MemberRole::kVoter && PeerActive(p.id) && p.match >= best_match) {
       best = p.id;
       best_match = p.match;
     }
@@ -421,6 +442,7 @@ void Driver::Tick() {
   Answer(&released,
          Outcome{Code::kUnavailable, "read timed out waiting for this node to catch up"});
   ProposeExpiries();
+  if (!deferred_removals_.empty()) RetryDeferredRemovals();
   Schedule();
 }
 
@@ -762,6 +784,7 @@ void Driver::FailAll(Code code, const std::string& why) {
   }
   std::vector<Callback> reads = reads_.TakeAll();
   Answer(&reads, Outcome{code, why});
+  for (DeferredRemoval& d : std::exchange(deferred_removals_, {})) d.done(Outcome{code, why});
 }
 
 double Driver::MillisSince(TimePoint start) const {
@@ -865,6 +888,9 @@ void Driver::OnSoftState(const raft::SoftState& ss) {
   }
   // Heartbeats sent in an earlier term get no answer that counts.
   if (ss.role != raft::Role::kLeader) heartbeat_sent_.clear();
+  if (ss.role == raft::Role::kLeader && soft_.role != raft::Role::kLeader) {
+    leader_since_ = hooks_.now();
+  }
   soft_ = ss;
   LogState();
   if (hooks_.observer) hooks_.observer->OnSoftState(ss);

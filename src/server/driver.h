@@ -246,7 +246,9 @@ class Driver {
   // Leader only: removes member `id`; kOk once the change is applied. Unless
   // `force`, kConflict would_lose_quorum when the voters left that this
   // leader heard from within an election timeout (itself included) would
-  // not be a majority of the voters left.
+  // not be a majority of the voters left. A leader elected less than an
+  // election timeout ago has not heard every voter yet (a vote's answer waits
+  // for its fsync): it checks again on each tick until then.
   void RemoveMember(raft::NodeId id, bool force, Callback done);
   void RemoveMember(raft::NodeId id, Callback done) { RemoveMember(id, true, std::move(done)); }
   // Leader only: starts handing leadership to `to` (Raft thesis 3.10).
@@ -374,6 +376,18 @@ class Driver {
   // When an answer (append or heartbeat response) from each peer last
   // arrived (RemoveMember's quorum check, PeerActive).
   std::map<raft::NodeId, TimePoint> heard_from_;
+  // When this node last became leader, and the removals it checks again on
+  // each tick until an election timeout after that (RemoveMember).
+  TimePoint leader_since_{};
+  struct DeferredRemoval {
+    raft::NodeId id;
+    Callback done;
+  };
+  std::vector<DeferredRemoval> deferred_removals_;
+  // Empty if the voters left without `id` that this leader hears from are a
+  // majority of them; otherwise why not.
+  std::string QuorumWithout(raft::NodeId id) const;
+  void RetryDeferredRemovals();
   // The highest commit index a leader's appends (or snapshot) told this node.
   raft::Index leader_commit_seen_ = 0;
 

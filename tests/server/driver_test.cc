@@ -385,5 +385,45 @@ TEST_F(DriverTest, SnapshotWaitsUntilTheDiskHoldsTheAppliedEntryOfItsTerm) {
   EXPECT_EQ(snap.meta.term, 2u);
 }
 
+// A leader just elected has heard only the voters whose votes came first: another's
+// answer waits for its fsync. A removal's quorum check then waits (each tick) instead
+// of refusing; it refuses once an election timeout has passed without the answer.
+TEST_F(DriverTest, ANewLeaderWaitsToHearItsVotersBeforeRefusingARemoval) {
+  Start({1, 2, 3});
+  BecomeLeader();  // Node 2 voted; node 3 has not answered anything yet.
+  // Node 2 acknowledges the leader's first entry, which commits it (a membership
+  // change waits for that).
+  Message ack = Msg(MessageType::kAppResp, 2, driver_->node().term());
+  ack.index = driver_->node().GetStatus().last_index;
+  Receive(ack);
+  Settle();
+  std::optional<Outcome> first;
+  driver_->RemoveMember(2, false, [&](Outcome o) { first = std::move(o); });
+  Run();
+  EXPECT_FALSE(first.has_value()) << "refused at once: " << first->message;
+  // Node 3 answers a heartbeat; on the next tick the removal goes ahead.
+  Receive(Msg(MessageType::kHeartbeatResp, 3, driver_->node().term()));
+  const raft::Index before = driver_->node().GetStatus().last_index;
+  driver_->Tick();
+  Settle();
+  EXPECT_FALSE(first.has_value() && first->code == Code::kConflict) << first->message;
+  EXPECT_GT(driver_->node().GetStatus().last_index, before)
+      << "no membership change proposed: " << (first ? first->message : "no answer");
+
+  // A new life, elected again, where node 3 never answers: refused after the timeout.
+  MakeDriver(8);
+  BecomeLeader();
+  std::optional<Outcome> second;
+  driver_->RemoveMember(2, false, [&](Outcome o) { second = std::move(o); });
+  Run();
+  EXPECT_FALSE(second.has_value());
+  now_ += std::chrono::milliseconds(50) * 10 + std::chrono::milliseconds(1);
+  driver_->Tick();
+  Settle();
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->code, Code::kConflict);
+  EXPECT_EQ(second->reason, "would_lose_quorum") << second->message;
+}
+
 }  // namespace
 }  // namespace raftkv::server
