@@ -1,13 +1,16 @@
 // check: a short load run. --conns threads, each with its own kept-alive
 // connection (spread over the endpoints; followers forward to the leader),
-// put keys under --prefix for --duration or until --requests puts were
+// put keys under a subprefix of --prefix that is the run's own
+// ("check-<16 hex digits>/") for --duration or until --requests puts were
 // sent in all; then the throughput, the latency percentiles and the errors
-// are printed, and the keys are deleted with prefix deletes.
+// are printed, and the run's keys (only those: a user's keys under
+// --prefix are left alone) are deleted with prefix deletes.
 #include <algorithm>
 #include <atomic>
 #include <boost/json/serialize.hpp>
 #include <boost/program_options/value_semantic.hpp>
 #include <cstdio>
+#include <random>
 #include <thread>
 
 #include "commands.h"
@@ -38,8 +41,18 @@ struct Plan {
 struct WorkerResult {
   std::vector<double> latencies_ms;  // Of the puts that succeeded.
   uint64_t errors = 0;
+  uint64_t refused = 0;  // Of the errors, those the cluster answered with a 4xx.
   std::string first_error;
 };
+
+// The run's own prefix under the user's: "<prefix>check-<16 hex digits>/".
+std::string RunPrefix(const std::string& prefix) {
+  std::random_device rd;
+  const uint64_t r = (uint64_t{rd()} << 32) ^ rd();
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(r));
+  return prefix + "check-" + hex + "/";
+}
 
 void Worker(size_t w, const Globals& g, const Plan& plan, Clock::time_point end,
             std::atomic<uint64_t>* sent, WorkerResult* out) {
@@ -61,8 +74,9 @@ void Worker(size_t w, const Globals& g, const Plan& plan, Clock::time_point end,
       continue;
     }
     out->errors++;
+    if (s.ok() && reply.status >= 400 && reply.status <= 499) out->refused++;
     if (out->first_error.empty()) {
-      out->first_error = s.ok() ? ReplyError(reply, "a put").message() : s.message();
+      out->first_error = s.ok() ? ReplyError(reply, "a put", req.retry).message() : s.message();
     }
   }
 }
@@ -73,7 +87,7 @@ double Percentile(const std::vector<double>& sorted, double p) {
   return sorted[std::min(i, sorted.size() - 1)];
 }
 
-// Deletes every key under the prefix, kDeleteBatch at a time.
+// Deletes every key under the run's prefix, kDeleteBatch at a time.
 Status Cleanup(Context& ctx, const std::string& prefix, uint64_t* deleted) {
   Query q;
   q.Add("prefix");
@@ -103,8 +117,9 @@ void DefineCheck(po::options_description* d) {
   d->add_options()("conns", po::value<std::string>()->value_name("N"),
                    "concurrent connections, 1 to 1000 (default 16)")(
       "prefix", po::value<std::string>()->value_name("P"),
-      "the keys' prefix, deleted at the end (default raftkvctl-check/)")(
-      "duration", po::value<std::string>()->value_name("D"), "how long to run (default 5s)")(
+      "the run writes under P + check-<random hex>/ and deletes only that at the end (default "
+      "raftkvctl-check/)")("duration", po::value<std::string>()->value_name("D"),
+                           "how long to run (default 5s)")(
       "requests", po::value<std::string>()->value_name("N"),
       "send N puts in all instead of running for --duration")(
       "value-size", po::value<std::string>()->value_name("BYTES"),
@@ -115,7 +130,7 @@ Status RunCheck(Context& ctx, const Args& args) {
   Plan plan;
   plan.prefix = args.String("prefix", plan.prefix);
   if (plan.prefix.empty()) {
-    return Status::Usage("--prefix is empty: check deletes every key under its prefix");
+    return Status::Usage("--prefix is empty: give the prefix check writes its keys under");
   }
   if (Status s = args.Number("conns", &plan.conns, 1, 1000); !s.ok()) return s;
   if (Status s = args.Duration("duration", &plan.duration); !s.ok()) return s;
@@ -124,6 +139,8 @@ Status RunCheck(Context& ctx, const Args& args) {
   if (args.Has("requests") && args.Has("duration")) {
     return Status::Usage("give --duration or --requests, not both");
   }
+
+  plan.prefix = RunPrefix(plan.prefix);
 
   std::vector<WorkerResult> results(plan.conns);
   std::atomic<uint64_t> sent{0};
@@ -138,11 +155,12 @@ Status RunCheck(Context& ctx, const Args& args) {
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
 
   std::vector<double> latencies;
-  uint64_t errors = 0;
+  uint64_t errors = 0, refused = 0;
   std::string first_error;
   for (WorkerResult& r : results) {
     latencies.insert(latencies.end(), r.latencies_ms.begin(), r.latencies_ms.end());
     errors += r.errors;
+    refused += r.refused;
     if (first_error.empty()) first_error = r.first_error;
   }
   std::sort(latencies.begin(), latencies.end());
@@ -151,19 +169,19 @@ Status RunCheck(Context& ctx, const Args& args) {
   const double p50 = Percentile(latencies, 0.50), p99 = Percentile(latencies, 0.99);
   const double max = latencies.empty() ? 0 : latencies.back();
 
+  // Even when no put succeeded: one without an answer may have been applied.
   uint64_t deleted = 0;
   Status cleanup = Cleanup(ctx, plan.prefix, &deleted);
 
   if (ctx.json()) {
-    json::object o{{"conns", plan.conns},
-                   {"requests", ok + errors},
-                   {"succeeded", ok},
-                   {"errors", errors},
-                   {"seconds", seconds},
-                   {"throughput", throughput},
-                   {"latency_ms", {{"p50", p50}, {"p99", p99}, {"max", max}}},
-                   {"deleted", deleted}};
+    json::object o{
+        {"conns", plan.conns},      {"prefix", plan.prefix},
+        {"requests", ok + errors},  {"succeeded", ok},
+        {"errors", errors},         {"seconds", seconds},
+        {"throughput", throughput}, {"latency_ms", {{"p50", p50}, {"p99", p99}, {"max", max}}},
+        {"deleted", deleted}};
     if (!first_error.empty()) o["first_error"] = first_error;
+    if (!cleanup.ok()) o["cleanup_error"] = cleanup.message();
     ctx.out() << json::serialize(o) << "\n";
   } else {
     ctx.out() << "requests    " << ok + errors << " (" << errors << " errors) in "
@@ -171,16 +189,23 @@ Status RunCheck(Context& ctx, const Args& args) {
               << "throughput  " << Fixed(throughput, 1) << " puts/s\n"
               << "latency     p50 " << Fixed(p50, 2) << " ms, p99 " << Fixed(p99, 2) << " ms, max "
               << Fixed(max, 2) << " ms\n"
-              << "cleanup     " << deleted << " keys deleted under \"" << plan.prefix << "\"\n";
+              << "cleanup     " << deleted << " keys deleted under \"" << plan.prefix << "\""
+              << (cleanup.ok() ? "" : " (failed: " + cleanup.message() + ")") << "\n";
     if (!first_error.empty()) ctx.out() << "first error " << first_error << "\n";
   }
+  // A failed cleanup is reported whatever else failed: keys are left behind.
+  const std::string left_behind =
+      cleanup.ok() ? "" : "; cleanup of \"" + plan.prefix + "\" failed: " + cleanup.message();
   if (ok == 0) {
-    return Status(Exit::kUnavailable,
-                  "check: no put succeeded" + (first_error.empty() ? "" : ": " + first_error));
+    // A cluster that answered and refused every put (a 4xx: a value over
+    // its limit, say) is not unavailable: retrying will not help.
+    const Exit code = refused > 0 && refused == errors ? Exit::kError : Exit::kUnavailable;
+    return Status(code, "check: no put succeeded" +
+                            (first_error.empty() ? "" : ": " + first_error) + left_behind);
   }
   if (errors > 0) {
     return Status::Error("check: " + std::to_string(errors) + " of " + std::to_string(ok + errors) +
-                         " puts failed: " + first_error);
+                         " puts failed: " + first_error + left_behind);
   }
   if (!cleanup.ok()) return Status(cleanup.code(), "check: cleanup: " + cleanup.message());
   return Status::Ok();

@@ -99,7 +99,9 @@ const std::vector<Command>& Commands() {
        "ID [--once]",
        "Keep a lease alive (every TTL/3) until interrupted",
        "Renews the lease every third of its TTL until SIGINT or SIGTERM (exit 0), or once with "
-       "--once. Exit 3 once the lease is gone.",
+       "--once. A renewal that fails (unavailable, no answer) is tried again with backoff; exit "
+       "5 once the TTL has passed since the last renewal that succeeded, 3 once the lease is "
+       "gone.",
        {{"ID", true}},
        DefineLeaseKeepAlive,
        RunLeaseKeepAlive},
@@ -136,9 +138,10 @@ const std::vector<Command>& Commands() {
       {"check",
        "[flags]",
        "A short load run: throughput and latency of puts",
-       "Runs --conns connections putting keys under --prefix for --duration (or --requests "
-       "puts in all), prints throughput and latency percentiles, then deletes the keys. Exit 1 "
-       "if any put failed, 5 if none succeeded.",
+       "Runs --conns connections putting keys under a subprefix of --prefix of its own "
+       "(check-<random hex>/) for --duration (or --requests puts in all), prints throughput and "
+       "latency percentiles, then deletes that subprefix only. Exit 1 if any put failed (or the "
+       "cluster refused them all), 5 if none got an answer.",
        {},
        DefineCheck,
        RunCheck},
@@ -179,9 +182,10 @@ const std::vector<Command>& Commands() {
       {"leader transfer",
        "[ID]",
        "Move leadership to a voter (default: the most up-to-date one)",
-       "Prints the new leader and term once it leads. Exit 8 if ID is a learner (not_voter) or "
-       "no voter can take over (no_candidate), 3 if no such member, 7 if leadership did not "
-       "move within the server's request timeout (it may still move).",
+       "Prints the new leader and term once it leads. Exit 8 if ID is a learner (not_voter), "
+       "has not answered the leader recently (not_active) or no voter can take over "
+       "(no_candidate), 3 if no such member, 7 if leadership did not move within the server's "
+       "request timeout (it may still move).",
        {{"ID", false}},
        nullptr,
        RunLeaderTransfer},

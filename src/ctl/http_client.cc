@@ -13,9 +13,7 @@
 #include <boost/json/value.hpp>
 #include <thread>
 
-#ifndef RAFTKVCTL_VERSION
-#define RAFTKVCTL_VERSION "dev"
-#endif
+#include "version.h"
 
 namespace raftkv::ctl {
 
@@ -24,6 +22,12 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 using std::chrono::milliseconds;
+
+Clock::time_point ReadAttemptDeadline(Clock::time_point overall, milliseconds timeout,
+                                      size_t endpoints) {
+  const milliseconds share = timeout / static_cast<int64_t>(std::max<size_t>(endpoints, 1));
+  return std::min(overall, Clock::now() + std::max(kMinReadAttempt, share));
+}
 
 std::string Describe(const error_code& ec) {
   if (ec == beast::error::timeout) return "timed out";
@@ -71,7 +75,7 @@ error_code Connection::Connect(Clock::time_point deadline) {
 error_code Connection::Write(const Request& request, Clock::time_point deadline) {
   http::request<http::string_body> req{request.method, request.target, 11};
   req.set(http::field::host, endpoint_.ToString());
-  req.set(http::field::user_agent, "raftkvctl/" RAFTKVCTL_VERSION);
+  req.set(http::field::user_agent, "raftkvctl/" RAFTKV_VERSION);
   if (!request.body.empty() || request.method == http::verb::post ||
       request.method == http::verb::put) {
     req.set(http::field::content_type, "application/json");
@@ -247,7 +251,9 @@ Status Client::Send(const Request& request, Reply* out) {
       const size_t index = (preferred_ + k) % n;
       attempts++;
       std::string failure;
-      switch (Try(index, request, deadline, out, &failure)) {
+      const Clock::time_point attempt_deadline =
+          request.retry == Retry::kAlways ? ReadAttemptDeadline(deadline, timeout_, n) : deadline;
+      switch (Try(index, request, attempt_deadline, out, &failure)) {
         case Attempt::kNotSent:
           failures[index] = failure;
           continue;

@@ -118,7 +118,11 @@ class Connection {
 //   - after each round over every endpoint it waits (100 ms doubling, at most
 //     the answer's Retry-After or 1 s), for at most kMaxRounds rounds and
 //     never past the client's timeout; a round that would start with less
-//     than kMinAttemptTime left is not started.
+//     than kMinAttemptTime left is not started;
+//   - a Retry::kAlways request gets ReadAttemptDeadline per attempt, so that
+//     a node that accepts it and never answers (hung, SIGSTOPped) leaves time
+//     for the next; a write waits for its answer until the overall deadline,
+//     since giving up on it early could only end as "outcome unknown".
 class Client {
  public:
   // `timeout` bounds each Send, retries included; a connection attempt gets
@@ -154,6 +158,14 @@ class Client {
   size_t preferred_ = 0;
   std::vector<std::unique_ptr<Connection>> connections_;  // One per endpoint, when kept.
 };
+
+// The deadline of one attempt of a read (a request that may be sent again)
+// over `endpoints` endpoints within `timeout`: max(kMinReadAttempt,
+// timeout / endpoints) from now, never past `overall`. Client::Send, the watch's
+// connection and the snapshot's fetch use it.
+inline constexpr std::chrono::milliseconds kMinReadAttempt{1000};
+Clock::time_point ReadAttemptDeadline(Clock::time_point overall, std::chrono::milliseconds timeout,
+                                      size_t endpoints);
 
 // The text of a transport error, for messages ("connection refused", "timed out").
 std::string Describe(const error_code& ec);

@@ -19,6 +19,10 @@ using std::chrono::milliseconds;
 
 namespace {
 
+// The first wait before a failed renewal is sent again (at most a third of
+// the TTL); it doubles with each failure, up to a third of the TTL.
+constexpr milliseconds kFirstRetry{500};
+
 std::string LeaseName(uint64_t id) { return "lease " + std::to_string(id); }
 
 Status LeaseId(const Args& args, uint64_t* id) { return args.Number("ID", id, 1); }
@@ -82,24 +86,52 @@ Status RunLeaseKeepAlive(Context& ctx, const Args& args) {
   // A renewal applied twice only renews twice: safe to send again.
   const Request request{verb::post, "/v1/leases/" + std::to_string(id) + "/keepalive", "",
                         Retry::kAlways};
+  // Until the first renewal answers nothing says how long the lease lasts:
+  // its failure ends the command. After that a renewal that fails for want
+  // of an answer (5, 7) is tried again until the lease's TTL has passed
+  // since the last renewal that succeeded, counted from when it was sent
+  // (the server counts from later, so the lease cannot outlive this bound).
+  bool renewed = false;
+  Clock::time_point expires_at{};
+  milliseconds interval{0}, retry_wait{0};
   while (true) {
     json::object answer;
     std::string raw;
+    const Clock::time_point sent = Clock::now();
     Status s = Call(ctx, request, LeaseName(id) + " (it expired or was revoked)", &answer, &raw);
-    if (!s.ok()) return s;
-    const uint64_t ttl = NumberOf(answer, "ttl");
-    if (ctx.json()) {
-      ctx.out() << raw << "\n";
-    } else {
-      ctx.out() << LeaseName(id) << " kept alive, TTL " << ttl << "s\n";
+    if (s.ok()) {
+      const uint64_t ttl = NumberOf(answer, "ttl");
+      if (ctx.json()) {
+        ctx.out() << raw << "\n";
+      } else {
+        ctx.out() << LeaseName(id) << " kept alive, TTL " << ttl << "s\n";
+      }
+      if (Status w = FlushOutput(ctx.out()); !w.ok()) return w;
+      if (once) return Status::Ok();
+      renewed = true;
+      expires_at = sent + std::chrono::seconds(ttl);
+      // A third of the TTL, as the server advises: two renewals can fail
+      // before the lease expires.
+      interval = std::max<milliseconds>(milliseconds(ttl * 1000 / 3), milliseconds(100));
+      retry_wait = std::min(kFirstRetry, interval);
+      if (WaitForSignal(signals, interval)) return Status::Ok();
+      continue;
     }
-    ctx.out().flush();
-    if (once) return Status::Ok();
-    // A third of the TTL, as the server advises: two renewals can fail
-    // before the lease expires.
-    const milliseconds interval =
-        std::max<milliseconds>(milliseconds(ttl * 1000 / 3), milliseconds(100));
-    if (WaitForSignal(signals, interval)) return Status::Ok();
+    const bool transient = s.code() == Exit::kUnavailable || s.code() == Exit::kOutcomeUnknown;
+    if (once || !renewed || !transient) return s;  // 3: the lease is gone; 1: refused.
+    const auto left = std::chrono::duration_cast<milliseconds>(expires_at - Clock::now());
+    if (left <= milliseconds(0)) {
+      return Status(Exit::kUnavailable,
+                    "lease keepalive: " + LeaseName(id) +
+                        " was not renewed within its TTL since the last renewal, so it has "
+                        "expired (or will before a renewal can reach it): " +
+                        s.message());
+    }
+    const milliseconds wait = std::min(retry_wait, left);
+    std::cerr << "raftkvctl: lease keepalive: " << s.message() << "; trying again in "
+              << wait.count() << " ms (the lease has at most " << left.count() << " ms left)\n";
+    if (WaitForSignal(signals, wait)) return Status::Ok();
+    retry_wait = std::min(retry_wait * 2, interval);
   }
 }
 

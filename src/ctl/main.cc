@@ -13,10 +13,8 @@
 #include <iostream>
 
 #include "commands.h"
-
-#ifndef RAFTKVCTL_VERSION
-#define RAFTKVCTL_VERSION "dev"
-#endif
+#include "output.h"
+#include "version.h"
 
 namespace raftkv::ctl {
 namespace {
@@ -41,7 +39,7 @@ po::options_description GlobalFlags() {
 }
 
 void PrintToolHelp(std::ostream& out) {
-  out << "raftkvctl " RAFTKVCTL_VERSION ": the command-line client of raftkv\n\n"
+  out << "raftkvctl " RAFTKV_VERSION ": the command-line client of raftkv\n\n"
       << "Usage: raftkvctl [global flags] COMMAND [flags] [arguments]\n"
       << "       raftkvctl COMMAND --help\n\nCommands:\n";
   size_t width = 0;
@@ -83,9 +81,18 @@ void PrintCommandHelp(std::ostream& out, const Command& c) {
 
 Status ParseGlobals(const po::variables_map& vm, Globals* g) {
   std::string endpoints = "127.0.0.1:4001";
-  if (const char* env = std::getenv("RAFTKV_ENDPOINTS"); env && *env) endpoints = env;
-  if (vm.count("endpoints")) endpoints = vm["endpoints"].as<std::string>();
-  if (Status s = ParseEndpoints(endpoints, &g->endpoints); !s.ok()) return s;
+  // Errors name where the endpoints came from: a bad environment variable
+  // is not a bad flag the user can see on the command line.
+  std::string source = "--endpoints";
+  if (const char* env = std::getenv("RAFTKV_ENDPOINTS"); env && *env) {
+    endpoints = env;
+    source = "$RAFTKV_ENDPOINTS";
+  }
+  if (vm.count("endpoints")) {
+    endpoints = vm["endpoints"].as<std::string>();
+    source = "--endpoints";
+  }
+  if (Status s = ParseEndpoints(endpoints, &g->endpoints, source); !s.ok()) return s;
   if (vm.count("output")) {
     const std::string o = vm["output"].as<std::string>();
     if (o == "json") {
@@ -102,6 +109,24 @@ Status ParseGlobals(const po::variables_map& vm, Globals* g) {
     if (g->timeout.count() == 0) return Status::Usage("--timeout must be above 0");
   }
   return Status::Ok();
+}
+
+// A group's help ("raftkvctl help lease", "raftkvctl lease --help"): its
+// subcommands, each with its usage and summary.
+void PrintGroupHelp(std::ostream& out, const std::string& group) {
+  out << "Usage: raftkvctl " << group << " SUBCOMMAND [flags] [arguments]\n"
+      << "       raftkvctl " << group << " SUBCOMMAND --help\n\nSubcommands:\n";
+  size_t width = 0;
+  for (const Command& c : Commands()) {
+    if (c.name.starts_with(group + " "))
+      width = std::max(width, c.name.size() + 1 + c.usage.size());
+  }
+  for (const Command& c : Commands()) {
+    if (!c.name.starts_with(group + " ")) continue;
+    std::string head = std::string(c.name) + " " + std::string(c.usage);
+    out << "  " << head << std::string(width - head.size() + 2, ' ') << c.summary << "\n";
+  }
+  out << "\nGlobal flags (--endpoints, -o, --timeout): see raftkvctl --help.\n";
 }
 
 // The command named by `words` that does not exist: why, as a usage error.
@@ -146,9 +171,7 @@ Status RunCommand(const Command& c, const std::vector<std::string>& argv, bool h
   Globals globals;
   if (Status s = ParseGlobals(globals_vm, &globals); !s.ok()) return s;
   Context ctx(std::move(globals), std::cout);
-  Status s = c.run(ctx, Args(vm));
-  std::cout.flush();
-  return s;
+  return c.run(ctx, Args(vm));
 }
 
 Status Main(int argc, char** argv) {
@@ -184,7 +207,7 @@ Status Main(int argc, char** argv) {
     return Status::Usage(std::string(e.what()) + " (see raftkvctl --help)");
   }
   if (vm["version"].as<bool>()) {
-    std::cout << "raftkvctl " RAFTKVCTL_VERSION "\n";
+    std::cout << "raftkvctl " RAFTKV_VERSION "\n";
     return Status::Ok();
   }
   const bool help = vm["help"].as<bool>();
@@ -196,6 +219,10 @@ Status Main(int argc, char** argv) {
     }
     size_t words = 0;
     const Command* c = FindCommand(rest, &words);
+    if (!c && rest.size() == 1 && IsGroup(rest[0])) {  // "raftkvctl help lease"
+      PrintGroupHelp(std::cout, rest[0]);
+      return Status::Ok();
+    }
     if (!c) return UnknownCommand(rest);
     PrintCommandHelp(std::cout, *c);
     return Status::Ok();
@@ -213,7 +240,7 @@ Status Main(int argc, char** argv) {
   size_t words = 0;
   const Command* c = FindCommand(rest, &words);
   if (!c && help && IsGroup(rest[0])) {  // "raftkvctl lease --help"
-    PrintToolHelp(std::cout);
+    PrintGroupHelp(std::cout, rest[0]);
     return Status::Ok();
   }
   if (!c) return UnknownCommand(rest);
@@ -231,6 +258,11 @@ Status Main(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     raftkv::ctl::Status s = raftkv::ctl::Main(argc, argv);
+    // Output that did not reach stdout (a full disk, a closed pipe) is a
+    // failure even when the command succeeded: a script must not take a
+    // value it never received for an answer.
+    raftkv::ctl::Status written = raftkv::ctl::FlushOutput(std::cout);
+    if (s.ok()) s = std::move(written);
     if (!s.ok()) std::cerr << "raftkvctl: " << s.message() << "\n";
     return static_cast<int>(s.code());
   } catch (const std::exception& e) {

@@ -47,7 +47,7 @@ std::string MemberPath(const std::string& id) {
 
 // Sends a membership change or leader transfer and maps its refusals: a 409
 // (member_exists, not_learner, learner_not_caught_up, would_lose_quorum,
-// not_voter, no_candidate, conflict) exits 8, member_not_found 3, a 504
+// not_voter, not_active, no_candidate, conflict) exits 8, member_not_found 3, a 504
 // (the change or the transfer may still take effect) 7, the rest as
 // ReplyError. `id` is the member the request names ("" if none). Ok with
 // *reply a 2xx and *answer its body.
@@ -67,7 +67,7 @@ Status Change(Context& ctx, const Request& request, const std::string& subject,
                                              " may or may not take effect: " + ReplyDetail(*reply) +
                                              "; see raftkvctl member list");
   }
-  return ReplyError(*reply, subject);
+  return ReplyError(*reply, subject, request.retry);
 }
 
 // Whether a /v1/members answer is the leader's: only the leader lists its
@@ -114,7 +114,7 @@ std::vector<std::string> MemberRow(const json::object& m) {
 Status RunMemberList(Context& ctx, const Args&) {
   Reply reply;
   if (Status s = ctx.client().Send({verb::get, "/v1/members"}, &reply); !s.ok()) return s;
-  if (reply.status != 200) return ReplyError(reply, "the member list");
+  if (reply.status != 200) return ReplyError(reply, "the member list", Retry::kAlways);
   json::object answer;
   if (Status s = ParseObject(reply, &answer); !s.ok()) return s;
   // A follower's list has no match or last_heard_ms: ask the leader it

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <iostream>
 
 namespace raftkv::ctl {
@@ -49,7 +52,7 @@ std::string ReplyDetail(const Reply& reply) {
          (error.empty() ? "" : ": " + error) + " (from " + reply.endpoint + ")";
 }
 
-Status ReplyError(const Reply& reply, std::string_view subject) {
+Status ReplyError(const Reply& reply, std::string_view subject, Retry retry) {
   json::object body;
   std::string code;
   if (ParseObject(reply, &body).ok()) code = StringOf(body, "code");
@@ -71,7 +74,9 @@ Status ReplyError(const Reply& reply, std::string_view subject) {
   if (reply.status == 410) return Status(Exit::kCompacted, "compacted: " + detail);
   if (reply.status == 503) return Status(Exit::kUnavailable, "unavailable: " + detail);
   if (reply.status == 504) {
-    if (code == "outcome_unknown") {
+    // A write that timed out may still be applied: never "not applied" (5),
+    // which would invite a script to send it again.
+    if (retry == Retry::kIfNotApplied) {
       return Status(Exit::kOutcomeUnknown,
                     "outcome unknown: the write may or may not have been applied: " + detail);
     }
@@ -86,7 +91,7 @@ Status Call(Context& ctx, const Request& request, std::string_view subject, json
   if (Status s = ctx.client().Send(request, &reply); !s.ok()) return s;
   if (reply.status < 200 || reply.status > 299) {
     if (reply.status == 412 && ctx.json()) ctx.out() << reply.body << "\n";
-    return ReplyError(reply, subject);
+    return ReplyError(reply, subject, request.retry);
   }
   if (raw) *raw = reply.body;
   return ParseObject(reply, body);
@@ -132,6 +137,19 @@ void SetBytes(json::object* o, std::string_view field, std::string_view bytes) {
   } else {
     (*o)[std::string(field) + "_b64"] = Base64Encode(bytes);
   }
+}
+
+Status FlushOutput(std::ostream& out) {
+  errno = 0;
+  out.flush();
+  if (out) return Status::Ok();
+  // errno is the failed write's when the flush failed; 0 when an earlier
+  // write had already failed (the stream then refuses to flush): stdio,
+  // which holds std::cout's bytes, is asked once more for the reason.
+  int err = errno;
+  if (err == 0 && &out == &std::cout && std::fflush(stdout) != 0) err = errno;
+  return Status::Error(std::string("writing stdout: ") +
+                       (err != 0 ? std::strerror(err) : "an earlier write failed"));
 }
 
 void PrintTable(std::ostream& out, const std::vector<std::string>& header,

@@ -25,9 +25,13 @@ std::string ErrorCode(const Reply& reply);
 std::string ReplyDetail(const Reply& reply);
 
 // The Status for an answer that is not a 2xx: key_not_found,
-// lease_not_found and member_not_found exit 3, compare_failed 4, compacted 6, 503 5, a write's
-// 504 7, anything else 1. `subject` names what was asked for ("key \"a\"").
-Status ReplyError(const Reply& reply, std::string_view subject);
+// lease_not_found and member_not_found exit 3, compare_failed 4, compacted 6,
+// 503 5, anything else 1. A 504 depends on `retry`, the request's class: for
+// a write (Retry::kIfNotApplied) it is 7 whatever its body says (a follower
+// whose leader died while forwarding answers 504 without a code, and the
+// write may have been applied); only for a read (Retry::kAlways) is it 5.
+// `subject` names what was asked for ("key \"a\"").
+Status ReplyError(const Reply& reply, std::string_view subject, Retry retry);
 
 // Sends a request and checks its answer: Ok with *body parsed when 2xx.
 // In json mode a 412's body (the key as it is now) goes to stdout too.
@@ -47,6 +51,11 @@ std::string StringOf(const boost::json::object& o, std::string_view field);
 // A JSON string for a key or value in a request body: {"key": ..} or, for
 // bytes that are not UTF-8, {"key_b64": ..}. Sets `field` or `field`_b64.
 void SetBytes(boost::json::object* o, std::string_view field, std::string_view bytes);
+
+// Flushes `out` (stdout): Ok, or an error "writing stdout: <strerror>" when
+// it cannot be written (a full disk, a closed pipe), so that a command whose
+// output was lost never exits 0.
+Status FlushOutput(std::ostream& out);
 
 // Prints rows under a header, columns aligned with two spaces between them.
 void PrintTable(std::ostream& out, const std::vector<std::string>& header,

@@ -62,20 +62,22 @@ Status ParseEndpoint(std::string_view item, std::string_view flag, Endpoint* out
 
 }  // namespace
 
-Status ParseEndpoints(std::string_view spec, std::vector<Endpoint>* out) {
+Status ParseEndpoints(std::string_view spec, std::vector<Endpoint>* out, std::string_view source) {
   out->clear();
   while (true) {
     size_t comma = spec.find(',');
     std::string_view item = Trim(spec.substr(0, comma));
     if (!item.empty()) {
       Endpoint e;
-      if (Status s = ParseEndpoint(item, "--endpoints", &e); !s.ok()) return s;
+      if (Status s = ParseEndpoint(item, source, &e); !s.ok()) return s;
       out->push_back(std::move(e));
     }
     if (comma == std::string_view::npos) break;
     spec.remove_prefix(comma + 1);
   }
-  if (out->empty()) return Status::Usage("--endpoints: no endpoint given (HOST:PORT,...)");
+  if (out->empty()) {
+    return Status::Usage(std::string(source) + ": no endpoint given (HOST:PORT,...)");
+  }
   return Status::Ok();
 }
 

@@ -27,8 +27,10 @@ struct Endpoint {
 };
 
 // Parses "host:port,host:port,..." (an "http://" prefix is allowed; IPv6
-// hosts in brackets). A usage error names the bad item.
-Status ParseEndpoints(std::string_view spec, std::vector<Endpoint>* out);
+// hosts in brackets). A usage error names the bad item and `source`, where
+// the list came from ("--endpoints", or "$RAFTKV_ENDPOINTS").
+Status ParseEndpoints(std::string_view spec, std::vector<Endpoint>* out,
+                      std::string_view source = "--endpoints");
 
 // Parses one address given to a flag ("--raft"): HOST:PORT or [IPV6]:PORT,
 // without a scheme. A usage error names `flag`.

@@ -161,10 +161,15 @@ Status Receive(Context& ctx, Connection& conn, PartFile* part, Saved* saved) {
                                             "): nothing was saved");
     }
   }
+  // A body shorter than its Content-Length never gets here: Beast's parser
+  // is done only once Content-Length bytes came, and a connection that ends
+  // before reports partial_message, a break above (exit 5). A longer body is
+  // not read past Content-Length. So a mismatch is a bug in that reasoning,
+  // not a corrupted download: say so loudly rather than save the image.
   if (sum.size() != length) {
-    return Status::Error("received " + std::to_string(sum.size()) + " bytes from " + from +
-                         ", but Content-Length said " + std::to_string(length) +
-                         ": nothing was saved");
+    return Status::Error("internal error: the parser ended the body from " + from + " after " +
+                         std::to_string(sum.size()) + " bytes, but Content-Length said " +
+                         std::to_string(length) + ": nothing was saved");
   }
   uint64_t computed = 0, trailer = 0;
   if (!sum.Finish(&computed, &trailer)) {
@@ -198,16 +203,20 @@ Status Fetch(Context& ctx, const std::string& target, PartFile* part, Saved* sav
     for (size_t i = 0; i < n && Clock::now() < deadline; i++) {
       Connection conn(endpoints[i]);
       int status = 0;
-      error_code ec = conn.Connect(std::min(deadline, Clock::now() + Client::kConnectTimeout));
-      if (!ec) ec = conn.Write({verb::get, target}, deadline);
-      if (!ec) ec = conn.ReadHead(&status, deadline);
+      // As a read's attempt: a node that takes the request and never
+      // answers (hung, stopped) leaves time for the next endpoint.
+      const auto attempt = ReadAttemptDeadline(deadline, ctx.globals().timeout, n);
+      error_code ec = conn.Connect(std::min(attempt, Clock::now() + Client::kConnectTimeout));
+      if (!ec) ec = conn.Write({verb::get, target}, attempt);
+      if (!ec) ec = conn.ReadHead(&status, attempt);
       if (ec) {
         failures[i] = Describe(ec);
         continue;
       }
       if (status == 200) return Receive(ctx, conn, part, saved);
-      Reply refusal = conn.ReadRefusal(status, deadline);
-      if (status != 503 && status != 504) return ReplyError(refusal, "the snapshot");
+      Reply refusal = conn.ReadRefusal(status, attempt);
+      if (status != 503 && status != 504)
+        return ReplyError(refusal, "the snapshot", Retry::kAlways);
       failures[i] = ReplyDetail(refusal);
       uint64_t seconds = 0;
       if (ParseNumber("Retry-After", refusal.retry_after, &seconds).ok()) {

@@ -26,6 +26,10 @@ namespace {
 // off without closing the connection).
 constexpr milliseconds kProgress{2000};
 constexpr int kIdleProgresses = 3;
+// The pause before each new stream: kFirstBackoff after a healthy stream,
+// doubling with every stream that was not, at most kMaxBackoff.
+constexpr milliseconds kFirstBackoff{100};
+constexpr milliseconds kMaxBackoff{1000};
 
 struct WatchSpec {
   std::string key;
@@ -74,12 +78,11 @@ void PrintEvents(Context& ctx, const json::object& message, const std::string& l
       }
     }
   }
-  ctx.out().flush();
 }
 
 // Handles one stream message: nullopt to read on, else how the stream ended.
 std::optional<End> OnMessage(Context& ctx, const WatchSpec& spec, const std::string& line,
-                             WatchState* state, std::string* why) {
+                             WatchState* state, bool* healthy, std::string* why) {
   error_code ec;
   json::value v = json::parse(line, ec);
   if (ec || !v.is_object()) {
@@ -92,13 +95,21 @@ std::optional<End> OnMessage(Context& ctx, const WatchSpec& spec, const std::str
   if (type == "created") {
     if (state->next_rev == 0) state->next_rev = revision + 1;
   } else if (type == "events") {
+    *healthy = true;
     PrintEvents(ctx, m, line);
+    // Stdout gone (a full disk, a closed pipe): stop rather than watch on
+    // printing nothing.
+    if (Status s = FlushOutput(ctx.out()); !s.ok()) {
+      *why = s.message();
+      return End::kFatal;
+    }
     if (auto* events = m.if_contains("events"); events && events->is_array()) {
       state->events += events->get_array().size();
     }
     state->next_rev = revision + 1;
     if (spec.max_events > 0 && state->events >= spec.max_events) return End::kDone;
   } else if (type == "progress" || type == "canceled") {
+    if (type == "progress") *healthy = true;
     state->next_rev = std::max(state->next_rev, revision + 1);
     if (type == "canceled") {
       const std::string reason = StringOf(m, "reason");
@@ -109,30 +120,34 @@ std::optional<End> OnMessage(Context& ctx, const WatchSpec& spec, const std::str
   return std::nullopt;
 }
 
-// One stream on one endpoint, until it ends. *started says whether the
-// server accepted it (200).
-End WatchOn(Context& ctx, const WatchSpec& spec, Connection& conn, WatchState* state, bool* started,
+// One stream on one endpoint, until it ends. *healthy says whether it
+// delivered an events or progress message: a node that answers 200 and
+// ends the stream at once (or after its created message) did not serve the
+// watch, and must not reset the give-up window.
+End WatchOn(Context& ctx, const WatchSpec& spec, Connection& conn, WatchState* state, bool* healthy,
             std::string* why, Status* fatal) {
   const auto timeout = ctx.globals().timeout;
-  auto deadline = Clock::now() + std::min<milliseconds>(timeout, Client::kConnectTimeout);
-  error_code ec = conn.Connect(deadline);
+  // As a read's attempt: a node that takes the request and never answers
+  // leaves time for the next endpoint.
+  const auto attempt =
+      ReadAttemptDeadline(Clock::now() + timeout, timeout, ctx.globals().endpoints.size());
+  error_code ec = conn.Connect(std::min(attempt, Clock::now() + Client::kConnectTimeout));
   int status = 0;
-  if (!ec) ec = conn.Write({verb::get, Target(spec, *state)}, Clock::now() + timeout);
-  if (!ec) ec = conn.ReadHead(&status, Clock::now() + timeout);
+  if (!ec) ec = conn.Write({verb::get, Target(spec, *state)}, attempt);
+  if (!ec) ec = conn.ReadHead(&status, attempt);
   if (ec) {
     *why = Describe(ec);
     return End::kLost;
   }
   if (status != 200) {
-    Reply r = conn.ReadRefusal(status, Clock::now() + timeout);
-    Status s = ReplyError(r, "the watch of \"" + spec.key + "\"");
+    Reply r = conn.ReadRefusal(status, attempt);
+    Status s = ReplyError(r, "the watch of \"" + spec.key + "\"", Retry::kAlways);
     *why = s.message();
     if (status == 410) return End::kCompacted;
     if (status == 503 || status == 429 || status == 504) return End::kLost;
     *fatal = s;
     return End::kFatal;
   }
-  *started = true;
   std::string pending;
   while (true) {
     bool done = false;
@@ -141,7 +156,7 @@ End WatchOn(Context& ctx, const WatchSpec& spec, Connection& conn, WatchState* s
     for (size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
       std::string line = pending.substr(start, nl - start);
       if (line.empty()) continue;
-      std::optional<End> end = OnMessage(ctx, spec, line, state, why);
+      std::optional<End> end = OnMessage(ctx, spec, line, state, healthy, why);
       if (end == End::kFatal) *fatal = Status::Error(*why);
       if (end) return *end;
     }
@@ -174,30 +189,30 @@ Status RunWatch(Context& ctx, const Args& args) {
   const auto& endpoints = ctx.globals().endpoints;
   const size_t n = endpoints.size();
   std::vector<std::string> failures(n);
-  // Failed attempts since a stream last started, and how many said compacted.
+  // Streams ended since the last healthy one, and how many said compacted.
   size_t failed = 0, compacted = 0;
   auto give_up_at = Clock::now() + ctx.globals().timeout;
-  milliseconds backoff(100);
+  milliseconds backoff = kFirstBackoff;
   for (size_t index = 0;; index = (index + 1) % n) {
     Connection conn(endpoints[index]);
-    bool started = false;
+    bool healthy = false;
     std::string why;
     Status fatal;
-    End end = WatchOn(ctx, spec, conn, &state, &started, &why, &fatal);
+    End end = WatchOn(ctx, spec, conn, &state, &healthy, &why, &fatal);
     if (end == End::kDone) return Status::Ok();
     if (end == End::kFatal) return fatal;
     failures[index] = why;
-    if (started) {
+    if (healthy) {
       failed = compacted = 0;
       give_up_at = Clock::now() + ctx.globals().timeout;
-      backoff = milliseconds(100);
+      backoff = kFirstBackoff;
       std::cerr << "raftkvctl: watch: " << endpoints[index].ToString() << ": " << why
                 << "; resuming at revision " << state.next_rev << "\n";
     }
     failed++;
     if (end == End::kCompacted) compacted++;
-    // Every endpoint has been tried since the last stream: give up if one
-    // said compacted (the others failed too), or once the time is up.
+    // Every endpoint has been tried since the last healthy stream: give up
+    // if one said compacted (the others failed too), or once the time is up.
     if (failed >= n && compacted > 0) {
       return Status(Exit::kCompacted, "compacted: revision " + std::to_string(state.next_rev) +
                                           " is no longer in the watch history (" + why +
@@ -213,11 +228,12 @@ Status RunWatch(Context& ctx, const Args& args) {
       }
       return Status(Exit::kUnavailable, message);
     }
-    if (!started && failed % n == 0) {
-      auto left = std::chrono::duration_cast<milliseconds>(give_up_at - Clock::now());
-      std::this_thread::sleep_for(std::max(milliseconds(0), std::min(backoff, left)));
-      backoff = std::min(backoff * 2, milliseconds(1000));
-    }
+    // Always a pause before the next stream, growing while none is healthy:
+    // a node that accepts the watch and ends it at once must not be asked
+    // again in a tight loop.
+    auto left = std::chrono::duration_cast<milliseconds>(give_up_at - Clock::now());
+    std::this_thread::sleep_for(std::max(milliseconds(0), std::min(backoff, left)));
+    backoff = std::min(backoff * 2, kMaxBackoff);
   }
 }
 

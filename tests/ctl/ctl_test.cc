@@ -244,6 +244,20 @@ TEST(CtlUnavailableTest, ClosedPortsExitFiveWithinTheTimeout) {
   EXPECT_EQ(check.code, kUnavailable) << Describe(check);
 }
 
+// A listening TCP socket on 127.0.0.1:port.
+int ListenOnLoopback(uint16_t port, int backlog) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  EXPECT_EQ(listen(fd, backlog), 0);
+  return fd;
+}
+
 // A test server on 127.0.0.1 that reads each request (head and body) and
 // answers the k-th with answers[k] (the last one again once they run out),
 // then closes the connection. An empty answer closes it without one: the
@@ -252,15 +266,7 @@ class TestServer {
  public:
   explicit TestServer(std::vector<std::string> answers = {""})
       : answers_(std::move(answers)), port_(FreePort()) {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port_);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    EXPECT_EQ(listen(fd_, 16), 0);
+    fd_ = ListenOnLoopback(port_, 16);
     thread_ = std::thread([this] { Serve(); });
   }
   ~TestServer() {
@@ -549,6 +555,221 @@ TEST(CtlSnapshotTest, A503IsAskedAgainAndARefusalExitsOne) {
   EXPECT_NE(r.err.find("404 not_found"), std::string::npos) << r.err;
   EXPECT_FALSE(Exists(file2));
   EXPECT_FALSE(Exists(file2 + ".part"));
+}
+
+// --- Review fixes, against test servers ----------------------------------------
+
+// A socket that listens and never accepts: the kernel completes the TCP
+// handshake and takes the request into its buffers, and no answer ever
+// comes (a hung or SIGSTOPped node).
+class HungServer {
+ public:
+  HungServer() : port_(FreePort()) { fd_ = ListenOnLoopback(port_, 64); }
+  ~HungServer() { close(fd_); }
+  HungServer(const HungServer&) = delete;
+  HungServer& operator=(const HungServer&) = delete;
+  std::string address() const { return Addr(port_); }
+
+ private:
+  uint16_t port_;
+  int fd_ = -1;
+};
+
+TEST(CtlOutcomeTest, AWriteAnswered504WithoutACodeIsAnUnknownOutcome) {
+  // A follower whose leader died while it forwarded: 504 without a "code"
+  // (or without JSON at all). The write may have been applied: 7, sent once.
+  for (const std::string& body :
+       {std::string(R"({"error":"the leader did not answer in time"})"), std::string("timeout")}) {
+    for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
+             {"put", "k", "v"}, {"del", "k"}, {"lease", "grant", "10"}, {"lease", "revoke", "5"}}) {
+      TestServer server({Answer(504, body)});
+      args.insert(args.begin(), {"--endpoints", server.address(), "--timeout", "3s"});
+      RunResult r = RunCtl(args);
+      EXPECT_EQ(r.code, kOutcomeUnknown) << args[4] << " (" << body << "): " << Describe(r);
+      EXPECT_NE(r.err.find("may or may not have been applied"), std::string::npos) << r.err;
+      EXPECT_EQ(server.requests(), 1) << args[4];  // Never sent again.
+    }
+  }
+  // A read answered 504 is asked again, and ends as unavailable.
+  TestServer server({Answer(504, R"({"error":"the leader did not answer in time"})")});
+  RunResult r = RunCtl({"--endpoints", server.address(), "--timeout", "1s", "get", "k"});
+  EXPECT_EQ(r.code, kUnavailable) << Describe(r);
+  EXPECT_GE(server.requests(), 2);
+}
+
+TEST(CtlOutputTest, StdoutThatCannotBeWrittenExitsOne) {
+  const std::string kv = R"({"key":"k","value":"v","create_revision":2,"mod_revision":2,)"
+                         R"("version":1,"lease":0})";
+  TestServer server({Answer(200, kv)});
+  const std::string ctl = RAFTKVCTL_BIN;
+  Child child({"/bin/sh", "-c",
+               "exec '" + ctl + "' --endpoints " + server.address() + " get k >/dev/full"});
+  ASSERT_EQ(child.Wait(milliseconds(20000)), kError) << child.err();
+  EXPECT_EQ(child.err(), "raftkvctl: writing stdout: No space left on device\n");
+  EXPECT_EQ(server.requests(), 1);
+  // The same command with a stdout that works prints the value and exits 0.
+  TestServer again({Answer(200, kv)});
+  RunResult r = RunCtl({"--endpoints", again.address(), "get", "k"});
+  EXPECT_EQ(r.code, kOk) << Describe(r);
+  EXPECT_EQ(r.out, "v\n");
+}
+
+TEST(CtlFailoverTest, ReadsMovePastAHungEndpointAndWritesDoNot) {
+  HungServer hung;
+  const std::string kv = R"({"key":"k","value":"v","create_revision":2,"mod_revision":2,)"
+                         R"("version":1,"lease":0})";
+  TestServer good({Answer(200, kv)});
+  const std::string eps = hung.address() + "," + good.address();
+  // Each attempt of a read gets max(1s, 4s / 2 endpoints): the second
+  // endpoint answers well within the timeout.
+  RunResult r = RunCtl({"--endpoints", eps, "--timeout", "4s", "get", "k"});
+  EXPECT_EQ(r.code, kOk) << Describe(r);
+  EXPECT_EQ(r.out, "v\n");
+  EXPECT_LT(r.elapsed, milliseconds(3800));
+  EXPECT_EQ(good.requests(), 1);
+
+  // watch: the same for its stream's head.
+  const std::string stream =
+      "{\"type\":\"created\",\"revision\":5}\n"
+      "{\"type\":\"events\",\"revision\":6,\"events\":[{\"type\":\"put\",\"kv\":"
+      "{\"key\":\"k\",\"value\":\"w\",\"create_revision\":6,\"mod_revision\":6,\"version\":1}}]}\n";
+  TestServer watched({Answer(200, stream)});
+  r = RunCtl({"--endpoints", hung.address() + "," + watched.address(), "--timeout", "4s", "watch",
+              "k", "--max-events", "1"});
+  EXPECT_EQ(r.code, kOk) << Describe(r);
+  EXPECT_EQ(r.out, "PUT\nk\nw\n");
+  EXPECT_LT(r.elapsed, milliseconds(3800));
+
+  // snapshot save: the same until the image's head.
+  const std::string image = FakeImage(2000);
+  TestServer backup({SnapshotAnswer(image, Hex(Trailer(image)))});
+  const std::string file = FreshPath("hung.snap");
+  r = RunCtl({"--endpoints", hung.address() + "," + backup.address(), "--timeout", "4s", "snapshot",
+              "save", file});
+  EXPECT_EQ(r.code, kOk) << Describe(r);
+  EXPECT_TRUE(ReadWhole(file) == image);
+  EXPECT_LT(r.elapsed, milliseconds(3800));
+  std::filesystem::remove(file);
+
+  // A write waits for its answer until the timeout and is never sent on.
+  TestServer other({Answer(200, R"({"revision":3})")});
+  r = RunCtl(
+      {"--endpoints", hung.address() + "," + other.address(), "--timeout", "2s", "put", "k", "v"});
+  EXPECT_EQ(r.code, kOutcomeUnknown) << Describe(r);
+  EXPECT_GE(r.elapsed, milliseconds(1900));
+  EXPECT_EQ(other.requests(), 0);
+}
+
+TEST(CtlWatchTest, AStreamThatEndsAtOnceIsNotReconnectedInAHotLoop) {
+  // 200 and a created message, then the end: the node never serves the
+  // watch. It must back off between attempts and give up after --timeout.
+  TestServer flaky({Answer(200, "{\"type\":\"created\",\"revision\":5}\n")});
+  RunResult r = RunCtl({"--endpoints", flaky.address(), "--timeout", "2s", "watch", "k"}, "",
+                       milliseconds(15000));
+  EXPECT_EQ(r.code, kUnavailable) << Describe(r);
+  EXPECT_NE(r.err.find("no endpoint served the watch"), std::string::npos) << r.err;
+  EXPECT_LT(r.elapsed, milliseconds(6000));
+  // 100 ms doubling to 1 s between attempts: a handful in 2 s.
+  EXPECT_GE(flaky.requests(), 3);
+  EXPECT_LE(flaky.requests(), 10);
+}
+
+// Counts the "kept alive" lines of lease keepalive's output.
+size_t Renewals(const std::string& out) {
+  size_t n = 0;
+  for (size_t p = 0; (p = out.find("kept alive", p)) != std::string::npos; p++) n++;
+  return n;
+}
+
+TEST(CtlLeaseTest, KeepaliveRetriesAFailedRenewalWhileTheLeaseLasts) {
+  // A renewal fails (503 for the whole of a short --timeout), the next one
+  // succeeds: the loop keeps going.
+  const std::string renewed = Answer(200, R"({"id":5,"ttl":2})");
+  const std::string busy =
+      Answer(503, R"({"error":"no leader","code":"no_leader"})", "Retry-After: 1\r\n");
+  TestServer server({renewed, busy, renewed});
+  Child loop({RAFTKVCTL_BIN, "--endpoints", server.address(), "--timeout", "300ms", "lease",
+              "keepalive", "5"});
+  EXPECT_TRUE(loop.ReadUntil([](const std::string& out) { return Renewals(out) >= 3; },
+                             milliseconds(15000)))
+      << loop.out() << loop.err();
+  EXPECT_NE(loop.err().find("no_leader"), std::string::npos) << loop.err();
+  EXPECT_NE(loop.err().find("trying again"), std::string::npos) << loop.err();
+  loop.Signal(SIGTERM);
+  EXPECT_EQ(loop.Wait(milliseconds(5000)), kOk) << loop.err();
+  EXPECT_GE(server.requests(), 4);
+
+  // Renewals that keep failing: exit 5 once the TTL (1 s) has passed since
+  // the last success, having tried more than once.
+  TestServer down({Answer(200, R"({"id":5,"ttl":1})"), busy});
+  RunResult r =
+      RunCtl({"--endpoints", down.address(), "--timeout", "300ms", "lease", "keepalive", "5"}, "",
+             milliseconds(15000));
+  EXPECT_EQ(r.code, kUnavailable) << Describe(r);
+  EXPECT_EQ(Renewals(r.out), 1u) << r.out;
+  EXPECT_NE(r.err.find("within its TTL"), std::string::npos) << r.err;
+  EXPECT_GE(down.requests(), 3);
+  EXPECT_LT(r.elapsed, milliseconds(5000));
+
+  // The lease gone: exit 3 at once.
+  TestServer gone({Answer(200, R"({"id":5,"ttl":2})"),
+                   Answer(404, R"({"error":"no such lease","code":"lease_not_found"})")});
+  r = RunCtl({"--endpoints", gone.address(), "lease", "keepalive", "5"}, "", milliseconds(15000));
+  EXPECT_EQ(r.code, kNotFound) << Describe(r);
+  EXPECT_NE(r.err.find("not found: lease 5"), std::string::npos) << r.err;
+  EXPECT_EQ(gone.requests(), 2);
+}
+
+TEST(CtlCheckServerTest, PutsRefusedByTheClusterExitOneAndACleanupFailureIsReported) {
+  // Every put refused with a 400, the cleanup too: the cluster answered, so
+  // 1 (not 5), and the cleanup's failure is in the message.
+  TestServer refusing({Answer(400, R"({"error":"value too large","code":"invalid_argument"})")});
+  RunResult r = RunCtl({"--endpoints", refusing.address(), "check", "--requests", "3", "--conns",
+                        "1", "--prefix", "chk/"});
+  EXPECT_EQ(r.code, kError) << Describe(r);
+  EXPECT_NE(r.err.find("no put succeeded"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("400 invalid_argument"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("cleanup"), std::string::npos) << r.err;
+  const std::vector<std::string> lines = refusing.request_lines();
+  ASSERT_EQ(lines.size(), 4u);
+  // The run's own subprefix, and only it, is deleted.
+  std::smatch put, del;
+  ASSERT_TRUE(std::regex_match(lines[0], put,
+                               std::regex("PUT /v1/kv/(chk/check-[0-9a-f]{16}/)c0/0 HTTP/1.1")))
+      << lines[0];
+  ASSERT_TRUE(std::regex_match(lines[3], del,
+                               std::regex("DELETE /v1/kv/(.*)\\?prefix&limit=10000 HTTP/1.1")))
+      << lines[3];
+  EXPECT_EQ(put[1].str(), del[1].str());
+}
+
+TEST(CtlUsageTest, GroupHelpAndABadEnvironmentVariable) {
+  RunResult a = RunCtl({"help", "lease"});
+  RunResult b = RunCtl({"lease", "--help"});
+  EXPECT_EQ(a.code, kOk) << Describe(a);
+  EXPECT_EQ(b.code, kOk) << Describe(b);
+  EXPECT_EQ(a.out, b.out);
+  for (const char* sub :
+       {"lease grant", "lease keepalive", "lease revoke", "lease list", "lease show"}) {
+    EXPECT_NE(a.out.find("  " + std::string(sub) + " "), std::string::npos) << sub << a.out;
+  }
+  EXPECT_EQ(a.out.find("member add"), std::string::npos) << a.out;
+  EXPECT_EQ(RunCtl({"help", "member"}).code, kOk);
+
+  // leader transfer's help names not_active.
+  RunResult t = RunCtl({"leader", "transfer", "--help"});
+  EXPECT_NE(t.out.find("not_active"), std::string::npos) << t.out;
+
+  // A bad $RAFTKV_ENDPOINTS is named as such, not as a flag.
+  RunResult r = RunCtl({"get", "k"}, "", milliseconds(20000), {"RAFTKV_ENDPOINTS=nohostport"});
+  EXPECT_EQ(r.code, kUsage) << Describe(r);
+  EXPECT_NE(r.err.find("$RAFTKV_ENDPOINTS"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("--endpoints"), std::string::npos) << r.err;
+  // --endpoints overrides it, and is named when it is the bad one.
+  r = RunCtl({"--endpoints", "bad", "get", "k"}, "", milliseconds(20000),
+             {"RAFTKV_ENDPOINTS=127.0.0.1:1"});
+  EXPECT_EQ(r.code, kUsage) << Describe(r);
+  EXPECT_NE(r.err.find("--endpoints"), std::string::npos) << r.err;
 }
 
 // --- Against a 3-node cluster --------------------------------------------------
@@ -973,6 +1194,9 @@ TEST_F(CtlClusterTest, CheckPrintsSaneNumbersAndCleansUp) {
   EXPECT_LT(max, 5000.0);
   EXPECT_EQ(Ctl({"list", "raftkvctl-check/"}).out, "");
 
+  // The user's own keys under --prefix survive: check writes and deletes
+  // only a subprefix of its own.
+  ASSERT_EQ(Ctl({"put", "chk/user", "mine"}).code, kOk);
   r = Ctl({"-o", "json", "check", "--requests", "50", "--conns", "3", "--prefix", "chk/"});
   ASSERT_EQ(r.code, kOk) << Describe(r);
   json::object o = Object(r.out);
@@ -980,7 +1204,9 @@ TEST_F(CtlClusterTest, CheckPrintsSaneNumbersAndCleansUp) {
   EXPECT_EQ(itest::Num(o.at("succeeded")), 50u);
   EXPECT_EQ(itest::Num(o.at("errors")), 0u);
   EXPECT_EQ(itest::Num(o.at("deleted")), 50u);
-  EXPECT_EQ(Ctl({"list", "chk/"}).out, "");
+  EXPECT_TRUE(std::regex_match(itest::Str(o.at("prefix")), std::regex("chk/check-[0-9a-f]{16}/")))
+      << r.out;
+  EXPECT_EQ(Ctl({"list", "chk/"}).out, "chk/user\nmine\n");
 }
 
 // --- Membership and backups against a cluster ---------------------------------
